@@ -1,0 +1,1 @@
+//! End-to-end tests live in tests/; they drive the QEMU guest of rxe-setup/vm.

@@ -1,0 +1,370 @@
+//! Identify data structures the target returns (NVMe Base Specification 2.0,
+//! section 5.17.2; NVM Command Set Specification 1.0, section 4.1.5). Each builder writes
+//! named fields at their spec offsets into a 4096-byte page. Pure; no I/O.
+
+/// Every Identify data structure is 4096 bytes.
+pub const IDENTIFY_BYTES: usize = 4096;
+
+/// CNS values (NVMe Base Specification 2.0, Figure 274).
+pub mod cns {
+    pub const NAMESPACE: u8 = 0x00;
+    pub const CONTROLLER: u8 = 0x01;
+    pub const ACTIVE_NAMESPACES: u8 = 0x02;
+    pub const NAMESPACE_DESCRIPTORS: u8 = 0x03;
+    pub const CSI_NAMESPACE: u8 = 0x05;
+    pub const CSI_CONTROLLER: u8 = 0x06;
+    pub const CSI_ACTIVE_NAMESPACES: u8 = 0x07;
+    pub const INDEPENDENT_NAMESPACE: u8 = 0x08;
+}
+
+/// Command Set Identifier of the NVM command set.
+pub const CSI_NVM: u8 = 0;
+
+/// A 4096-byte page with little-endian field writers.
+pub struct Page(pub Box<[u8; IDENTIFY_BYTES]>);
+
+impl Default for Page {
+    fn default() -> Self {
+        Page(Box::new([0; IDENTIFY_BYTES]))
+    }
+}
+
+impl Page {
+    pub fn u8(&mut self, offset: usize, value: u8) -> &mut Self {
+        self.0[offset] = value;
+        self
+    }
+    pub fn u16(&mut self, offset: usize, value: u16) -> &mut Self {
+        self.bytes(offset, &value.to_le_bytes())
+    }
+    pub fn u32(&mut self, offset: usize, value: u32) -> &mut Self {
+        self.bytes(offset, &value.to_le_bytes())
+    }
+    pub fn u64(&mut self, offset: usize, value: u64) -> &mut Self {
+        self.bytes(offset, &value.to_le_bytes())
+    }
+    pub fn bytes(&mut self, offset: usize, value: &[u8]) -> &mut Self {
+        self.0[offset..offset + value.len()].copy_from_slice(value);
+        self
+    }
+    /// An ASCII field padded with spaces, as SN, MN and FR are.
+    pub fn ascii(&mut self, offset: usize, width: usize, value: &str) -> &mut Self {
+        let field = &mut self.0[offset..offset + width];
+        field.fill(b' ');
+        let len = value.len().min(width);
+        field[..len].copy_from_slice(&value.as_bytes()[..len]);
+        self
+    }
+}
+
+/// Controller type (CNTRLTYPE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControllerType {
+    Io = 1,
+    Discovery = 2,
+}
+
+/// The values this target fills into Identify Controller.
+#[derive(Clone, Debug)]
+pub struct ControllerIdentity<'a> {
+    pub controller_id: u16,
+    pub controller_type: ControllerType,
+    pub serial: &'a str,
+    pub model: &'a str,
+    pub firmware: &'a str,
+    pub subsystem_nqn: &'a str,
+    /// MDTS as a power of two in units of the 4 KiB minimum page size.
+    pub max_transfer_shift: u8,
+    pub version: u32,
+    pub keep_alive_granularity_100ms: u16,
+    pub max_commands: u16,
+    pub namespace_count: u32,
+    pub volatile_write_cache: bool,
+    /// IOCCSZ in 16-byte units: 64-byte command plus in-capsule data.
+    pub command_capsule_units: u32,
+    /// Whether SGLs may describe data at an offset inside the capsule (SGLS bit 20).
+    pub in_capsule_data: bool,
+    pub async_event_limit: u8,
+}
+
+/// Identify Controller field offsets (NVMe Base Specification 2.0, Figure 275).
+mod controller {
+    pub const VID: usize = 0;
+    pub const SN: usize = 4;
+    pub const MN: usize = 24;
+    pub const FR: usize = 64;
+    pub const RAB: usize = 72;
+    pub const CMIC: usize = 76;
+    pub const MDTS: usize = 77;
+    pub const CNTLID: usize = 78;
+    pub const VER: usize = 80;
+    pub const OAES: usize = 92;
+    pub const CTRATT: usize = 96;
+    pub const CNTRLTYPE: usize = 111;
+    pub const ACL: usize = 258;
+    pub const AERL: usize = 259;
+    pub const FRMW: usize = 260;
+    pub const LPA: usize = 261;
+    pub const ELPE: usize = 262;
+    pub const KAS: usize = 320;
+    pub const SQES: usize = 512;
+    pub const CQES: usize = 513;
+    pub const MAXCMD: usize = 514;
+    pub const NN: usize = 516;
+    pub const ONCS: usize = 520;
+    pub const VWC: usize = 525;
+    pub const SGLS: usize = 536;
+    pub const MNAN: usize = 540;
+    pub const SUBNQN: usize = 768;
+    pub const IOCCSZ: usize = 1792;
+    pub const IORCSZ: usize = 1796;
+    pub const ICDOFF: usize = 1800;
+    pub const FCATT: usize = 1802;
+    pub const MSDBD: usize = 1803;
+    pub const PSD0: usize = 2048;
+}
+
+/// OAES bit 8: Namespace Attribute Notices.
+pub const OAES_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
+/// OAES bit 31: Discovery Log Page Change Notices.
+pub const OAES_DISCOVERY_CHANGE: u32 = 1 << 31;
+/// CTRATT bit 19: Traffic Based Keep Alive support.
+pub const CTRATT_TRAFFIC_BASED_KEEP_ALIVE: u32 = 1 << 19;
+/// ONCS bit 2: Dataset Management; bit 3: Write Zeroes.
+pub const ONCS_DATASET_MANAGEMENT: u16 = 1 << 2;
+pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
+
+impl ControllerIdentity<'_> {
+    pub fn encode(&self) -> Page {
+        use controller::*;
+        let mut page = Page::default();
+        let io = self.controller_type == ControllerType::Io;
+        page.u16(VID, 0)
+            .ascii(SN, 20, self.serial)
+            .ascii(MN, 40, self.model)
+            .ascii(FR, 8, self.firmware)
+            .u8(RAB, 6)
+            .u16(CNTLID, self.controller_id)
+            .u32(VER, self.version)
+            .u8(CNTRLTYPE, self.controller_type as u8)
+            .u8(ACL, 3)
+            .u8(AERL, self.async_event_limit.saturating_sub(1))
+            .u8(FRMW, 0x3) // one slot, read only
+            .u8(LPA, 0x7) // per-namespace SMART, commands effects, extended data
+            .u8(ELPE, 0)
+            .u16(KAS, self.keep_alive_granularity_100ms)
+            .u16(MAXCMD, self.max_commands)
+            .bytes(SUBNQN, self.subsystem_nqn.as_bytes());
+        // SGLS bit 0: byte aligned SGLs; bit 2: keyed data block descriptors.
+        let mut sgls = 1 | 1 << 2;
+        if self.in_capsule_data {
+            sgls |= 1 << 20;
+        }
+        page.u32(SGLS, sgls).u8(MSDBD, 1).u8(FCATT, 0).u16(ICDOFF, 0);
+        if io {
+            page.u8(CMIC, 1 << 1) // more than one controller may attach
+                .u8(MDTS, self.max_transfer_shift)
+                .u32(OAES, OAES_NAMESPACE_ATTRIBUTE)
+                .u32(CTRATT, CTRATT_TRAFFIC_BASED_KEEP_ALIVE)
+                .u8(SQES, 0x66)
+                .u8(CQES, 0x44)
+                .u32(NN, self.namespace_count)
+                .u32(MNAN, self.namespace_count)
+                .u16(ONCS, ONCS_DATASET_MANAGEMENT | ONCS_WRITE_ZEROES)
+                .u8(VWC, u8::from(self.volatile_write_cache))
+                .u32(IOCCSZ, self.command_capsule_units)
+                .u32(IORCSZ, 1)
+                // Power state 0: maximum power 25.00 W in 0.01 W units.
+                .u16(PSD0, 2500);
+        } else {
+            page.u32(OAES, OAES_DISCOVERY_CHANGE);
+        }
+        page
+    }
+}
+
+/// Values for Identify Namespace and the NVM-specific and independent structures.
+#[derive(Clone, Debug)]
+pub struct NamespaceIdentity {
+    pub size_blocks: u64,
+    pub block_size_shift: u8,
+    pub nguid: [u8; 16],
+    pub uuid: [u8; 16],
+    pub volatile_write_cache: bool,
+    pub ready: bool,
+}
+
+/// Identify Namespace offsets (NVM Command Set Specification 1.0, Figure 97).
+mod namespace {
+    pub const NSZE: usize = 0;
+    pub const NCAP: usize = 8;
+    pub const NUSE: usize = 16;
+    pub const NSFEAT: usize = 24;
+    pub const NLBAF: usize = 25;
+    pub const FLBAS: usize = 26;
+    pub const DLFEAT: usize = 33;
+    pub const NGUID: usize = 104;
+    pub const LBAF0: usize = 128;
+}
+
+/// Namespace Identification Descriptor types (NVMe Base Specification 2.0, Figure 279).
+pub mod descriptor {
+    pub const NGUID: u8 = 2;
+    pub const UUID: u8 = 3;
+    pub const CSI: u8 = 4;
+}
+
+impl NamespaceIdentity {
+    /// CNS 00h: Identify Namespace for the NVM command set.
+    pub fn encode(&self) -> Page {
+        use namespace::*;
+        let mut page = Page::default();
+        page.u64(NSZE, self.size_blocks)
+            .u64(NCAP, self.size_blocks)
+            .u64(NUSE, self.size_blocks)
+            .u8(NSFEAT, 0)
+            .u8(NLBAF, 0)
+            .u8(FLBAS, 0)
+            .u8(DLFEAT, 0)
+            .bytes(NGUID, &self.nguid)
+            // LBA format 0: no metadata, LBADS in bits 23:16, relative performance best.
+            .u32(LBAF0, u32::from(self.block_size_shift) << 16);
+        page
+    }
+
+    /// CNS 03h: the namespace identification descriptor list.
+    pub fn encode_descriptors(&self) -> Page {
+        let mut page = Page::default();
+        let mut at = 0;
+        for (kind, id) in [(descriptor::NGUID, &self.nguid[..]), (descriptor::UUID, &self.uuid[..]), (descriptor::CSI, &[CSI_NVM][..])] {
+            page.u8(at, kind).u8(at + 1, id.len() as u8).bytes(at + 4, id);
+            at += 4 + id.len();
+        }
+        page
+    }
+
+    /// CNS 08h: I/O command set independent Identify Namespace (NVMe Base 2.0, Figure 280).
+    pub fn encode_independent(&self) -> Page {
+        const NMIC: usize = 1;
+        const NSTAT: usize = 14;
+        let mut page = Page::default();
+        page.u8(NMIC, 1).u8(NSTAT, u8::from(self.ready));
+        page
+    }
+}
+
+/// CNS 02h / 07h: up to 1024 active NSIDs greater than `start`, ascending.
+pub fn encode_namespace_list(namespace_ids: impl Iterator<Item = u32>, start: u32) -> Page {
+    let mut page = Page::default();
+    for (index, id) in namespace_ids.filter(|&id| id > start).take(IDENTIFY_BYTES / 4).enumerate() {
+        page.u32(index * 4, id);
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_identity() -> ControllerIdentity<'static> {
+        ControllerIdentity {
+            controller_id: 7,
+            controller_type: ControllerType::Io,
+            serial: "SN1",
+            model: "p2ptgt",
+            firmware: "0.1",
+            subsystem_nqn: "nqn.test",
+            max_transfer_shift: 5,
+            version: 0x0002_0000,
+            keep_alive_granularity_100ms: 10,
+            max_commands: 128,
+            namespace_count: 1,
+            volatile_write_cache: true,
+            command_capsule_units: (64 + 4096) / 16,
+            in_capsule_data: true,
+            async_event_limit: 4,
+        }
+    }
+
+    fn le32(page: &Page, at: usize) -> u32 {
+        u32::from_le_bytes(page.0[at..at + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn controller_fields_the_linux_host_checks() {
+        let page = io_identity().encode();
+        assert_eq!(&page.0[4..24], b"SN1                 ");
+        assert_eq!(page.0[77], 5, "MDTS");
+        assert_eq!(u16::from_le_bytes([page.0[78], page.0[79]]), 7, "CNTLID");
+        assert_eq!(u16::from_le_bytes([page.0[320], page.0[321]]), 10, "KAS");
+        assert_eq!(le32(&page, 536), 1 | 1 << 2 | 1 << 20, "SGLS");
+        assert_eq!(le32(&page, 1792), 260, "IOCCSZ");
+        assert_eq!(le32(&page, 1796), 1, "IORCSZ");
+        assert_eq!(u16::from_le_bytes([page.0[1800], page.0[1801]]), 0, "ICDOFF");
+        assert_eq!(&page.0[768..776], b"nqn.test");
+        assert_eq!(page.0[111], 1, "CNTRLTYPE");
+        assert_eq!(page.0[76] & 2, 2, "CMIC multi-controller");
+        assert_eq!(page.0[525], 1, "VWC");
+    }
+
+    #[test]
+    fn no_in_capsule_data_clears_sgls_bit_20() {
+        let mut identity = io_identity();
+        identity.in_capsule_data = false;
+        identity.command_capsule_units = 4;
+        let page = identity.encode();
+        assert_eq!(le32(&page, 536) & 1 << 20, 0);
+        assert_eq!(le32(&page, 1792), 4);
+    }
+
+    #[test]
+    fn discovery_controller_type_and_no_io_fields() {
+        let mut identity = io_identity();
+        identity.controller_type = ControllerType::Discovery;
+        let page = identity.encode();
+        assert_eq!(page.0[111], 2);
+        assert_eq!(le32(&page, 516), 0, "NN");
+        assert_eq!(le32(&page, 92), OAES_DISCOVERY_CHANGE);
+    }
+
+    fn namespace() -> NamespaceIdentity {
+        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, ready: true }
+    }
+
+    #[test]
+    fn namespace_fields() {
+        let page = namespace().encode();
+        assert_eq!(u64::from_le_bytes(page.0[0..8].try_into().unwrap()), 0x20_0000);
+        assert_eq!(u64::from_le_bytes(page.0[8..16].try_into().unwrap()), 0x20_0000);
+        assert_eq!(le32(&page, 128), 9 << 16);
+        assert_eq!(&page.0[104..120], &[0xAB; 16]);
+    }
+
+    #[test]
+    fn descriptor_list_layout() {
+        let page = namespace().encode_descriptors();
+        assert_eq!(&page.0[0..4], &[2, 16, 0, 0]);
+        assert_eq!(&page.0[4..20], &[0xAB; 16]);
+        assert_eq!(&page.0[20..24], &[3, 16, 0, 0]);
+        assert_eq!(&page.0[24..40], &[0xCD; 16]);
+        assert_eq!(&page.0[40..45], &[4, 1, 0, 0, 0]);
+        assert_eq!(page.0[45], 0, "list terminated");
+    }
+
+    #[test]
+    fn independent_namespace_ready_bit() {
+        assert_eq!(namespace().encode_independent().0[14], 1);
+        let not_ready = NamespaceIdentity { ready: false, ..namespace() };
+        assert_eq!(not_ready.encode_independent().0[14], 0);
+    }
+
+    #[test]
+    fn namespace_list_starts_after_start() {
+        let page = encode_namespace_list([1, 2, 5].into_iter(), 1);
+        assert_eq!(le32(&page, 0), 2);
+        assert_eq!(le32(&page, 4), 5);
+        assert_eq!(le32(&page, 8), 0);
+        let page = encode_namespace_list(1..=2000, 0);
+        assert_eq!(le32(&page, 4092), 1024, "at most 1024 entries");
+    }
+}

@@ -1,0 +1,193 @@
+//! Get Log Page command fields and the log pages other than discovery (NVMe Base
+//! Specification 2.0, sections 5.16.1 and 5.16.2). Pure; no I/O.
+
+use super::command::RawCommand;
+use super::Status;
+
+/// Log identifiers.
+pub mod id {
+    pub const SUPPORTED: u8 = 0x00;
+    pub const ERROR: u8 = 0x01;
+    pub const SMART: u8 = 0x02;
+    pub const FIRMWARE_SLOT: u8 = 0x03;
+    pub const CHANGED_NAMESPACES: u8 = 0x04;
+    pub const COMMAND_EFFECTS: u8 = 0x05;
+    pub const DISCOVERY: u8 = 0x70;
+}
+
+/// A decoded Get Log Page request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRequest {
+    pub log_id: u8,
+    /// Retain Asynchronous Event (CDW10 bit 15).
+    pub retain_event: bool,
+    /// NUMD converted from 0's based dwords to bytes.
+    pub length_bytes: u64,
+    /// LPO in bytes; must be dword aligned.
+    pub offset_bytes: u64,
+}
+
+impl LogRequest {
+    pub fn parse(command: &RawCommand) -> Result<LogRequest, Status> {
+        let cdw10 = command.cdw10.get();
+        let cdw11 = command.cdw11.get();
+        let dwords = (u64::from(cdw11 & 0xFFFF) << 16 | u64::from(cdw10 >> 16)) + 1;
+        let offset_bytes = u64::from(command.cdw12.get()) | u64::from(command.cdw13.get()) << 32;
+        if offset_bytes & 3 != 0 {
+            return Err(Status::INVALID_FIELD.dnr());
+        }
+        Ok(LogRequest {
+            log_id: cdw10 as u8,
+            retain_event: cdw10 & (1 << 15) != 0,
+            length_bytes: dwords * 4,
+            offset_bytes,
+        })
+    }
+
+    /// The part of `log` this request asks for; an offset past the end is an error.
+    pub fn window<'a>(&self, log: &'a [u8]) -> Result<&'a [u8], Status> {
+        let start = usize::try_from(self.offset_bytes).ok().filter(|&s| s <= log.len()).ok_or(Status::INVALID_FIELD.dnr())?;
+        let len = usize::try_from(self.length_bytes).unwrap_or(usize::MAX).min(log.len() - start);
+        Ok(&log[start..start + len])
+    }
+}
+
+/// Log 00h: a dword per log identifier, bit 0 = supported.
+pub fn supported_logs(ids: &[u8]) -> Vec<u8> {
+    let mut log = vec![0u8; 1024];
+    for &id in ids {
+        log[usize::from(id) * 4] = 1;
+    }
+    log
+}
+
+/// Counters for the SMART / Health Information log (02h), all in their natural units.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HealthCounters {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub read_commands: u64,
+    pub write_commands: u64,
+    pub power_on_hours: u64,
+}
+
+/// Log 02h, 512 bytes. Data units are thousands of 512-byte units, rounded up.
+pub fn smart_log(counters: &HealthCounters) -> Vec<u8> {
+    let mut log = vec![0u8; 512];
+    let units = |bytes: u64| (bytes / 512).div_ceil(1000);
+    log[1..3].copy_from_slice(&(273u16 + 40).to_le_bytes()); // composite temperature, kelvin
+    log[3] = 100; // available spare
+    log[4] = 10; // available spare threshold
+    log[32..48].copy_from_slice(&u128::from(units(counters.bytes_read)).to_le_bytes());
+    log[48..64].copy_from_slice(&u128::from(units(counters.bytes_written)).to_le_bytes());
+    log[64..80].copy_from_slice(&u128::from(counters.read_commands).to_le_bytes());
+    log[80..96].copy_from_slice(&u128::from(counters.write_commands).to_le_bytes());
+    log[128..144].copy_from_slice(&u128::from(counters.power_on_hours).to_le_bytes());
+    log
+}
+
+/// Log 03h: one read-only slot holding `revision`.
+pub fn firmware_slot_log(revision: &str) -> Vec<u8> {
+    let mut log = vec![0u8; 512];
+    log[0] = 1; // active firmware in slot 1
+    let mut slot = [b' '; 8];
+    let len = revision.len().min(8);
+    slot[..len].copy_from_slice(&revision.as_bytes()[..len]);
+    log[8..16].copy_from_slice(&slot);
+    log
+}
+
+/// Log 04h: up to 1024 changed NSIDs; more is reported as FFFFFFFFh in the first entry.
+pub fn changed_namespaces_log(namespace_ids: &[u32]) -> Vec<u8> {
+    let mut log = vec![0u8; 4096];
+    if namespace_ids.len() > 1024 {
+        log[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        return log;
+    }
+    for (chunk, id) in log.chunks_exact_mut(4).zip(namespace_ids) {
+        chunk.copy_from_slice(&id.to_le_bytes());
+    }
+    log
+}
+
+/// Log 05h: commands supported and effects. CSUPP is bit 0, LBCC bit 1.
+pub fn command_effects_log(admin: &[u8], io: &[(u8, bool)]) -> Vec<u8> {
+    let mut log = vec![0u8; 4096];
+    for &opcode in admin {
+        log[usize::from(opcode) * 4] = 1;
+    }
+    for &(opcode, changes_content) in io {
+        log[1024 + usize::from(opcode) * 4] = 1 | u8::from(changes_content) << 1;
+    }
+    log
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::little_endian::U32;
+
+    fn request(cdw10: u32, cdw11: u32, lpol: u32, lpou: u32) -> Result<LogRequest, Status> {
+        let command = RawCommand {
+            cdw10: U32::new(cdw10),
+            cdw11: U32::new(cdw11),
+            cdw12: U32::new(lpol),
+            cdw13: U32::new(lpou),
+            ..Default::default()
+        };
+        LogRequest::parse(&command)
+    }
+
+    #[test]
+    fn discovery_header_read_as_libnvme_sends_it() {
+        // NUMDL = 4 (five dwords, 20 bytes), LID 70h.
+        let req = request(4 << 16 | 0x70, 0, 0, 0).unwrap();
+        assert_eq!(req, LogRequest { log_id: 0x70, retain_event: false, length_bytes: 20, offset_bytes: 0 });
+    }
+
+    #[test]
+    fn numdu_and_offset_upper_half() {
+        let req = request(0xFFFF << 16 | 1 << 15 | 2, 0x1, 8, 1).unwrap();
+        assert_eq!(req.length_bytes, 0x2_0000 * 4);
+        assert_eq!(req.offset_bytes, (1 << 32) | 8);
+        assert!(req.retain_event);
+    }
+
+    #[test]
+    fn unaligned_offset_is_invalid() {
+        assert_eq!(request(0x70, 0, 2, 0), Err(Status::INVALID_FIELD.dnr()));
+    }
+
+    #[test]
+    fn window_clamps_and_refuses_past_end() {
+        let log: Vec<u8> = (0..100).collect();
+        let req = |offset, len| LogRequest { log_id: 0, retain_event: false, length_bytes: len, offset_bytes: offset };
+        assert_eq!(req(96, 20).window(&log).unwrap(), &[96, 97, 98, 99]);
+        assert_eq!(req(100, 4).window(&log).unwrap(), &[] as &[u8]);
+        assert_eq!(req(104, 4).window(&log), Err(Status::INVALID_FIELD.dnr()));
+        assert_eq!(req(u64::MAX - 3, 4).window(&log), Err(Status::INVALID_FIELD.dnr()));
+    }
+
+    #[test]
+    fn smart_data_units_round_up() {
+        let log = smart_log(&HealthCounters { bytes_written: 512 * 1001, ..Default::default() });
+        assert_eq!(u128::from_le_bytes(log[48..64].try_into().unwrap()), 2);
+        assert_eq!(log[3], 100);
+    }
+
+    #[test]
+    fn effects_and_supported_layout() {
+        let log = command_effects_log(&[0x06], &[(0x01, true), (0x02, false)]);
+        assert_eq!(log[0x06 * 4], 1);
+        assert_eq!(log[1024 + 4], 3);
+        assert_eq!(log[1024 + 8], 1);
+        assert_eq!(supported_logs(&[0, 2])[8], 1);
+    }
+
+    #[test]
+    fn changed_namespace_overflow_marker() {
+        let ids: Vec<u32> = (1..=1025).collect();
+        assert_eq!(&changed_namespaces_log(&ids)[0..4], &[0xFF; 4]);
+        assert_eq!(&changed_namespaces_log(&[3])[0..8], &[3, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}

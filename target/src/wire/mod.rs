@@ -1,0 +1,18 @@
+//! Wire formats: bytes in, typed values out. No I/O, no unsafe, no allocation when
+//! parsing. Spec revisions cited: NVMe Base 2.0, NVM Command Set 1.0, NVMe over Fabrics
+//! 1.1, NVMe/RDMA Transport 1.0.
+
+pub mod command;
+pub mod completion;
+pub mod discovery;
+pub mod fabrics;
+pub mod identify;
+pub mod log_page;
+pub mod rdma_cm;
+pub mod sgl;
+pub mod status;
+
+pub use command::RawCommand;
+pub use completion::Completion;
+pub use sgl::{DataPointer, KeyedSgl};
+pub use status::{RejectStatus, Status};
