@@ -23,4 +23,9 @@
 //! 4. A setup error exits the process with a message naming the config key or sysfs path.
 #![deny(unsafe_code)]
 
+pub mod backend;
+pub mod core;
+pub mod error;
+pub mod memory;
+pub mod transport;
 pub mod wire;

@@ -1,0 +1,152 @@
+//! Namespace storage. A namespace is backed by a regular file or a block device (driven
+//! through io_uring, O_DIRECT where the file system allows it) or by RAM (tests,
+//! benches). Operations are queued on a per-queue [`Executor`] and complete
+//! asynchronously; the core only builds [`BackendOp`]s and maps [`BackendError`]s to
+//! statuses.
+
+pub mod file;
+pub mod memory;
+pub mod uring;
+
+use std::io;
+use std::path::Path;
+
+use crate::core::buffer::Buffer;
+use crate::wire::Status;
+
+pub use file::FileBackend;
+pub use memory::MemoryBackend;
+pub use uring::Executor;
+
+/// The storage behind one namespace.
+#[derive(Debug)]
+pub enum Backend {
+    File(FileBackend),
+    Memory(MemoryBackend),
+}
+
+impl Backend {
+    /// Opens a file or block device; see [`FileBackend::open`].
+    pub fn open(path: &Path, block_size_bytes: Option<u32>) -> Result<Backend, BackendError> {
+        FileBackend::open(path, block_size_bytes).map(Backend::File)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            Backend::File(file) => file.size_bytes,
+            Backend::Memory(memory) => memory.size_bytes(),
+        }
+    }
+
+    /// log2 of the logical block size: 9 or 12.
+    pub fn block_size_shift(&self) -> u8 {
+        match self {
+            Backend::File(file) => file.block_size_shift,
+            Backend::Memory(memory) => memory.block_size_shift,
+        }
+    }
+
+    /// Whether acknowledged writes may sit in a volatile cache until a Flush.
+    pub fn volatile_write_cache(&self) -> bool {
+        match self {
+            Backend::File(file) => file.volatile_write_cache,
+            Backend::Memory(_) => false,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::File(file) => file.describe(),
+            Backend::Memory(memory) => format!("RAM namespace of {} bytes", memory.size_bytes()),
+        }
+    }
+
+    /// The sysfs directory of the PCI device that holds this namespace's data, when the
+    /// data lives on a PCI device (an NVMe namespace). Files and RAM have none, so their
+    /// payload cannot move through another device's CMB.
+    pub fn pci_device(&self) -> Option<&Path> {
+        match self {
+            Backend::File(file) => file.pci_device.as_deref(),
+            Backend::Memory(_) => None,
+        }
+    }
+}
+
+/// One operation on a namespace. Offsets and lengths are in bytes and already checked
+/// against the namespace size by the core.
+#[derive(Clone, Debug)]
+pub enum BackendOp {
+    /// Storage to buffer (controller to host data).
+    Read { offset_bytes: u64, buffer: Buffer },
+    /// Buffer to storage. With `durable` set the data is on stable media when done.
+    Write { offset_bytes: u64, buffer: Buffer, durable: bool },
+    Flush,
+    WriteZeroes { offset_bytes: u64, len_bytes: u64 },
+    /// Dataset Management deallocate: advisory, ranges already validated.
+    Deallocate { ranges: Vec<(u64, u64)> },
+}
+
+impl BackendOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendOp::Read { .. } => "read",
+            BackendOp::Write { .. } => "write",
+            BackendOp::Flush => "flush",
+            BackendOp::WriteZeroes { .. } => "write zeroes",
+            BackendOp::Deallocate { .. } => "deallocate",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("opening namespace backing {path}")]
+    Open { path: String, #[source] source: io::Error },
+    #[error("{path}: {what}")]
+    Unusable { path: String, what: String },
+    #[error("{op} failed")]
+    Io { op: &'static str, #[source] source: io::Error },
+    #[error("{op} moved {done} of {expected} bytes")]
+    Short { op: &'static str, done: u32, expected: u32 },
+    #[error("setting up io_uring")]
+    Uring(#[source] io::Error),
+}
+
+/// The one place where a storage failure becomes an NVMe status.
+impl From<&BackendError> for Status {
+    fn from(error: &BackendError) -> Status {
+        match error {
+            BackendError::Io { op, source } => match source.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => Status::CAPACITY_EXCEEDED.dnr(),
+                Some(libc::EROFS) | Some(libc::EPERM) | Some(libc::EACCES) => Status::ACCESS_DENIED.dnr(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => Status::INVALID_FIELD.dnr(),
+                _ if *op == "read" => Status::UNRECOVERED_READ_ERROR,
+                _ if *op == "write" || *op == "write zeroes" => Status::WRITE_FAULT,
+                _ => Status::INTERNAL_ERROR,
+            },
+            BackendError::Short { op: "read", .. } => Status::UNRECOVERED_READ_ERROR,
+            BackendError::Short { .. } => Status::WRITE_FAULT,
+            _ => Status::INTERNAL_ERROR,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(op: &'static str, errno: i32) -> BackendError {
+        BackendError::Io { op, source: io::Error::from_raw_os_error(errno) }
+    }
+
+    #[test]
+    fn errno_maps_to_status() {
+        assert_eq!(Status::from(&io("write", libc::ENOSPC)), Status::CAPACITY_EXCEEDED.dnr());
+        assert_eq!(Status::from(&io("write", libc::EIO)), Status::WRITE_FAULT);
+        assert_eq!(Status::from(&io("read", libc::EIO)), Status::UNRECOVERED_READ_ERROR);
+        assert_eq!(Status::from(&io("flush", libc::EIO)), Status::INTERNAL_ERROR);
+        assert_eq!(Status::from(&io("read", libc::EROFS)), Status::ACCESS_DENIED.dnr());
+        let short = BackendError::Short { op: "read", done: 1, expected: 2 };
+        assert_eq!(Status::from(&short), Status::UNRECOVERED_READ_ERROR);
+    }
+}

@@ -1,0 +1,187 @@
+//! The per-queue backend executor: one io_uring per queue thread, signalled through an
+//! eventfd so the transport can wait on it beside its completion channel. RAM namespaces
+//! complete inline.
+#![allow(unsafe_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::{Backend, BackendError, BackendOp};
+use crate::core::Tag;
+
+/// What an in-flight tag is waiting for.
+struct Pending {
+    op: &'static str,
+    expected_bytes: u32,
+    remaining: u32,
+    transferred: u32,
+    error: Option<BackendError>,
+    /// Whether an unsupported zero-range may fall back to punching a hole.
+    zero_fallback: Option<(RawFd, u64, u64)>,
+}
+
+pub struct Executor {
+    ring: IoUring,
+    event: OwnedFd,
+    pending: HashMap<Tag, Pending>,
+    backlog: VecDeque<squeue::Entry>,
+    done: VecDeque<(Tag, Result<u32, BackendError>)>,
+}
+
+impl Executor {
+    pub fn new(entries: u32) -> Result<Executor, BackendError> {
+        let ring = IoUring::new(entries.next_power_of_two()).map_err(BackendError::Uring)?;
+        // SAFETY: eventfd has no memory preconditions; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(BackendError::Uring(io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a fresh descriptor we own and nothing else closes.
+        let event = unsafe { OwnedFd::from_raw_fd(fd) };
+        ring.submitter().register_eventfd(event.as_raw_fd()).map_err(BackendError::Uring)?;
+        Ok(Executor { ring, event, pending: HashMap::new(), backlog: VecDeque::new(), done: VecDeque::new() })
+    }
+
+    /// Readable when completions may be waiting.
+    pub fn event_fd(&self) -> RawFd {
+        self.event.as_raw_fd()
+    }
+
+    /// Operations submitted whose completion `poll_done` has not yet returned.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len() + self.done.len() + self.backlog.len()
+    }
+
+    /// Queues `op` on `backend` for `tag`.
+    ///
+    /// # Safety
+    /// For Read and Write, the buffer must stay valid and untouched by anyone else until
+    /// this tag comes back from [`Executor::poll_done`].
+    pub unsafe fn submit(&mut self, tag: Tag, backend: &Backend, op: BackendOp) {
+        let file = match backend {
+            Backend::Memory(memory) => {
+                // SAFETY: forwarded from this function's contract; RAM backends are only
+                // paired with host pools.
+                let result = unsafe { memory.execute(&op) };
+                self.done.push_back((tag, result));
+                return;
+            }
+            Backend::File(file) => file,
+        };
+        let fd = types::Fd(file.file.as_raw_fd());
+        let user_data = u64::from(tag);
+        let mut pending = Pending { op: op.name(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None };
+        let entries: Vec<squeue::Entry> = match op {
+            BackendOp::Read { offset_bytes, buffer } => {
+                pending.expected_bytes = buffer.len_bytes;
+                vec![opcode::Read::new(fd, buffer.address as *mut u8, buffer.len_bytes).offset(offset_bytes).build()]
+            }
+            BackendOp::Write { offset_bytes, buffer, durable } => {
+                pending.expected_bytes = buffer.len_bytes;
+                let flags = if durable { libc::RWF_DSYNC } else { 0 };
+                vec![opcode::Write::new(fd, buffer.address as *const u8, buffer.len_bytes).offset(offset_bytes).rw_flags(flags).build()]
+            }
+            BackendOp::Flush => vec![opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()],
+            BackendOp::WriteZeroes { offset_bytes, len_bytes } => {
+                pending.zero_fallback = Some((fd.0, offset_bytes, len_bytes));
+                let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+                vec![opcode::Fallocate::new(fd, len_bytes).offset(offset_bytes).mode(mode).build()]
+            }
+            BackendOp::Deallocate { ranges } => {
+                let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                ranges.iter().map(|&(offset, len)| opcode::Fallocate::new(fd, len).offset(offset).mode(mode).build()).collect()
+            }
+        };
+        if entries.is_empty() {
+            self.done.push_back((tag, Ok(0)));
+            return;
+        }
+        pending.remaining = entries.len() as u32;
+        self.pending.insert(tag, pending);
+        for entry in entries {
+            self.push(entry.user_data(user_data));
+        }
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        // SAFETY: the entry's buffers are covered by `submit`'s contract; fallocate and
+        // fsync entries point at no memory.
+        if self.backlog.is_empty() && unsafe { self.ring.submission().push(&entry) }.is_ok() {
+            return;
+        }
+        self.backlog.push_back(entry);
+    }
+
+    /// Hands queued entries to the kernel. Call once per batch of `submit`s.
+    pub fn flush(&mut self) -> Result<(), BackendError> {
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: as in `push`.
+            if unsafe { self.ring.submission().push(entry) }.is_err() {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+        if !self.ring.submission().is_empty() {
+            self.ring.submit().map_err(BackendError::Uring)?;
+        }
+        Ok(())
+    }
+
+    /// The next finished operation, if any.
+    pub fn poll_done(&mut self) -> Option<(Tag, Result<u32, BackendError>)> {
+        if self.done.is_empty() {
+            self.reap();
+        }
+        self.done.pop_front()
+    }
+
+    fn reap(&mut self) {
+        let mut counter = [0u8; 8];
+        // SAFETY: reading 8 bytes into a local array from our own non-blocking eventfd.
+        unsafe { libc::read(self.event.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+        let completions: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        for (user_data, result) in completions {
+            let tag = user_data as Tag;
+            let Some(pending) = self.pending.get_mut(&tag) else { continue };
+            if result < 0 {
+                let source = io::Error::from_raw_os_error(-result);
+                match pending.zero_fallback.take() {
+                    Some((fd, offset, len)) if -result == libc::EOPNOTSUPP => {
+                        // File systems without zero-range (tmpfs) still zero by punching.
+                        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                        // SAFETY: fallocate on a descriptor the backend keeps open; no memory.
+                        let rc = unsafe { libc::fallocate(fd, mode, offset as i64, len as i64) };
+                        if rc != 0 {
+                            pending.error = Some(BackendError::Io { op: pending.op, source: io::Error::last_os_error() });
+                        }
+                    }
+                    // Deallocate is advisory: a device without discard still completes it.
+                    _ if pending.op == "deallocate" => {}
+                    _ => pending.error = Some(BackendError::Io { op: pending.op, source }),
+                }
+            } else {
+                pending.transferred = pending.transferred.saturating_add(result as u32);
+            }
+            pending.remaining -= 1;
+            if pending.remaining == 0 {
+                if let Some(pending) = self.pending.remove(&tag) {
+                    self.done.push_back((tag, finish(pending)));
+                }
+            }
+        }
+        self.flush().ok();
+    }
+}
+
+fn finish(pending: Pending) -> Result<u32, BackendError> {
+    if let Some(error) = pending.error {
+        return Err(error);
+    }
+    if pending.transferred != pending.expected_bytes {
+        return Err(BackendError::Short { op: pending.op, done: pending.transferred, expected: pending.expected_bytes });
+    }
+    Ok(pending.transferred)
+}

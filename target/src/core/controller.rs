@@ -1,0 +1,301 @@
+//! One controller of the dynamic model: its registers (CC, CSTS), features, keep-alive
+//! timer, pending asynchronous events and which I/O queues are connected. Shared by the
+//! controller's queues, which may run on different threads.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::subsystem::{Subsystem, DISCOVERY_NQN};
+use crate::wire::Status;
+
+#[derive(Debug)]
+pub enum ControllerKind {
+    Io(Arc<Subsystem>),
+    Discovery,
+}
+
+/// Controller Configuration fields (NVMe Base Specification 2.0, section 3.1.3.5).
+pub mod cc {
+    pub const ENABLE: u32 = 1;
+    pub const SHUTDOWN_MASK: u32 = 3 << 14;
+    pub fn css(cc: u32) -> u32 {
+        (cc >> 4) & 7
+    }
+    pub fn mps(cc: u32) -> u32 {
+        (cc >> 7) & 0xF
+    }
+    pub fn ams(cc: u32) -> u32 {
+        (cc >> 11) & 7
+    }
+    pub fn iosqes(cc: u32) -> u32 {
+        (cc >> 16) & 0xF
+    }
+    pub fn iocqes(cc: u32) -> u32 {
+        (cc >> 20) & 0xF
+    }
+}
+
+/// Controller Status fields.
+pub mod csts {
+    pub const READY: u32 = 1;
+    pub const FATAL: u32 = 1 << 1;
+    pub const SHUTDOWN_COMPLETE: u32 = 2 << 2;
+}
+
+/// Keep-alive used for a discovery controller that asked for none (nvmet's fallback).
+const DISCOVERY_KEEP_ALIVE: Duration = Duration::from_secs(120);
+
+#[derive(Debug)]
+struct Registers {
+    configuration: u32,
+    status: u32,
+}
+
+#[derive(Debug)]
+struct KeepAlive {
+    /// None: the host asked for no keep-alive.
+    timeout: Option<Duration>,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Events {
+    /// Completion Dword 0 values of events not yet reported.
+    pending: VecDeque<u32>,
+    changed_namespaces: Vec<u32>,
+    /// Asynchronous Event Configuration (feature 0Bh).
+    configuration: u32,
+}
+
+#[derive(Debug)]
+pub struct Controller {
+    pub id: u16,
+    pub kind: ControllerKind,
+    pub host_nqn: String,
+    pub host_id: [u8; 16],
+    registers: Mutex<Registers>,
+    keep_alive: Mutex<KeepAlive>,
+    /// Set by any command (traffic based keep-alive, CTRATT.TBKAS).
+    traffic_seen: AtomicBool,
+    events: Mutex<Events>,
+    io_queues: Mutex<BTreeSet<u16>>,
+    write_cache_enabled: AtomicBool,
+    /// Set when keep-alive expired, the admin queue went away or a reset asks the I/O
+    /// queues to leave: every queue of the controller disconnects.
+    dead: AtomicBool,
+    reset_generation: std::sync::atomic::AtomicU32,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Controller {
+    pub fn new(id: u16, kind: ControllerKind, host_nqn: &str, host_id: [u8; 16], keep_alive_ms: u32, now: Instant) -> Controller {
+        let timeout = keep_alive_timeout(&kind, keep_alive_ms);
+        Controller {
+            id,
+            kind,
+            host_nqn: host_nqn.to_owned(),
+            host_id,
+            registers: Mutex::new(Registers { configuration: 0, status: 0 }),
+            keep_alive: Mutex::new(KeepAlive { timeout, deadline: now + timeout.unwrap_or_default() }),
+            traffic_seen: AtomicBool::new(false),
+            events: Mutex::new(Events::default()),
+            io_queues: Mutex::new(BTreeSet::new()),
+            write_cache_enabled: AtomicBool::new(true),
+            dead: AtomicBool::new(false),
+            reset_generation: Default::default(),
+        }
+    }
+
+    pub fn subsystem_nqn(&self) -> &str {
+        match &self.kind {
+            ControllerKind::Io(subsystem) => &subsystem.nqn,
+            ControllerKind::Discovery => DISCOVERY_NQN,
+        }
+    }
+
+    pub fn subsystem(&self) -> Option<&Arc<Subsystem>> {
+        match &self.kind {
+            ControllerKind::Io(subsystem) => Some(subsystem),
+            ControllerKind::Discovery => None,
+        }
+    }
+
+    pub fn is_discovery(&self) -> bool {
+        matches!(self.kind, ControllerKind::Discovery)
+    }
+
+    pub fn configuration(&self) -> u32 {
+        lock(&self.registers).configuration
+    }
+
+    pub fn status(&self) -> u32 {
+        lock(&self.registers).status
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.status() & csts::READY != 0 && !self.is_dead()
+    }
+
+    /// Property Set CC: enable, disable (reset) and shutdown transitions.
+    pub fn set_configuration(&self, value: u32) {
+        let mut registers = lock(&self.registers);
+        let old = registers.configuration;
+        registers.configuration = value;
+        let enabling = old & cc::ENABLE == 0 && value & cc::ENABLE != 0;
+        let disabling = old & cc::ENABLE != 0 && value & cc::ENABLE == 0;
+        if enabling {
+            if self.configuration_valid(value) {
+                registers.status |= csts::READY;
+            } else {
+                registers.status |= csts::FATAL;
+            }
+        }
+        if disabling {
+            // A controller reset: I/O queues must go and be connected again.
+            registers.status &= !(csts::READY | csts::SHUTDOWN_COMPLETE);
+            self.reset_generation.fetch_add(1, Ordering::Relaxed);
+            lock(&self.io_queues).clear();
+        }
+        if old & cc::SHUTDOWN_MASK == 0 && value & cc::SHUTDOWN_MASK != 0 {
+            registers.status |= csts::SHUTDOWN_COMPLETE;
+            registers.status &= !csts::READY;
+            self.reset_generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn configuration_valid(&self, value: u32) -> bool {
+        let css_ok = matches!(cc::css(value), 0 | 6);
+        let basic = cc::mps(value) == 0 && cc::ams(value) == 0 && css_ok;
+        match self.kind {
+            ControllerKind::Io(_) => basic && cc::iosqes(value) == 6 && cc::iocqes(value) == 4,
+            ControllerKind::Discovery => basic,
+        }
+    }
+
+    /// Changes each time the controller is reset or shut down; I/O queues connected in
+    /// an older generation leave.
+    pub fn reset_generation(&self) -> u32 {
+        self.reset_generation.load(Ordering::Relaxed)
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Fatal error: CSTS.CFS and every queue of the controller disconnects.
+    pub fn fail(&self) {
+        lock(&self.registers).status |= csts::FATAL;
+        self.dead.store(true, Ordering::Relaxed);
+    }
+
+    pub fn keep_alive_ms(&self) -> u32 {
+        lock(&self.keep_alive).timeout.map_or(0, |t| t.as_millis() as u32)
+    }
+
+    pub fn set_keep_alive_ms(&self, keep_alive_ms: u32, now: Instant) {
+        let mut keep_alive = lock(&self.keep_alive);
+        keep_alive.timeout = keep_alive_timeout(&self.kind, keep_alive_ms);
+        keep_alive.deadline = now + keep_alive.timeout.unwrap_or_default();
+    }
+
+    /// Any command counts as keep-alive traffic.
+    pub fn note_traffic(&self) {
+        self.traffic_seen.store(true, Ordering::Relaxed);
+    }
+
+    /// Keep Alive command: re-arms the timer. Error if the host asked for no timer.
+    pub fn keep_alive(&self, now: Instant) -> Result<(), Status> {
+        let mut keep_alive = lock(&self.keep_alive);
+        let timeout = keep_alive.timeout.ok_or(Status::KEEP_ALIVE_TIMEOUT_INVALID.dnr())?;
+        keep_alive.deadline = now + timeout;
+        Ok(())
+    }
+
+    pub fn keep_alive_deadline(&self) -> Option<Instant> {
+        let keep_alive = lock(&self.keep_alive);
+        keep_alive.timeout.map(|_| keep_alive.deadline)
+    }
+
+    /// At the deadline: re-arm once if traffic was seen, else expire. Returns whether the
+    /// controller expired.
+    pub fn check_keep_alive(&self, now: Instant) -> bool {
+        let mut keep_alive = lock(&self.keep_alive);
+        let Some(timeout) = keep_alive.timeout else { return false };
+        if now < keep_alive.deadline {
+            return false;
+        }
+        if self.traffic_seen.swap(false, Ordering::Relaxed) {
+            keep_alive.deadline = now + timeout;
+            return false;
+        }
+        drop(keep_alive);
+        self.fail();
+        true
+    }
+
+    pub fn write_cache_enabled(&self) -> bool {
+        self.write_cache_enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_write_cache_enabled(&self, enabled: bool) {
+        self.write_cache_enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    pub fn async_event_configuration(&self) -> u32 {
+        lock(&self.events).configuration
+    }
+
+    pub fn set_async_event_configuration(&self, value: u32) {
+        lock(&self.events).configuration = value;
+    }
+
+    /// Records a namespace change; an event is queued if the host enabled the notice.
+    pub fn namespace_changed(&self, namespace_id: u32) {
+        let mut events = lock(&self.events);
+        if !events.changed_namespaces.contains(&namespace_id) {
+            events.changed_namespaces.push(namespace_id);
+        }
+        // Event type 2h (notice), information 00h (namespace attribute changed), log 04h.
+        let notice = 0x04 << 16 | 0x02;
+        if events.configuration & crate::wire::identify::OAES_NAMESPACE_ATTRIBUTE != 0 && !events.pending.contains(&notice) {
+            events.pending.push_back(notice);
+        }
+    }
+
+    pub fn take_event(&self) -> Option<u32> {
+        lock(&self.events).pending.pop_front()
+    }
+
+    /// Reading log 04h clears it unless the host asked to retain it.
+    pub fn changed_namespaces(&self, retain: bool) -> Vec<u32> {
+        let mut events = lock(&self.events);
+        if retain {
+            events.changed_namespaces.clone()
+        } else {
+            std::mem::take(&mut events.changed_namespaces)
+        }
+    }
+
+    /// Claims I/O queue `queue_id`; false if it is already connected.
+    pub fn attach_io_queue(&self, queue_id: u16) -> bool {
+        lock(&self.io_queues).insert(queue_id)
+    }
+
+    pub fn detach_io_queue(&self, queue_id: u16) {
+        lock(&self.io_queues).remove(&queue_id);
+    }
+}
+
+fn keep_alive_timeout(kind: &ControllerKind, keep_alive_ms: u32) -> Option<Duration> {
+    match (kind, keep_alive_ms) {
+        (ControllerKind::Discovery, 0) => Some(DISCOVERY_KEEP_ALIVE),
+        (_, 0) => None,
+        // Rounded up to whole seconds, as KAS advertises 1 s granularity.
+        (_, ms) => Some(Duration::from_secs(u64::from(ms).div_ceil(1000))),
+    }
+}

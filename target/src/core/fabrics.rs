@@ -1,0 +1,171 @@
+//! Fabrics commands: Connect (admin and I/O queues, dynamic controller model) and
+//! Property Get/Set (nvmet's fabrics-cmd.c).
+
+use std::time::Instant;
+
+use tracing::{info, warn};
+use zerocopy::FromBytes;
+
+use super::controller::{ControllerKind, csts};
+use super::queue::{Outcome, Queue, Work};
+use super::subsystem::DISCOVERY_NQN;
+use crate::wire::command::fabrics_type;
+use crate::wire::fabrics::{invalid_parameter_location, property, ConnectCommand, ConnectData, PropertyAccess, CONNECT_DATA_BYTES, DYNAMIC_CONTROLLER_ID};
+use crate::wire::{DataPointer, RawCommand, Status};
+
+/// NVMe version this controller reports: 2.0.0.
+pub const VERSION: u32 = 0x0002_0000;
+/// CAP.TO in 500 ms units: 7.5 s, as nvmet.
+const READY_TIMEOUT_UNITS: u64 = 15;
+
+pub(crate) fn execute(queue: &mut Queue, now: Instant, command: &RawCommand, data: DataPointer) -> Outcome {
+    match command.fabrics_type() {
+        fabrics_type::CONNECT => {
+            if queue.is_associated() {
+                return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
+            }
+            if data.length_bytes() as usize != CONNECT_DATA_BYTES {
+                return Outcome::status(Status::SGL_INVALID_DATA.dnr());
+            }
+            Outcome::Transfer { work: Work::Connect, namespace: None }
+        }
+        fabrics_type::PROPERTY_GET | fabrics_type::PROPERTY_SET => property(queue, now, command),
+        _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
+    }
+}
+
+/// Offset of CNTLID and of the NQNs in Connect data, for Invalid Parameter locations.
+const CONTROLLER_ID_OFFSET: u16 = 16;
+const SUBSYSTEM_NQN_OFFSET: u16 = 256;
+const HOST_NQN_OFFSET: u16 = 512;
+/// Offsets of Connect command fields, for Invalid Parameter locations.
+const QUEUE_ID_OFFSET: u16 = 42;
+const QUEUE_SIZE_OFFSET: u16 = 44;
+
+fn invalid(in_data: bool, offset: u16) -> Outcome {
+    Outcome::Complete {
+        status: Status::CONNECT_INVALID_PARAMETER.dnr(),
+        result: u64::from(invalid_parameter_location(in_data, offset)),
+    }
+}
+
+/// Connect data is in hand: associate the queue with a new or existing controller.
+pub(crate) fn connect(queue: &mut Queue, now: Instant, command: &RawCommand, bytes: &[u8]) -> Outcome {
+    let Ok((data, _)) = ConnectData::read_from_prefix(bytes) else {
+        return Outcome::status(Status::SGL_INVALID_DATA.dnr());
+    };
+    let command = ConnectCommand::parse(command);
+    if command.record_format != 0 {
+        return Outcome::status(Status::CONNECT_FORMAT.dnr());
+    }
+    if command.queue_id != queue.config.queue_id {
+        return invalid(false, QUEUE_ID_OFFSET);
+    }
+    let limits = &queue.target.limits;
+    let entries_max = if command.queue_id == 0 { limits.admin_queue_entries_max } else { limits.io_queue_entries_max };
+    if command.queue_entries < 2 || command.queue_entries > entries_max {
+        return invalid(false, QUEUE_SIZE_OFFSET);
+    }
+    let (Ok(subsystem_nqn), Ok(host_nqn)) = (data.subsystem_nqn(), data.host_nqn()) else {
+        return invalid(true, SUBSYSTEM_NQN_OFFSET);
+    };
+    if command.queue_id == 0 {
+        connect_admin(queue, now, &command, &data, subsystem_nqn, host_nqn)
+    } else {
+        connect_io(queue, &command, &data, subsystem_nqn, host_nqn)
+    }
+}
+
+fn connect_admin(queue: &mut Queue, now: Instant, command: &ConnectCommand, data: &ConnectData, subsystem_nqn: &str, host_nqn: &str) -> Outcome {
+    if data.controller_id.get() != DYNAMIC_CONTROLLER_ID {
+        return invalid(true, CONTROLLER_ID_OFFSET);
+    }
+    let target = queue.target.clone();
+    let kind = if subsystem_nqn == DISCOVERY_NQN {
+        ControllerKind::Discovery
+    } else {
+        let Some(subsystem) = target.subsystem(subsystem_nqn) else {
+            warn!(subsystem = subsystem_nqn, host = host_nqn, "connect to an unknown subsystem");
+            return invalid(true, SUBSYSTEM_NQN_OFFSET);
+        };
+        if !subsystem.allows(host_nqn) {
+            warn!(subsystem = subsystem_nqn, host = host_nqn, "host is not allowed to connect to this subsystem");
+            return Outcome::status(Status::CONNECT_INVALID_HOST.dnr());
+        }
+        ControllerKind::Io(subsystem.clone())
+    };
+    let controller = match target.create_controller(kind, host_nqn, data.host_id, command.keep_alive_timeout_ms, now) {
+        Ok(controller) => controller,
+        Err(status) => return Outcome::status(status),
+    };
+    info!(controller = controller.id, subsystem = subsystem_nqn, host = host_nqn, keep_alive_ms = command.keep_alive_timeout_ms, "controller created");
+    let id = controller.id;
+    queue.associate(controller, command.disable_sq_flow_control);
+    Outcome::success(u64::from(id))
+}
+
+fn connect_io(queue: &mut Queue, command: &ConnectCommand, data: &ConnectData, subsystem_nqn: &str, host_nqn: &str) -> Outcome {
+    let Some(controller) = queue.target.controller(data.controller_id.get()) else {
+        return invalid(true, CONTROLLER_ID_OFFSET);
+    };
+    if controller.subsystem_nqn() != subsystem_nqn {
+        return invalid(true, SUBSYSTEM_NQN_OFFSET);
+    }
+    if controller.host_nqn != host_nqn {
+        return invalid(true, HOST_NQN_OFFSET);
+    }
+    if controller.is_discovery() || command.queue_id > queue.target.limits.io_queues_max {
+        return invalid(false, QUEUE_ID_OFFSET);
+    }
+    if !controller.is_ready() {
+        return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
+    }
+    if !controller.attach_io_queue(command.queue_id) {
+        return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
+    }
+    let id = controller.id;
+    queue.associate(controller, command.disable_sq_flow_control);
+    Outcome::success(u64::from(id))
+}
+
+fn property(queue: &mut Queue, now: Instant, command: &RawCommand) -> Outcome {
+    let Some(controller) = queue.controller().cloned() else {
+        return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
+    };
+    if queue.config.queue_id != 0 {
+        return Outcome::status(Status::INVALID_FIELD.dnr());
+    }
+    let access = PropertyAccess::parse(command);
+    let limits = &queue.target.limits;
+    if command.fabrics_type() == fabrics_type::PROPERTY_SET {
+        return match (access.offset, access.eight_bytes) {
+            (property::CC, false) => {
+                controller.set_configuration(access.value as u32);
+                if controller.status() & csts::FATAL != 0 {
+                    warn!(controller = controller.id, cc = access.value, "host enabled the controller with an unsupported configuration");
+                }
+                let _ = now;
+                Outcome::success(0)
+            }
+            _ => Outcome::status(Status::INVALID_FIELD.dnr()),
+        };
+    }
+    let value = match (access.offset, access.eight_bytes) {
+        (property::CAP, true) => capabilities(limits.io_queue_entries_max, controller.is_discovery(), limits.admin_queue_entries_max),
+        (property::VS, false) => u64::from(VERSION),
+        (property::CC, false) => u64::from(controller.configuration()),
+        (property::CSTS, false) => u64::from(controller.status()),
+        (property::CRTO, false) => 0,
+        _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
+    };
+    Outcome::success(value)
+}
+
+/// CAP (NVMe Base 2.0, section 3.1.3.1): MQES, CQR, TO, CSS NVM. MPSMIN = MPSMAX = 4 KiB.
+fn capabilities(io_queue_entries_max: u32, discovery: bool, admin_entries_max: u32) -> u64 {
+    let entries = if discovery { admin_entries_max } else { io_queue_entries_max };
+    let mqes = u64::from(entries.saturating_sub(1)).min(0xFFFF);
+    let contiguous_queues_required = 1 << 16;
+    let nvm_command_set = 1 << 37;
+    mqes | contiguous_queues_required | READY_TIMEOUT_UNITS << 24 | nvm_command_set
+}

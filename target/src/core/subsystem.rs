@@ -1,0 +1,213 @@
+//! The target's configuration as the core sees it: subsystems, their namespaces and host
+//! access lists, the listening port, limits fixed at start-up, and the registry of live
+//! controllers (nvmet's core.c + configfs objects, without configfs).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+use super::buffer::Placement;
+use super::controller::{Controller, ControllerKind};
+use super::stats::{IoStats, PayloadStats};
+use crate::backend::Backend;
+use crate::wire::Status;
+
+/// The well-known discovery subsystem NQN.
+pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
+
+/// Limits fixed at start-up.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// CAP.MQES + 1 for I/O queues.
+    pub io_queue_entries_max: u32,
+    pub admin_queue_entries_max: u32,
+    pub io_queues_max: u16,
+    /// MDTS as a power of two of 4 KiB pages.
+    pub max_transfer_shift: u8,
+    /// In-capsule data per I/O command capsule; 0 disables it.
+    pub in_capsule_data_bytes: u32,
+    pub controllers_per_subsystem_max: usize,
+    /// Outstanding Asynchronous Event Requests per controller.
+    pub async_events_max: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            io_queue_entries_max: 128,
+            admin_queue_entries_max: 32,
+            io_queues_max: 8,
+            max_transfer_shift: 5,
+            in_capsule_data_bytes: 4096,
+            controllers_per_subsystem_max: 64,
+            async_events_max: 4,
+        }
+    }
+}
+
+impl Limits {
+    pub fn max_transfer_bytes(&self) -> u32 {
+        4096 << self.max_transfer_shift
+    }
+}
+
+#[derive(Debug)]
+pub struct Namespace {
+    pub id: u32,
+    pub backend: Backend,
+    pub uuid: [u8; 16],
+    pub nguid: [u8; 16],
+    /// Where this namespace's Read/Write payload goes: `Payload` lets the pool put it
+    /// in the CMB; `Control` pins it to host memory (the device cannot reach the CMB).
+    pub payload_placement: Placement,
+    pub stats: IoStats,
+}
+
+impl Namespace {
+    pub fn size_blocks(&self) -> u64 {
+        self.backend.size_bytes() >> self.backend.block_size_shift()
+    }
+}
+
+#[derive(Debug)]
+pub struct Subsystem {
+    pub nqn: String,
+    pub serial: String,
+    pub model: String,
+    pub firmware: String,
+    pub allow_any_host: bool,
+    pub allowed_hosts: Vec<String>,
+    pub namespaces: BTreeMap<u32, Arc<Namespace>>,
+}
+
+impl Subsystem {
+    pub fn allows(&self, host_nqn: &str) -> bool {
+        self.allow_any_host || self.allowed_hosts.iter().any(|h| h == host_nqn)
+    }
+
+    pub fn namespace(&self, id: u32) -> Option<&Arc<Namespace>> {
+        self.namespaces.get(&id)
+    }
+}
+
+/// The address the target listens on, as discovery reports it.
+#[derive(Clone, Debug)]
+pub struct Port {
+    pub id: u16,
+    pub address: String,
+    pub service_id: String,
+    pub ipv6: bool,
+}
+
+/// Everything a queue needs to look up: shared by all queues, immutable but for the
+/// controller registry and the counters.
+#[derive(Debug)]
+pub struct Target {
+    pub subsystems: Vec<Arc<Subsystem>>,
+    pub port: Port,
+    pub limits: Limits,
+    pub payload: PayloadStats,
+    controllers: Mutex<Controllers>,
+    discovery_generation: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Controllers {
+    live: BTreeMap<u16, Arc<Controller>>,
+    next_id: u16,
+}
+
+/// Controller IDs the dynamic model hands out (nvmet's default cntlid range).
+const CONTROLLER_ID_MIN: u16 = 1;
+const CONTROLLER_ID_MAX: u16 = 0xFFEF;
+
+#[derive(Debug, Serialize)]
+pub struct ControllerSummary {
+    pub controller_id: u16,
+    pub subsystem_nqn: String,
+    pub host_nqn: String,
+}
+
+impl Target {
+    pub fn new(subsystems: Vec<Subsystem>, port: Port, limits: Limits) -> Target {
+        Target {
+            subsystems: subsystems.into_iter().map(Arc::new).collect(),
+            port,
+            limits,
+            payload: PayloadStats::default(),
+            controllers: Mutex::new(Controllers { next_id: CONTROLLER_ID_MIN, ..Default::default() }),
+            discovery_generation: AtomicU64::new(1),
+        }
+    }
+
+    pub fn subsystem(&self, nqn: &str) -> Option<&Arc<Subsystem>> {
+        self.subsystems.iter().find(|s| s.nqn == nqn)
+    }
+
+    pub fn discovery_generation(&self) -> u64 {
+        self.discovery_generation.load(Ordering::Relaxed)
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Controllers> {
+        self.controllers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates a controller with a fresh, unique CNTLID.
+    pub fn create_controller(
+        &self,
+        kind: ControllerKind,
+        host_nqn: &str,
+        host_id: [u8; 16],
+        keep_alive_ms: u32,
+        now: std::time::Instant,
+    ) -> Result<Arc<Controller>, Status> {
+        let mut registry = self.registry();
+        if let ControllerKind::Io(subsystem) = &kind {
+            let count = registry.live.values().filter(|c| c.subsystem_nqn() == subsystem.nqn).count();
+            if count >= self.limits.controllers_per_subsystem_max {
+                return Err(Status::CONNECT_CONTROLLER_BUSY.dnr());
+            }
+        }
+        let span = usize::from(CONTROLLER_ID_MAX - CONTROLLER_ID_MIN) + 1;
+        for _ in 0..span {
+            let id = registry.next_id;
+            registry.next_id = if id >= CONTROLLER_ID_MAX { CONTROLLER_ID_MIN } else { id + 1 };
+            if !registry.live.contains_key(&id) {
+                let controller = Arc::new(Controller::new(id, kind, host_nqn, host_id, keep_alive_ms, now));
+                registry.live.insert(id, controller.clone());
+                return Ok(controller);
+            }
+        }
+        Err(Status::CONNECT_CONTROLLER_BUSY.dnr())
+    }
+
+    pub fn controller(&self, id: u16) -> Option<Arc<Controller>> {
+        self.registry().live.get(&id).cloned()
+    }
+
+    /// Forgets a controller whose admin queue is gone.
+    pub fn remove_controller(&self, id: u16) {
+        self.registry().live.remove(&id);
+    }
+
+    pub fn controllers(&self) -> Vec<ControllerSummary> {
+        self.registry()
+            .live
+            .values()
+            .map(|c| ControllerSummary { controller_id: c.id, subsystem_nqn: c.subsystem_nqn().to_owned(), host_nqn: c.host_nqn.clone() })
+            .collect()
+    }
+
+    /// Tells every controller of `subsystem` that a namespace changed: a Namespace
+    /// Attribute Changed event for their AERs and an entry in their Changed Namespace
+    /// List log.
+    pub fn notify_namespace_changed(&self, subsystem_nqn: &str, namespace_id: u32) {
+        for controller in self.registry().live.values() {
+            if controller.subsystem_nqn() == subsystem_nqn {
+                controller.namespace_changed(namespace_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! P2PDMA memory ("p2pmem") of a PCI device, typically an NVMe SSD's Controller Memory
+//! Buffer, mapped from `/sys/bus/pci/devices/BDF/p2pmem/allocate`. The mapping is device
+//! memory: no `&[u8]` is ever formed into it; the CPU reaches it only through the
+//! volatile copy helpers, and the data path never needs to.
+#![allow(unsafe_code)]
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::SetupError;
+
+/// A published p2pmem provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provider {
+    pub bdf: String,
+    pub sysfs: PathBuf,
+    pub size_bytes: u64,
+    pub available_bytes: u64,
+}
+
+impl Provider {
+    /// Reads a provider's sysfs attributes; `None` if it publishes no p2pmem.
+    pub fn probe(sysfs: &Path) -> Option<Provider> {
+        let read = |name: &str| fs::read_to_string(sysfs.join("p2pmem").join(name)).ok()?.trim().parse::<u64>().ok();
+        if read("published")? != 1 {
+            return None;
+        }
+        Some(Provider {
+            bdf: sysfs.file_name()?.to_string_lossy().into_owned(),
+            sysfs: sysfs.to_owned(),
+            size_bytes: read("size")?,
+            available_bytes: read("available")?,
+        })
+    }
+
+    /// Every published provider on the machine.
+    pub fn all() -> Vec<Provider> {
+        let Ok(entries) = fs::read_dir("/sys/bus/pci/devices") else { return Vec::new() };
+        let mut providers: Vec<Provider> = entries.flatten().filter_map(|e| Provider::probe(&e.path())).collect();
+        providers.sort_by(|a, b| a.bdf.cmp(&b.bdf));
+        providers
+    }
+}
+
+/// A mapping of `len` bytes of a provider's p2pmem. Unmapped (and so given back to the
+/// device's pool) on drop; memory regions registered over it must be dropped first.
+pub struct P2pMemMapping {
+    map: MmapRaw,
+    pub provider: Provider,
+}
+
+impl P2pMemMapping {
+    pub fn map(provider: &Provider, len_bytes: usize) -> Result<P2pMemMapping, SetupError> {
+        let path = provider.sysfs.join("p2pmem/allocate");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| SetupError::MapP2pMem { path: path.clone(), source })?;
+        // The kernel allocates from the device's pool on mmap; only shared mappings at
+        // offset 0 are allowed.
+        let map = MmapOptions::new().len(len_bytes).map_raw(&file).map_err(|source| SetupError::MapP2pMem { path, source })?;
+        Ok(P2pMemMapping { map, provider: provider.clone() })
+    }
+
+    pub fn address(&self) -> u64 {
+        self.map.as_ptr() as u64
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Copies device memory out with volatile reads.
+    pub fn read_volatile(&self, offset: usize, out: &mut [u8]) {
+        assert!(offset + out.len() <= self.map.len(), "read outside the p2pmem mapping");
+        for (index, byte) in out.iter_mut().enumerate() {
+            // SAFETY: offset + index is inside the live mapping (asserted above); device
+            // memory is only ever accessed by volatile byte reads here.
+            *byte = unsafe { self.map.as_ptr().add(offset + index).read_volatile() };
+        }
+    }
+
+    /// Copies into device memory with volatile writes.
+    pub fn write_volatile(&self, offset: usize, data: &[u8]) {
+        assert!(offset + data.len() <= self.map.len(), "write outside the p2pmem mapping");
+        for (index, byte) in data.iter().enumerate() {
+            // SAFETY: inside the live mapping (asserted above); volatile byte writes only.
+            unsafe { self.map.as_mut_ptr().add(offset + index).write_volatile(*byte) };
+        }
+    }
+}

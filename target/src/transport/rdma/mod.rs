@@ -1,0 +1,1 @@
+//! The RDMA transport (filled in below).
