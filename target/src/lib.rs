@@ -24,8 +24,10 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod config;
 pub mod core;
 pub mod error;
 pub mod memory;
+pub mod serve;
 pub mod transport;
 pub mod wire;

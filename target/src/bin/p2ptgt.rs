@@ -1,1 +1,151 @@
-fn main() {}
+//! `p2ptgt`: command line → configuration → serve, or ask a running target for stats.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use p2ptgt::config::{self, NamespaceConfig, P2pMem, ServeConfig, SubsystemConfig};
+use p2ptgt::core::Limits;
+use p2ptgt::error::SetupError;
+use p2ptgt::serve::{self, ServeOptions};
+
+#[derive(Parser)]
+#[command(version, about = "NVMe-over-Fabrics RDMA target with a CMB data path")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve namespaces over NVMe/RDMA until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// Print the running target's counters as one JSON object.
+    Stats {
+        #[arg(long, default_value = DEFAULT_CONTROL)]
+        control: PathBuf,
+    },
+}
+
+const DEFAULT_CONTROL: &str = "/run/p2ptgt.sock";
+
+#[derive(Args)]
+struct ServeArgs {
+    /// ADDR[:PORT] to listen on (port 4420 by default).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Subsystem NQN to serve the namespaces under.
+    #[arg(long)]
+    subsystem: Option<String>,
+    /// Block device or file backing a namespace (NSIDs 1, 2, ... in order).
+    #[arg(long = "namespace")]
+    namespaces: Vec<PathBuf>,
+    /// Host NQN allowed to connect (repeatable).
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
+    /// Let any host connect.
+    #[arg(long, conflicts_with = "allow_hosts")]
+    allow_any_host: bool,
+    /// Payload buffers: auto (the CMB of the namespace's SSD), off, or a PCI address.
+    #[arg(long, default_value = "auto")]
+    p2pmem: P2pMem,
+    /// nvmetcli JSON configuration (`nvmetcli save` format).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Unix socket for `p2ptgt stats`.
+    #[arg(long, default_value = DEFAULT_CONTROL)]
+    control: PathBuf,
+    /// In-capsule data bytes per I/O command (0 disables; forced to 0 in CMB mode).
+    #[arg(long, default_value_t = 4096)]
+    in_capsule_bytes: u32,
+    /// Maximum I/O queue depth (CAP.MQES + 1).
+    #[arg(long, default_value_t = 128)]
+    queue_depth: u32,
+    /// Maximum I/O queues per controller.
+    #[arg(long, default_value_t = 8)]
+    io_queues: u16,
+    /// Host buffer pool size in MiB.
+    #[arg(long, default_value_t = 64)]
+    host_pool_mb: usize,
+    /// CMB pool size in MiB (default: all the provider has available).
+    #[arg(long)]
+    cmb_pool_mb: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve_command(args),
+        Command::Stats { control } => serve::stats(&control).map(|json| println!("{json}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("p2ptgt: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
+    let listen = args.listen.as_deref().map(config::parse_listen).transpose()?;
+    let config = match &args.config {
+        Some(path) => config::load_nvmetcli(path, listen)?,
+        None => {
+            let listen = listen.ok_or_else(|| SetupError::config("--listen", "required without --config"))?;
+            let nqn = args.subsystem.clone().ok_or_else(|| SetupError::config("--subsystem", "required without --config"))?;
+            if args.namespaces.is_empty() {
+                return Err(SetupError::config("--namespace", "at least one is required"));
+            }
+            let namespaces = args
+                .namespaces
+                .iter()
+                .enumerate()
+                .map(|(index, path)| NamespaceConfig { id: index as u32 + 1, path: path.clone(), uuid: None, nguid: None, p2pmem: None })
+                .collect();
+            ServeConfig {
+                listen,
+                subsystems: vec![SubsystemConfig {
+                    nqn,
+                    serial: None,
+                    model: None,
+                    allow_any_host: args.allow_any_host,
+                    allowed_hosts: args.allow_hosts.clone(),
+                    namespaces,
+                }],
+                in_capsule_data_bytes: None,
+                queue_entries_max: None,
+            }
+        }
+    };
+    if !(2..=1024).contains(&args.queue_depth) {
+        return Err(SetupError::config("--queue-depth", "must be 2..=1024"));
+    }
+    if args.io_queues == 0 {
+        return Err(SetupError::config("--io-queues", "must be at least 1"));
+    }
+    let limits = Limits {
+        io_queue_entries_max: args.queue_depth,
+        io_queues_max: args.io_queues,
+        in_capsule_data_bytes: args.in_capsule_bytes.min(16384),
+        ..Limits::default()
+    };
+    let options = ServeOptions {
+        p2pmem: args.p2pmem,
+        control: args.control,
+        host_pool_bytes: args.host_pool_mb.max(1) << 20,
+        cmb_pool_bytes: args.cmb_pool_mb.map(|mb| mb << 20),
+        limits,
+    };
+    serve::run(config, options)
+}

@@ -1,0 +1,297 @@
+//! What to serve: from the command line or an nvmetcli JSON file (`nvmetcli save`),
+//! validated into the core's types. Errors name the key that is wrong, as configfs does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tracing::warn;
+
+use crate::error::SetupError;
+
+pub const DEFAULT_PORT: u16 = 4420;
+
+/// Where payload buffers come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum P2pMem {
+    /// The CMB of the NVMe controller behind a namespace, else any published provider.
+    Auto,
+    Off,
+    /// The provider at this PCI address.
+    Device(String),
+}
+
+impl std::str::FromStr for P2pMem {
+    type Err = String;
+    fn from_str(text: &str) -> Result<P2pMem, String> {
+        match text {
+            "auto" | "1" => Ok(P2pMem::Auto),
+            "off" | "0" | "none" => Ok(P2pMem::Off),
+            bdf if is_pci_address(bdf) => Ok(P2pMem::Device(bdf.to_owned())),
+            other => Err(format!("{other:?}: expected auto, off or a PCI address like 0000:00:04.0")),
+        }
+    }
+}
+
+fn is_pci_address(text: &str) -> bool {
+    let parts: Vec<&str> = text.split([':', '.']).collect();
+    parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[derive(Clone, Debug)]
+pub struct NamespaceConfig {
+    pub id: u32,
+    pub path: PathBuf,
+    pub uuid: Option<[u8; 16]>,
+    pub nguid: Option<[u8; 16]>,
+    /// Our extension to the nvmetcli format: per-namespace p2pmem choice.
+    pub p2pmem: Option<P2pMem>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SubsystemConfig {
+    pub nqn: String,
+    pub serial: Option<String>,
+    pub model: Option<String>,
+    pub allow_any_host: bool,
+    pub allowed_hosts: Vec<String>,
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub subsystems: Vec<SubsystemConfig>,
+    pub in_capsule_data_bytes: Option<u32>,
+    pub queue_entries_max: Option<u32>,
+}
+
+/// Parses `ADDR[:PORT]`, IPv6 in brackets.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, SetupError> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let trimmed = text.trim_start_matches('[').trim_end_matches(']');
+    trimmed
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        .map_err(|_| SetupError::config("--listen", format!("{text:?} is not ADDR or ADDR:PORT")))
+}
+
+/// Reads an nvmetcli JSON file. Only RDMA ports are served; the first one gives the
+/// listen address unless `listen` overrides it.
+pub fn load_nvmetcli(path: &Path, listen: Option<SocketAddr>) -> Result<ServeConfig, SetupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SetupError::ReadConfig { path: path.to_owned(), source })?;
+    let root: Value = serde_json::from_str(&text).map_err(|e| SetupError::config(path.display().to_string(), format!("not JSON: {e}")))?;
+    parse_nvmetcli(&root, listen)
+}
+
+pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeConfig, SetupError> {
+    let object = root.as_object().ok_or_else(|| SetupError::config("(top level)", "expected an object"))?;
+    warn_unknown("(top level)", object, &["hosts", "ports", "subsystems", "discovery"]);
+    let mut listen_address = listen;
+    let mut served: Option<Vec<String>> = None;
+    let mut in_capsule_data_bytes = None;
+    let mut queue_entries_max = None;
+    for (index, port) in array(object.get("ports"), "ports")?.iter().enumerate() {
+        let key = format!("ports[{index}]");
+        let addr = port.get("addr").and_then(Value::as_object).ok_or_else(|| SetupError::config(format!("{key}.addr"), "missing"))?;
+        let trtype = addr.get("trtype").and_then(Value::as_str).unwrap_or("");
+        if trtype != "rdma" {
+            return Err(SetupError::config(format!("{key}.addr.trtype"), format!("port {} has transport {trtype:?}; p2ptgt serves rdma only", port.get("portid").unwrap_or(&Value::Null))));
+        }
+        if listen_address.is_none() {
+            let traddr = addr.get("traddr").and_then(Value::as_str).unwrap_or("0.0.0.0");
+            let service = addr.get("trsvcid").and_then(Value::as_str).unwrap_or("4420");
+            let port_number = service.parse::<u16>().map_err(|_| SetupError::config(format!("{key}.addr.trsvcid"), format!("{service:?} is not a port")))?;
+            let ip = traddr.parse::<IpAddr>().map_err(|_| SetupError::config(format!("{key}.addr.traddr"), format!("{traddr:?} is not an IP address")))?;
+            listen_address = Some(SocketAddr::new(ip, port_number));
+            served = Some(array(port.get("subsystems"), &format!("{key}.subsystems"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+            if let Some(param) = port.get("param") {
+                in_capsule_data_bytes = number_string(param.get("inline_data_size"), &format!("{key}.param.inline_data_size"))?;
+                queue_entries_max = number_string(param.get("max_queue_size"), &format!("{key}.param.max_queue_size"))?;
+            }
+        }
+    }
+    let listen = listen_address.ok_or_else(|| SetupError::config("ports", "no rdma port and no --listen"))?;
+    let mut subsystems = Vec::new();
+    for (index, subsystem) in array(object.get("subsystems"), "subsystems")?.iter().enumerate() {
+        let key = format!("subsystems[{index}]");
+        let parsed = parse_subsystem(subsystem, &key)?;
+        if served.as_ref().is_none_or(|names| names.contains(&parsed.nqn)) {
+            subsystems.push(parsed);
+        }
+    }
+    if subsystems.is_empty() {
+        return Err(SetupError::config("subsystems", "nothing to serve on the rdma port"));
+    }
+    Ok(ServeConfig { listen, subsystems, in_capsule_data_bytes, queue_entries_max })
+}
+
+fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupError> {
+    let object = value.as_object().ok_or_else(|| SetupError::config(key, "expected an object"))?;
+    warn_unknown(key, object, &["nqn", "attr", "allowed_hosts", "namespaces", "passthru"]);
+    let nqn = object.get("nqn").and_then(Value::as_str).ok_or_else(|| SetupError::config(format!("{key}.nqn"), "missing"))?;
+    let attr = object.get("attr").cloned().unwrap_or(Value::Null);
+    let attr_str = |name: &str| attr.get(name).and_then(Value::as_str).map(str::to_owned);
+    let allow_any_host = attr_str("allow_any_host").as_deref() == Some("1");
+    let allowed_hosts = array(object.get("allowed_hosts"), &format!("{key}.allowed_hosts"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    let mut namespaces = Vec::new();
+    for (index, namespace) in array(object.get("namespaces"), &format!("{key}.namespaces"))?.iter().enumerate() {
+        let nkey = format!("{key}.namespaces[{index}]");
+        if namespace.get("enable").and_then(Value::as_i64) == Some(0) {
+            continue;
+        }
+        let id = namespace.get("nsid").and_then(Value::as_u64).filter(|&n| n > 0 && n < 0xFFFF_FFFF).ok_or_else(|| SetupError::config(format!("{nkey}.nsid"), "missing or out of range"))?;
+        let device = namespace.get("device").ok_or_else(|| SetupError::config(format!("{nkey}.device"), "missing"))?;
+        let path = device.get("path").and_then(Value::as_str).ok_or_else(|| SetupError::config(format!("{nkey}.device.path"), "missing"))?;
+        let uuid = device.get("uuid").and_then(Value::as_str).map(|u| parse_hex16(u, &format!("{nkey}.device.uuid"))).transpose()?;
+        let nguid = device.get("nguid").and_then(Value::as_str).map(|u| parse_hex16(u, &format!("{nkey}.device.nguid"))).transpose()?;
+        let p2pmem = namespace.get("p2pmem").and_then(Value::as_str).map(|v| v.parse().map_err(|e| SetupError::config(format!("{nkey}.p2pmem"), e))).transpose()?;
+        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem });
+    }
+    Ok(SubsystemConfig { nqn: nqn.to_owned(), serial: attr_str("serial"), model: attr_str("model"), allow_any_host, allowed_hosts, namespaces })
+}
+
+fn array<'a>(value: Option<&'a Value>, key: &str) -> Result<&'a [Value], SetupError> {
+    match value {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(SetupError::config(key, "expected a list")),
+    }
+}
+
+fn number_string(value: Option<&Value>, key: &str) -> Result<Option<u32>, SetupError> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| SetupError::config(key, format!("{s:?} is not a number"))),
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(|| SetupError::config(key, "out of range")),
+        Some(_) => Err(SetupError::config(key, "expected a number")),
+    }
+}
+
+fn warn_unknown(key: &str, object: &serde_json::Map<String, Value>, known: &[&str]) {
+    for name in object.keys().filter(|k| !known.contains(&k.as_str())) {
+        warn!(key = %format!("{key}.{name}"), "unknown config key ignored");
+    }
+}
+
+/// A UUID or NGUID written as 32 hex digits, dashes allowed.
+pub fn parse_hex16(text: &str, key: &str) -> Result<[u8; 16], SetupError> {
+    let digits: String = text.chars().filter(|c| *c != '-').collect();
+    if digits.len() != 32 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(SetupError::config(key, format!("{text:?} is not 32 hex digits")));
+    }
+    let mut out = [0u8; 16];
+    for (index, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[index * 2..index * 2 + 2], 16).map_err(|_| SetupError::config(key, "bad hex"))?;
+    }
+    Ok(out)
+}
+
+/// A stable 128-bit identifier from text: two FNV-1a 64 hashes. The same subsystem,
+/// NSID and path give the same UUID and NGUID across restarts.
+pub fn stable_id(text: &str, salt: u64) -> [u8; 16] {
+    let fnv = |seed: u64| text.bytes().fold(seed, |hash, b| (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3));
+    let high = fnv(0xcbf2_9ce4_8422_2325 ^ salt);
+    let low = fnv(0x6c62_272e_07bb_0142 ^ salt.rotate_left(17));
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&high.to_be_bytes());
+    out[8..].copy_from_slice(&low.to_be_bytes());
+    out
+}
+
+/// Marks 16 bytes as an RFC 9562 version 8 (custom) UUID.
+pub fn as_uuid(mut bytes: [u8; 16]) -> [u8; 16] {
+    bytes[6] = (bytes[6] & 0x0F) | 0x80;
+    bytes[8] = (bytes[8] & 0x3F) | 0x80;
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nvmetcli_sample() -> Value {
+        json!({
+            "hosts": [{"nqn": "nqn.host"}],
+            "ports": [{
+                "portid": 1,
+                "addr": {"adrfam": "ipv4", "traddr": "192.0.2.1", "treq": "not specified", "trsvcid": "4420", "trtype": "rdma", "tsas": "none"},
+                "param": {"inline_data_size": "8192", "max_queue_size": "64"},
+                "referrals": [],
+                "subsystems": ["nqn.sub"]
+            }],
+            "subsystems": [{
+                "nqn": "nqn.sub",
+                "attr": {"allow_any_host": "0", "serial": "abc", "model": "Linux", "qid_max": "128"},
+                "allowed_hosts": ["nqn.host"],
+                "namespaces": [{"nsid": 1, "enable": 1, "device": {"path": "/dev/nvme0n1", "uuid": "12345678-1234-1234-1234-123456789abc", "nguid": "00000000000000000000000000000001"}, "p2pmem": "auto"}]
+            }, {"nqn": "nqn.not-on-port", "namespaces": []}]
+        })
+    }
+
+    #[test]
+    fn nvmetcli_save_moves_over() {
+        let config = parse_nvmetcli(&nvmetcli_sample(), None).unwrap();
+        assert_eq!(config.listen, "192.0.2.1:4420".parse().unwrap());
+        assert_eq!(config.in_capsule_data_bytes, Some(8192));
+        assert_eq!(config.queue_entries_max, Some(64));
+        assert_eq!(config.subsystems.len(), 1, "only subsystems linked to the port");
+        let subsystem = &config.subsystems[0];
+        assert!(!subsystem.allow_any_host);
+        assert_eq!(subsystem.allowed_hosts, vec!["nqn.host".to_string()]);
+        assert_eq!(subsystem.serial.as_deref(), Some("abc"));
+        let namespace = &subsystem.namespaces[0];
+        assert_eq!(namespace.path, PathBuf::from("/dev/nvme0n1"));
+        assert_eq!(namespace.uuid.unwrap()[15], 0xbc);
+        assert_eq!(namespace.nguid.unwrap()[15], 1);
+        assert_eq!(namespace.p2pmem, Some(P2pMem::Auto));
+    }
+
+    #[test]
+    fn tcp_port_is_refused_by_name() {
+        let mut sample = nvmetcli_sample();
+        sample["ports"][0]["addr"]["trtype"] = json!("tcp");
+        let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
+        assert!(error.contains("ports[0].addr.trtype"), "{error}");
+        assert!(error.contains("port 1"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut sample = nvmetcli_sample();
+        sample["subsystems"][0]["namespaces"][0]["device"]["uuid"] = json!("xyz");
+        assert!(parse_nvmetcli(&sample, None).unwrap_err().to_string().contains("namespaces[0].device.uuid"));
+        let mut sample = nvmetcli_sample();
+        sample["ports"][0]["addr"]["trsvcid"] = json!("http");
+        assert!(parse_nvmetcli(&sample, None).unwrap_err().to_string().contains("trsvcid"));
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("192.0.2.1").unwrap(), "192.0.2.1:4420".parse().unwrap());
+        assert_eq!(parse_listen("192.0.2.1:4421").unwrap().port(), 4421);
+        assert_eq!(parse_listen("[::1]:4420").unwrap().port(), 4420);
+        assert!(parse_listen("nope").is_err());
+    }
+
+    #[test]
+    fn p2pmem_values() {
+        assert_eq!("auto".parse::<P2pMem>(), Ok(P2pMem::Auto));
+        assert_eq!("off".parse::<P2pMem>(), Ok(P2pMem::Off));
+        assert_eq!("0000:00:04.0".parse::<P2pMem>(), Ok(P2pMem::Device("0000:00:04.0".into())));
+        assert!("04.0".parse::<P2pMem>().is_err());
+    }
+
+    #[test]
+    fn stable_ids_are_stable_and_distinct() {
+        assert_eq!(stable_id("a", 1), stable_id("a", 1));
+        assert_ne!(stable_id("a", 1), stable_id("a", 2));
+        assert_ne!(stable_id("a", 1), stable_id("b", 1));
+        let uuid = as_uuid(stable_id("x", 0));
+        assert_eq!(uuid[6] >> 4, 8);
+        assert_eq!(uuid[8] >> 6, 2);
+    }
+}

@@ -1,0 +1,285 @@
+//! Start-up: opens the namespaces, picks the p2pmem provider, sizes the pools, binds the
+//! RDMA listener, and serves until SIGTERM or SIGINT, answering `p2ptgt stats` on a Unix
+//! control socket meanwhile.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tracing::{info, warn};
+
+use crate::backend::Backend;
+use crate::config::{as_uuid, stable_id, P2pMem, ServeConfig};
+use crate::core::{Limits, Namespace, Placement, Port, Region, Subsystem, Target};
+use crate::error::SetupError;
+use crate::memory::host::HostRegion;
+use crate::memory::p2pmem::{P2pMemMapping, Provider};
+use crate::memory::{Memory, Pools, RegionPool};
+use crate::transport::rdma::listener::Status;
+use crate::transport::rdma::Listener;
+
+/// Knobs beyond the served objects.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub p2pmem: P2pMem,
+    pub control: PathBuf,
+    pub host_pool_bytes: usize,
+    pub cmb_pool_bytes: Option<usize>,
+    pub limits: Limits,
+}
+
+pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError> {
+    let (provider, p2p_reason) = choose_provider(&config, &options.p2pmem)?;
+    let mut subsystems = Vec::new();
+    let mut payload_in_cmb = false;
+    for subsystem in &config.subsystems {
+        let mut namespaces = BTreeMap::new();
+        for namespace in &subsystem.namespaces {
+            let backend = Backend::open(&namespace.path, None)
+                .map_err(|source| SetupError::Namespace { path: namespace.path.display().to_string(), source })?;
+            let placement = placement(&backend, provider.as_ref(), namespace.p2pmem.as_ref().unwrap_or(&options.p2pmem));
+            payload_in_cmb |= placement == Placement::Payload;
+            let identity = format!("{}/{}/{}", subsystem.nqn, namespace.id, namespace.path.display());
+            info!(
+                subsystem = %subsystem.nqn,
+                nsid = namespace.id,
+                backend = %backend.describe(),
+                payload = if placement == Placement::Payload { "CMB" } else { "host memory" },
+                "namespace"
+            );
+            if placement == Placement::Control && provider.is_some() {
+                warn!(nsid = namespace.id, path = %namespace.path.display(), "this namespace's device cannot reach the CMB (a file or another device): its payload uses host memory buffers");
+            }
+            let entry = Namespace {
+                id: namespace.id,
+                uuid: namespace.uuid.unwrap_or_else(|| as_uuid(stable_id(&identity, 1))),
+                nguid: namespace.nguid.unwrap_or_else(|| stable_id(&identity, 2)),
+                backend,
+                payload_placement: placement,
+                stats: Default::default(),
+            };
+            namespaces.insert(namespace.id, Arc::new(entry));
+        }
+        let serial = subsystem.serial.clone().unwrap_or_else(|| hex(&stable_id(&subsystem.nqn, 3))[..20].to_string());
+        if !subsystem.allow_any_host && subsystem.allowed_hosts.is_empty() {
+            warn!(subsystem = %subsystem.nqn, "no host may connect to this subsystem (use --allow-host or --allow-any-host)");
+        }
+        subsystems.push(Subsystem {
+            nqn: subsystem.nqn.clone(),
+            serial,
+            model: subsystem.model.clone().unwrap_or_else(|| "p2ptgt".into()),
+            firmware: env!("CARGO_PKG_VERSION").chars().take(8).collect(),
+            allow_any_host: subsystem.allow_any_host,
+            allowed_hosts: subsystem.allowed_hosts.clone(),
+            namespaces,
+        });
+    }
+    let mut limits = options.limits.clone();
+    if let Some(bytes) = config.in_capsule_data_bytes {
+        limits.in_capsule_data_bytes = bytes;
+    }
+    if let Some(entries) = config.queue_entries_max {
+        limits.io_queue_entries_max = entries.clamp(2, 1024);
+    }
+    let cmb = match (&provider, payload_in_cmb) {
+        (Some(provider), true) => Some(map_cmb(provider, options.cmb_pool_bytes)?),
+        _ => None,
+    };
+    if cmb.is_some() && limits.in_capsule_data_bytes > 0 {
+        // In-capsule data would land in host receive buffers and break the promise that
+        // payload never crosses host memory; hosts send writes by keyed SGL instead.
+        info!("CMB data path: in-capsule data disabled on I/O queues (writes are fetched by RDMA READ into the CMB)");
+        limits.in_capsule_data_bytes = 0;
+    }
+    let host = HostRegion::new(options.host_pool_bytes).map_err(|source| SetupError::Allocate { what: "host buffer pool", source })?;
+    let pools = Pools { host: Arc::new(RegionPool::new(Region::Host, Memory::Host(host))), cmb };
+    let port = Port {
+        id: 1,
+        address: config.listen.ip().to_string(),
+        service_id: config.listen.port().to_string(),
+        ipv6: config.listen.is_ipv6(),
+    };
+    let target = Arc::new(Target::new(subsystems, port, limits));
+    let listener = Listener::bind(config.listen, target.clone(), pools.clone())
+        .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;
+    let status = listener.status.clone();
+    let control = listener.control.clone();
+    let mut listener = listener;
+    let mode = listener.open_listening_device();
+    let buffers = match (&pools.cmb, mode) {
+        (Some(cmb), Some(mode)) if mode != crate::transport::rdma::DataPathMode::Host => {
+            let provider = provider.as_ref().map_or(String::new(), |p| p.bdf.clone());
+            format!("CMB of {provider} ({} MiB, {mode:?} registration)", cmb.memory.len_bytes() >> 20)
+        }
+        (Some(_), None) => "CMB, registration decided at the first connection (listening on a wildcard address)".to_string(),
+        _ => format!("host memory ({})", p2p_reason.unwrap_or_else(|| "CMB registration refused by the RDMA device".into())),
+    };
+    let names: Vec<&str> = target.subsystems.iter().map(|s| s.nqn.as_str()).collect();
+    info!("p2ptgt serving {} on {} (NVMe/RDMA); data buffers: {buffers}", names.join(", "), config.listen);
+    let thread = std::thread::Builder::new()
+        .name("p2ptgt-listener".into())
+        .spawn(move || listener.run())
+        .map_err(|source| SetupError::Allocate { what: "listener thread", source })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| SetupError::Allocate { what: "tokio runtime", source })?;
+    let socket = options.control.clone();
+    let result = runtime.block_on(async move {
+        let _ = std::fs::remove_file(&socket);
+        let server = tokio::net::UnixListener::bind(&socket).map_err(|source| SetupError::Control { path: socket.clone(), source })?;
+        let report = Report { target: target.clone(), pools: pools.clone(), status, listen: config.listen.to_string() };
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|source| SetupError::Allocate { what: "SIGTERM handler", source })?;
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                accepted = server.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        let json = report.json();
+                        tokio::spawn(answer(stream, json));
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&socket);
+        Ok::<(), SetupError>(())
+    });
+    info!("stopping: closing every queue");
+    control.request_stop();
+    let _ = thread.join();
+    info!("stopped");
+    result
+}
+
+async fn answer(stream: tokio::net::UnixStream, json: String) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let _ = BufReader::new(read).read_line(&mut line).await;
+    let _ = write.write_all(json.as_bytes()).await;
+    let _ = write.write_all(b"\n").await;
+}
+
+struct Report {
+    target: Arc<Target>,
+    pools: Pools,
+    status: Arc<Status>,
+    listen: String,
+}
+
+impl Report {
+    fn json(&self) -> String {
+        let target = &self.target;
+        let mode = *self.status.mode.lock().unwrap_or_else(|p| p.into_inner());
+        let subsystems: Vec<_> = target
+            .subsystems
+            .iter()
+            .map(|s| {
+                let namespaces: Vec<_> = s
+                    .namespaces
+                    .values()
+                    .map(|n| json!({
+                        "nsid": n.id,
+                        "backend": n.backend.describe(),
+                        "payload": if n.payload_placement == Placement::Payload { "cmb" } else { "host" },
+                        "stats": &n.stats,
+                    }))
+                    .collect();
+                json!({ "nqn": s.nqn, "namespaces": namespaces })
+            })
+            .collect();
+        let queues = self.status.queue_reports();
+        let buffer_waits: u64 = queues.iter().map(|q| q.stats.buffer_waits.get()).sum();
+        let value = json!({
+            "listen": self.listen,
+            "registration": mode.map_or("unknown".to_string(), |m| format!("{m:?}").to_lowercase()),
+            "payload_bytes_host": target.payload.payload_bytes_host.get(),
+            "payload_bytes_cmb": target.payload.payload_bytes_cmb.get(),
+            "host_pool": self.pools.host.stats(),
+            "cmb_pool": self.pools.cmb.as_ref().map(|c| c.stats()),
+            "buffer_waits": buffer_waits,
+            "subsystems": subsystems,
+            "controllers": target.controllers(),
+            "queues": queues,
+        });
+        value.to_string()
+    }
+}
+
+/// The p2pmem provider to use, or why there is none.
+fn choose_provider(config: &ServeConfig, mode: &P2pMem) -> Result<(Option<Provider>, Option<String>), SetupError> {
+    let wanted_anywhere = std::iter::once(mode).chain(config.subsystems.iter().flat_map(|s| s.namespaces.iter().filter_map(|n| n.p2pmem.as_ref())));
+    let explicit = wanted_anywhere.clone().find_map(|m| match m {
+        P2pMem::Device(bdf) => Some(bdf.clone()),
+        _ => None,
+    });
+    if let Some(bdf) = explicit {
+        let sysfs = PathBuf::from("/sys/bus/pci/devices").join(&bdf);
+        return match Provider::probe(&sysfs) {
+            Some(provider) => Ok((Some(provider), None)),
+            None => Err(SetupError::config("--p2pmem", format!("{} publishes no p2pmem", sysfs.display()))),
+        };
+    }
+    if !wanted_anywhere.clone().any(|m| *m == P2pMem::Auto) {
+        return Ok((None, Some("--p2pmem off".into())));
+    }
+    let providers = Provider::all();
+    if providers.is_empty() {
+        warn!("no p2pmem provider published on this machine: payload uses host memory buffers (an NVMe SSD with a CMB and a kernel with CONFIG_PCI_P2PDMA publish one)");
+        return Ok((None, Some("no p2pmem provider found".into())));
+    }
+    // Prefer the controller behind a served namespace.
+    for subsystem in &config.subsystems {
+        for namespace in &subsystem.namespaces {
+            if let Ok(Backend::File(file)) = Backend::open(&namespace.path, None) {
+                if let Some(device) = &file.pci_device {
+                    if let Some(provider) = providers.iter().find(|p| p.sysfs == *device || std::fs::canonicalize(&p.sysfs).ok().as_deref() == Some(device)) {
+                        return Ok((Some(provider.clone()), None));
+                    }
+                }
+            }
+        }
+    }
+    Ok((providers.into_iter().next(), None))
+}
+
+/// Whether a namespace's payload may sit in the provider's CMB: only when its data lives
+/// on a PCI device that can reach it (the provider itself, or one named explicitly).
+fn placement(backend: &Backend, provider: Option<&Provider>, mode: &P2pMem) -> Placement {
+    let (Some(provider), Some(device)) = (provider, backend.pci_device()) else { return Placement::Control };
+    let same = std::fs::canonicalize(&provider.sysfs).ok().as_deref() == Some(device);
+    match mode {
+        P2pMem::Off => Placement::Control,
+        P2pMem::Auto if same => Placement::Payload,
+        P2pMem::Device(_) => Placement::Payload,
+        P2pMem::Auto => Placement::Control,
+    }
+}
+
+fn map_cmb(provider: &Provider, wanted: Option<usize>) -> Result<Arc<RegionPool>, SetupError> {
+    let available = provider.available_bytes as usize;
+    let bytes = wanted.unwrap_or(available).min(available) & !0xFFF;
+    if bytes == 0 {
+        return Err(SetupError::config("--p2pmem", format!("{} has no p2pmem available", provider.bdf)));
+    }
+    let mapping = P2pMemMapping::map(provider, bytes)?;
+    Ok(Arc::new(RegionPool::new(Region::Cmb, Memory::P2p(mapping))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `p2ptgt stats`: one JSON object from a running target.
+pub fn stats(control: &Path) -> Result<String, SetupError> {
+    use std::io::{Read, Write};
+    let fail = |source| SetupError::Control { path: control.to_owned(), source };
+    let mut stream = std::os::unix::net::UnixStream::connect(control).map_err(fail)?;
+    stream.write_all(b"stats\n").map_err(fail)?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).map_err(fail)?;
+    Ok(text.trim_end().to_string())
+}

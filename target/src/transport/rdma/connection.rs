@@ -1,0 +1,337 @@
+//! One NVMe/RDMA queue on its own thread: turns receive completions into capsules for
+//! the core, the core's actions into work requests and backend operations, and tears
+//! the connection down once nothing is in flight. The thread owns everything here, so
+//! the data path takes no lock.
+#![allow(unsafe_code)]
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use zerocopy::IntoBytes;
+
+use super::cm::{CmEventKind, CmId, EventChannel};
+use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, WorkCompletion};
+use crate::backend::Executor;
+use crate::core::{Action, Queue};
+
+/// Kinds of work request, in bits 48..56 of the wr_id; the low bits carry a tag or slot.
+const RECV: u64 = 1 << 48;
+const READ: u64 = 2 << 48;
+const WRITE: u64 = 3 << 48;
+const SEND: u64 = 4 << 48;
+const KIND_MASK: u64 = 0xFF << 48;
+
+/// How long a closing connection waits for the NIC to flush its work requests.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wake-up period for controller teardown checks when nothing else happens.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Shared between a connection thread and the listener: a stop request and an eventfd
+/// to wake the thread.
+pub struct Control {
+    stop: AtomicBool,
+    wake: std::os::fd::OwnedFd,
+}
+
+impl Control {
+    pub fn new() -> std::io::Result<Arc<Control>> {
+        Ok(Arc::new(Control { stop: AtomicBool::new(false), wake: crate::transport::rdma::eventfd()? }))
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        crate::transport::rdma::signal(&self.wake);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.wake.as_raw_fd()
+    }
+}
+
+pub struct Connection {
+    // Drop order matters: the QP (inside the CM id) goes before its CQ and channel, and
+    // before the queue gives buffers back to the pools.
+    pub id: CmId,
+    pub cq: CompletionQueue,
+    pub channel: CompletionChannel,
+    pub recv: RecvBuffers,
+    pub queue: Queue,
+    pub executor: Executor,
+    pub events: EventChannel,
+    pub qp: QueuePair,
+    pub control: Arc<Control>,
+    pub send_with_invalidate: bool,
+    signalled_in_flight: usize,
+    recvs_in_flight: u32,
+    closing: Option<Instant>,
+    sends: Vec<SendRequest>,
+    completions: Vec<WorkCompletion>,
+}
+
+impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(id: CmId, cq: CompletionQueue, channel: CompletionChannel, recv: RecvBuffers, queue: Queue, executor: Executor, events: EventChannel, qp: QueuePair, control: Arc<Control>, send_with_invalidate: bool) -> Connection {
+        Connection {
+            id,
+            cq,
+            channel,
+            recv,
+            queue,
+            executor,
+            events,
+            qp,
+            control,
+            send_with_invalidate,
+            signalled_in_flight: 0,
+            recvs_in_flight: 0,
+            closing: None,
+            sends: Vec::new(),
+            completions: Vec::with_capacity(32),
+        }
+    }
+
+    /// Posts every receive slot. Done before accepting, so the host's first capsule finds one.
+    pub fn post_receives(&mut self) -> std::io::Result<()> {
+        for slot in 0..self.recv.count {
+            self.recv.post(&self.qp, RECV | u64::from(slot), slot)?;
+            self.recvs_in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// The connection's event loop; returns when the connection is fully torn down.
+    pub fn run(mut self) {
+        let queue_id = self.queue.queue_id();
+        let peer = self.id.peer();
+        debug!(queue = queue_id, ?peer, "queue thread started");
+        let mut next_tick = Instant::now() + IDLE_TICK;
+        loop {
+            let mut progressed = self.drain_completions();
+            while let Some((tag, result)) = self.executor.poll_done() {
+                self.queue.handle_backend_done(tag, result);
+                progressed = true;
+            }
+            let now = Instant::now();
+            let deadline = self.queue.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
+            if now >= deadline {
+                self.queue.handle_timeout(now);
+                next_tick = now + IDLE_TICK;
+            }
+            self.perform_actions();
+            if let Err(error) = self.executor.flush() {
+                warn!(queue = queue_id, %error, "backend submission failed");
+                self.start_close();
+            }
+            if self.control.stopping() {
+                self.start_close();
+            }
+            if self.finished() {
+                break;
+            }
+            if progressed {
+                continue;
+            }
+            if self.cq.arm().is_err() {
+                self.start_close();
+            }
+            // Completions that raced with arming.
+            if self.drain_completions() {
+                continue;
+            }
+            let wait = deadline.saturating_duration_since(Instant::now()).min(IDLE_TICK);
+            self.wait(wait);
+        }
+        info!(queue = queue_id, ?peer, "queue closed");
+    }
+
+    fn wait(&mut self, timeout: Duration) {
+        let mut fds = [self.channel.fd(), self.executor.event_fd(), self.events.fd(), self.control.fd()]
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        let millis = timeout.as_millis().clamp(1, 1000) as i32;
+        // SAFETY: fds is a local array of pollfd for descriptors this thread owns.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if fds[0].revents != 0 {
+            self.cq.take_events(&self.channel);
+        }
+        if fds[2].revents != 0 {
+            self.cm_events();
+        }
+        if fds[3].revents != 0 {
+            crate::transport::rdma::drain_eventfd(self.control.fd());
+        }
+    }
+
+    fn cm_events(&mut self) {
+        while let Ok(Some(event)) = self.events.next_event() {
+            match event.kind {
+                CmEventKind::Disconnected | CmEventKind::DeviceRemoval | CmEventKind::TimewaitExit => {
+                    debug!(queue = self.queue.queue_id(), kind = ?event.kind, "host disconnected");
+                    self.start_close();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Polls the CQ dry. Returns whether anything completed.
+    fn drain_completions(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            let mut batch = std::mem::take(&mut self.completions);
+            batch.clear();
+            let n = self.cq.poll(&mut batch, 32);
+            for completion in &batch {
+                self.complete(*completion);
+            }
+            self.completions = batch;
+            if n == 0 {
+                return any;
+            }
+            any = true;
+        }
+    }
+
+    fn complete(&mut self, completion: WorkCompletion) {
+        let tag = (completion.wr_id & 0xFFFF) as u16;
+        match completion.wr_id & KIND_MASK {
+            RECV => {
+                self.recvs_in_flight = self.recvs_in_flight.saturating_sub(1);
+                if !completion.ok() {
+                    self.start_close();
+                    return;
+                }
+                let slot = (completion.wr_id & 0xFFFF_FFFF) as u32;
+                if self.closing.is_none() {
+                    let capsule = self.recv.completed(slot, completion.byte_len);
+                    self.queue.handle_capsule(Instant::now(), capsule);
+                    match self.recv.post(&self.qp, completion.wr_id, slot) {
+                        Ok(()) => self.recvs_in_flight += 1,
+                        Err(_) => self.start_close(),
+                    }
+                }
+            }
+            READ => {
+                self.signalled_in_flight = self.signalled_in_flight.saturating_sub(1);
+                if !completion.ok() {
+                    warn!(queue = self.queue.queue_id(), status = completion.status, "RDMA READ of host data failed");
+                }
+                self.queue.handle_data_fetched(tag, if completion.ok() { Ok(()) } else { Err(()) });
+                if !completion.ok() {
+                    self.start_close();
+                }
+            }
+            SEND => {
+                self.signalled_in_flight = self.signalled_in_flight.saturating_sub(1);
+                if !completion.ok() {
+                    if self.closing.is_none() {
+                        warn!(queue = self.queue.queue_id(), status = completion.status, "response send failed");
+                    }
+                    self.start_close();
+                }
+                self.queue.handle_response_sent(tag);
+            }
+            // Unsignalled RDMA WRITEs report only failures; the SEND after them follows.
+            WRITE => {
+                if !completion.ok() {
+                    self.start_close();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn perform_actions(&mut self) {
+        while let Some(action) = self.queue.poll_action() {
+            match action {
+                Action::FetchData { tag, remote, buffer } => self.sends.push(SendRequest::Read {
+                    wr_id: READ | u64::from(tag),
+                    local: buffer.address,
+                    len: remote.length_bytes,
+                    local_key: buffer.local_key,
+                    remote: remote.address,
+                    remote_key: remote.key,
+                }),
+                Action::PushData { tag, remote, buffer } => self.sends.push(SendRequest::Write {
+                    wr_id: WRITE | u64::from(tag),
+                    local: buffer.address,
+                    len: remote.length_bytes,
+                    local_key: buffer.local_key,
+                    remote: remote.address,
+                    remote_key: remote.key,
+                }),
+                Action::Respond { tag, completion, invalidate_key } => {
+                    let mut data = [0u8; 16];
+                    data.copy_from_slice(completion.as_bytes());
+                    let invalidate_key = invalidate_key.filter(|_| self.send_with_invalidate);
+                    self.sends.push(SendRequest::SendInline { wr_id: SEND | u64::from(tag), data, invalidate_key });
+                }
+                Action::Submit { tag, namespace, op } => {
+                    // SAFETY: the core keeps the request's buffer allocated until it sees
+                    // handle_backend_done for this tag, and this thread drains the
+                    // executor before the queue (and its buffers) is dropped.
+                    unsafe { self.executor.submit(tag, &namespace.backend, op) };
+                }
+                Action::Disconnect { reason } => {
+                    info!(queue = self.queue.queue_id(), %reason, "closing connection");
+                    self.start_close();
+                }
+            }
+        }
+        self.post_sends();
+    }
+
+    fn post_sends(&mut self) {
+        if self.sends.is_empty() {
+            return;
+        }
+        if self.closing.is_some() {
+            // Nothing more goes out; give the tags back so the buffers return.
+            for request in self.sends.drain(..) {
+                if let SendRequest::SendInline { wr_id, .. } = request {
+                    self.queue.handle_response_sent((wr_id & 0xFFFF) as u16);
+                }
+            }
+            return;
+        }
+        let signalled = self.sends.iter().filter(|r| !matches!(r, SendRequest::Write { .. })).count();
+        // SAFETY: every local buffer belongs to a request the core keeps alive until the
+        // matching completion (READ, SEND) comes back through `complete`; inline data is
+        // copied at post time.
+        match unsafe { self.qp.post_send(&self.sends) } {
+            Ok(()) => self.signalled_in_flight += signalled,
+            Err(error) => {
+                warn!(queue = self.queue.queue_id(), %error, "posting work requests failed");
+                self.sends.clear();
+                self.start_close();
+            }
+        }
+        self.sends.clear();
+    }
+
+    fn start_close(&mut self) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.closing = Some(Instant::now());
+        self.queue.handle_close();
+        // Flush everything posted; completions with errors come back for each.
+        self.qp.set_error().ok();
+        self.id.disconnect();
+    }
+
+    fn finished(&self) -> bool {
+        let Some(since) = self.closing else { return false };
+        let nic_idle = self.signalled_in_flight == 0 && self.recvs_in_flight == 0;
+        let nic_done = nic_idle || since.elapsed() > FLUSH_TIMEOUT;
+        // Backend operations write into pool buffers: always wait for them.
+        nic_done && self.executor.in_flight() == 0
+    }
+}

@@ -1,0 +1,362 @@
+//! Accepts NVMe/RDMA connections: validates the CM private data, builds each queue's
+//! verbs resources, registers the data pools with the device once, and runs each queue
+//! on its own thread.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::{error, info, warn};
+use zerocopy::IntoBytes;
+
+use super::cm::{CmEvent, CmEventKind, CmId, EventChannel, QueuePairSize};
+use super::connection::{Connection, Control};
+use super::verbs::{CompletionChannel, CompletionQueue, Context, DeviceInfo, MemoryRegion, ProtectionDomain, RecvBuffers, Registration};
+use crate::backend::Executor;
+use crate::core::stats::IoStats;
+use crate::core::{Queue, QueueConfig, Target};
+use crate::memory::Pools;
+use crate::wire::rdma_cm::{ConnectLimits, ConnectRequest, RawAccept, RawReject};
+use crate::wire::RejectStatus;
+
+/// How the data buffers reach the NIC, as `p2ptgt stats` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPathMode {
+    /// CMB buffers, registered with pinned pages.
+    Pinned,
+    /// CMB buffers, registered with on-demand paging.
+    Odp,
+    /// Host memory buffers only.
+    Host,
+}
+
+/// Per-device resources shared by all connections on it.
+struct Device {
+    info: DeviceInfo,
+    pd: Arc<ProtectionDomain>,
+    _host_mr: MemoryRegion,
+    _cmb_mr: Option<MemoryRegion>,
+    mode: DataPathMode,
+}
+
+/// A live queue, for stats and shutdown.
+pub struct QueueEntry {
+    pub queue_id: u16,
+    pub peer: Option<SocketAddr>,
+    pub stats: Arc<IoStats>,
+    pub uses_cmb: bool,
+    control: Arc<Control>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Serialize)]
+pub struct QueueReport {
+    pub queue_id: u16,
+    pub peer: Option<String>,
+    pub uses_cmb: bool,
+    #[serde(flatten)]
+    pub stats: Arc<IoStats>,
+}
+
+/// Shared view of the listener for the control socket.
+#[derive(Default)]
+pub struct Status {
+    pub queues: Mutex<Vec<QueueEntry>>,
+    pub mode: Mutex<Option<DataPathMode>>,
+}
+
+impl Status {
+    pub fn queue_reports(&self) -> Vec<QueueReport> {
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues
+            .iter()
+            .filter(|q| q.thread.as_ref().is_some_and(|t| !t.is_finished()))
+            .map(|q| QueueReport { queue_id: q.queue_id, peer: q.peer.map(|p| p.to_string()), uses_cmb: q.uses_cmb, stats: q.stats.clone() })
+            .collect()
+    }
+}
+
+pub struct Listener {
+    events: EventChannel,
+    _id: CmId,
+    target: Arc<Target>,
+    pools: Pools,
+    devices: HashMap<Context, Device>,
+    pub status: Arc<Status>,
+    pub control: Arc<Control>,
+}
+
+impl Listener {
+    pub fn bind(address: SocketAddr, target: Arc<Target>, pools: Pools) -> std::io::Result<Listener> {
+        let events = EventChannel::new()?;
+        let id = CmId::listen(&events, address, 128)?;
+        Ok(Listener { events, _id: id, target, pools, devices: HashMap::new(), status: Arc::default(), control: Control::new()? })
+    }
+
+    /// When bound to a specific address the device is known now: open it (PD and
+    /// registrations) so start-up can report the data path. None on a wildcard address.
+    pub fn open_listening_device(&mut self) -> Option<DataPathMode> {
+        let context = self._id.context()?;
+        match self.open_device(context) {
+            Ok(device) => {
+                let mode = device.mode;
+                self.devices.insert(context, device);
+                Some(mode)
+            }
+            Err(error) => {
+                warn!(%error, "opening the RDMA device at start-up failed; retrying at the first connection");
+                None
+            }
+        }
+    }
+
+    /// Serves until `control.request_stop()`, then stops every queue and returns.
+    pub fn run(mut self) {
+        while !self.control.stopping() {
+            let mut fds = [self.events.fd(), self.control.fd()].map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            #[allow(unsafe_code)]
+            // SAFETY: local pollfd array over descriptors we own.
+            unsafe {
+                libc::poll(fds.as_mut_ptr(), 2, 1000)
+            };
+            loop {
+                match self.events.next_event() {
+                    Ok(Some(event)) => self.handle_event(event),
+                    Ok(None) => break,
+                    Err(error) => {
+                        error!(%error, "RDMA CM event channel failed");
+                        break;
+                    }
+                }
+            }
+            self.reap();
+        }
+        self.shutdown();
+    }
+
+    fn handle_event(&mut self, event: CmEvent) {
+        match event.kind {
+            CmEventKind::ConnectRequest => self.accept(event),
+            CmEventKind::AddressChange | CmEventKind::DeviceRemoval => {
+                warn!(kind = ?event.kind, "listener lost its address or device");
+            }
+            _ => {}
+        }
+    }
+
+    fn limits(&self) -> ConnectLimits {
+        let limits = &self.target.limits;
+        ConnectLimits {
+            admin_queue_entries_max: limits.admin_queue_entries_max,
+            io_queue_entries_max: limits.io_queue_entries_max,
+            queue_id_max: limits.io_queues_max,
+        }
+    }
+
+    fn accept(&mut self, event: CmEvent) {
+        #[allow(unsafe_code)]
+        // SAFETY: the id comes from this ConnectRequest event and is adopted once.
+        let id = unsafe { CmId::adopt(event.id) };
+        let request = match ConnectRequest::parse(&event.private_data, &self.limits()) {
+            Ok(request) => request,
+            Err(status) => return reject(id, status),
+        };
+        match self.build(id, &event, request) {
+            Ok(()) => {}
+            Err((id, error)) => {
+                error!(%error, queue = request.queue_id, "could not set up the queue");
+                if let Some(id) = id {
+                    reject(id, RejectStatus::NoResources);
+                }
+            }
+        }
+    }
+
+    fn build(&mut self, mut id: CmId, event: &CmEvent, request: ConnectRequest) -> Result<(), (Option<CmId>, String)> {
+        let context = id.context().ok_or_else(|| (None, "connect request without a device".to_string()))?;
+        let limits = self.target.limits.clone();
+        if !self.devices.contains_key(&context) {
+            if !self.devices.is_empty() {
+                return Err((Some(id), "a second RDMA device is not supported".into()));
+            }
+            let device = self.open_device(context).map_err(|e| (None, e))?;
+            self.devices.insert(context, device);
+        }
+        let Some(device) = self.devices.get(&context) else { return Err((Some(id), "device vanished".into())) };
+        let entries = request.host_send_queue_entries;
+        let in_capsule = if request.queue_id == 0 { 0 } else { limits.in_capsule_data_bytes };
+        let send_entries = (entries * 3 + 8).min(device.info.max_qp_wr.max(16));
+        let cq_entries = (send_entries + entries).min(device.info.max_cqe.max(32));
+        let fail = |e: std::io::Error, what: &str| format!("{what}: {e}");
+        let channel = match CompletionChannel::new(context) {
+            Ok(c) => c,
+            Err(e) => return Err((Some(id), fail(e, "completion channel"))),
+        };
+        let cq = match CompletionQueue::new(context, cq_entries, &channel) {
+            Ok(c) => c,
+            Err(e) => return Err((Some(id), fail(e, "completion queue"))),
+        };
+        let size = QueuePairSize { send_entries, recv_entries: entries, inline_bytes: 64 };
+        let qp = match id.create_queue_pair(&device.pd, &cq, size) {
+            Ok(qp) => qp,
+            Err(e) => return Err((Some(id), fail(e, "queue pair"))),
+        };
+        let recv = match RecvBuffers::new(&device.pd, entries, 64 + in_capsule) {
+            Ok(r) => r,
+            Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
+        };
+        let executor = match Executor::new(entries * 2) {
+            Ok(e) => e,
+            Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
+        };
+        let events = match EventChannel::new() {
+            Ok(e) => e,
+            Err(e) => return Err((Some(id), fail(e, "event channel"))),
+        };
+        let control = match Control::new() {
+            Ok(c) => c,
+            Err(e) => return Err((Some(id), fail(e, "eventfd"))),
+        };
+        let cmb_possible = device.mode != DataPathMode::Host;
+        let send_with_invalidate = device.info.send_with_invalidate;
+        let initiator_depth = event.initiator_depth.min(device.info.max_qp_init_rd_atom).max(1);
+        let is_rxe = device.info.is_rxe();
+        let config = QueueConfig { queue_id: request.queue_id, entries };
+        // Receives first, so the host's first capsule finds a buffer. The queue's pool
+        // choice waits for the path MTU, known only after accept.
+        let placeholder = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(false)));
+        let mut connection = Connection::new(id, cq, channel, recv, placeholder, executor, events, qp, control.clone(), send_with_invalidate);
+        if let Err(e) = connection.post_receives() {
+            return Err((Some(connection.id), fail(e, "posting receives")));
+        }
+        let accept = RawAccept::new(entries.min(u32::from(u16::MAX)) as u16);
+        if let Err(e) = connection.id.accept(accept.as_bytes(), initiator_depth) {
+            return Err((None, fail(e, "rdma_accept")));
+        }
+        let uses_cmb = cmb_possible && self.queue_may_use_cmb(&connection, is_rxe, request.queue_id);
+        connection.queue = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(uses_cmb)));
+        if let Err(e) = connection.id.migrate(&connection.events) {
+            return Err((None, fail(e, "rdma_migrate_id")));
+        }
+        let peer = connection.id.peer();
+        let stats = connection.queue.stats.clone();
+        info!(queue = request.queue_id, ?peer, entries, uses_cmb, "queue connected");
+        let thread = std::thread::Builder::new()
+            .name(format!("p2ptgt-q{}", request.queue_id))
+            .spawn(move || connection.run())
+            .map_err(|e| (None, fail(e, "spawning the queue thread")))?;
+        let mut queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.push(QueueEntry { queue_id: request.queue_id, peer, stats, uses_cmb, control, thread: Some(thread) });
+        Ok(())
+    }
+
+    /// On rxe the ODP copy is only correct with 4096-byte packets (see the CMB issue):
+    /// a smaller path MTU sends this queue's payload through host memory.
+    fn queue_may_use_cmb(&self, connection: &Connection, is_rxe: bool, queue_id: u16) -> bool {
+        if queue_id == 0 || !is_rxe {
+            return true;
+        }
+        match connection.qp.path_mtu_bytes() {
+            Ok(4096) => true,
+            Ok(mtu) => {
+                warn!(queue = queue_id, path_mtu = mtu, "soft-RoCE path MTU below 4096: this queue uses host buffers (raise the netdev MTU to >= 4200 on both ends)");
+                false
+            }
+            Err(error) => {
+                warn!(queue = queue_id, %error, "cannot read the path MTU: this queue uses host buffers");
+                false
+            }
+        }
+    }
+
+    /// Protection domain and memory registrations for a device, in the order pinned,
+    /// ODP, host-only.
+    fn open_device(&self, context: Context) -> Result<Device, String> {
+        let info = context.query().map_err(|e| format!("ibv_query_device_ex: {e}"))?;
+        let pd = ProtectionDomain::new(context).map_err(|e| format!("ibv_alloc_pd: {e}"))?;
+        let host = &self.pools.host;
+        #[allow(unsafe_code)]
+        // SAFETY: the host pool's mapping lives in `self.pools` for the listener's life,
+        // which outlives every device entry.
+        let host_mr = unsafe { MemoryRegion::register(&pd, host.memory.address(), host.memory.len_bytes(), Registration::Pinned) }
+            .map_err(|e| format!("registering host buffers: {e}"))?;
+        host.set_local_key(host_mr.local_key());
+        let (cmb_mr, mode) = match &self.pools.cmb {
+            None => (None, DataPathMode::Host),
+            Some(cmb) => register_cmb(&pd, &info, cmb),
+        };
+        *self.status.mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(mode);
+        info!(device = %info.name, odp_rc = info.odp_rc, send_with_invalidate = info.send_with_invalidate, ?mode, "RDMA device ready");
+        Ok(Device { info, pd, _host_mr: host_mr, _cmb_mr: cmb_mr, mode })
+    }
+
+    fn reap(&mut self) {
+        let mut queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.retain_mut(|q| {
+            if q.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                if let Some(thread) = q.thread.take() {
+                    let _ = thread.join();
+                }
+                return false;
+            }
+            true
+        });
+    }
+
+    fn shutdown(&mut self) {
+        let mut queues = std::mem::take(&mut *self.status.queues.lock().unwrap_or_else(|p| p.into_inner()));
+        for queue in &queues {
+            queue.control.request_stop();
+        }
+        for queue in &mut queues {
+            if let Some(thread) = queue.thread.take() {
+                let _ = thread.join();
+            }
+        }
+        // Give disconnect events a moment to reach the hosts before the device goes.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn register_cmb(pd: &Arc<ProtectionDomain>, info: &DeviceInfo, cmb: &crate::memory::RegionPool) -> (Option<MemoryRegion>, DataPathMode) {
+    let (address, len) = (cmb.memory.address(), cmb.memory.len_bytes());
+    #[allow(unsafe_code)]
+    // SAFETY: the p2pmem mapping lives in the pools for the listener's whole life.
+    let pinned = unsafe { MemoryRegion::register(pd, address, len, Registration::Pinned) };
+    let pinned_error = match pinned {
+        Ok(mr) => {
+            cmb.set_local_key(mr.local_key());
+            return (Some(mr), DataPathMode::Pinned);
+        }
+        Err(e) => e,
+    };
+    if !info.odp_rc {
+        warn!(device = %info.name, error = %pinned_error, "cannot register the CMB (pinned registration refused, no RC on-demand paging): payload uses host memory; remedy: a NIC with ODP or dma-buf MRs");
+        return (None, DataPathMode::Host);
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: as above.
+    match unsafe { MemoryRegion::register(pd, address, len, Registration::Odp) } {
+        Ok(mr) => {
+            info!(device = %info.name, pinned_error = %pinned_error, "CMB registered with on-demand paging");
+            cmb.set_local_key(mr.local_key());
+            (Some(mr), DataPathMode::Odp)
+        }
+        Err(e) => {
+            warn!(device = %info.name, pinned_error = %pinned_error, odp_error = %e, "cannot register the CMB: payload uses host memory");
+            (None, DataPathMode::Host)
+        }
+    }
+}
+
+fn reject(id: CmId, status: RejectStatus) {
+    warn!(?status, "rejecting connect request");
+    let data = RawReject::new(status);
+    if let Err(error) = id.reject(data.as_bytes()) {
+        warn!(%error, "rdma_reject failed");
+    }
+}

@@ -1,0 +1,485 @@
+//! Owned wrappers over the ibverbs objects the transport uses: device queries, protection
+//! domain, memory regions (pinned or on-demand paging), completion channel and queue,
+//! and posting to a queue pair. Every raw pointer lives here or in `cm.rs`.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr;
+use std::sync::Arc;
+
+use rdma_mummy_sys as sys;
+
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn check(rc: i32) -> io::Result<()> {
+    match rc {
+        0 => Ok(()),
+        rc if rc > 0 => Err(io::Error::from_raw_os_error(rc)),
+        _ => Err(last_error()),
+    }
+}
+
+/// A device context owned by the RDMA CM (it lives as long as any CM id on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Context(pub(crate) *mut sys::ibv_context);
+
+// SAFETY: ibv_context is thread safe per the ibverbs threading rules; we only pass the
+// pointer to verbs calls.
+unsafe impl Send for Context {}
+// SAFETY: as above.
+unsafe impl Sync for Context {}
+
+/// What the transport needs to know about a device.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub vendor_id: u32,
+    pub max_qp_wr: u32,
+    pub max_cqe: u32,
+    pub max_qp_init_rd_atom: u8,
+    /// RC on-demand paging for RDMA READ, WRITE and RECV.
+    pub odp_rc: bool,
+    pub send_with_invalidate: bool,
+}
+
+impl DeviceInfo {
+    /// Soft-RoCE: its on-demand-paging copy needs page-aligned buffers and a 4096-byte
+    /// path MTU (see the CMB issue).
+    pub fn is_rxe(&self) -> bool {
+        self.name.starts_with("rxe")
+    }
+}
+
+impl Context {
+    pub fn query(&self) -> io::Result<DeviceInfo> {
+        // SAFETY: a zeroed attribute struct is a valid output buffer; the context is live.
+        let mut attr: sys::ibv_device_attr_ex = unsafe { std::mem::zeroed() };
+        // SAFETY: self.0 is a live context; attr is a writable struct of the right type.
+        check(unsafe { sys::ibv_query_device_ex(self.0, ptr::null(), &mut attr) })?;
+        // SAFETY: the context's device pointer is valid while the context is.
+        let name_ptr = unsafe { sys::ibv_get_device_name((*self.0).device) };
+        let name = if name_ptr.is_null() {
+            String::new()
+        } else {
+            // SAFETY: ibv_get_device_name returns a NUL-terminated string owned by the device.
+            unsafe { CStr::from_ptr(name_ptr) }.to_string_lossy().into_owned()
+        };
+        let rc = attr.odp_caps.per_transport_caps.rc_odp_caps;
+        let need = sys::ibv_odp_transport_cap_bits::IBV_ODP_SUPPORT_READ.0
+            | sys::ibv_odp_transport_cap_bits::IBV_ODP_SUPPORT_WRITE.0
+            | sys::ibv_odp_transport_cap_bits::IBV_ODP_SUPPORT_RECV.0;
+        let general_odp = attr.odp_caps.general_caps & 1 != 0;
+        let orig = &attr.orig_attr;
+        Ok(DeviceInfo {
+            name,
+            vendor_id: orig.vendor_id,
+            max_qp_wr: orig.max_qp_wr.max(0) as u32,
+            max_cqe: orig.max_cqe.max(0) as u32,
+            max_qp_init_rd_atom: orig.max_qp_init_rd_atom.clamp(0, 255) as u8,
+            odp_rc: general_odp && rc & need == need,
+            send_with_invalidate: orig.device_cap_flags & sys::ibv_device_cap_flags::IBV_DEVICE_MEM_MGT_EXTENSIONS.0 != 0,
+        })
+    }
+}
+
+pub struct ProtectionDomain {
+    pd: *mut sys::ibv_pd,
+    pub context: Context,
+}
+
+// SAFETY: protection domains may be used from any thread.
+unsafe impl Send for ProtectionDomain {}
+// SAFETY: as above.
+unsafe impl Sync for ProtectionDomain {}
+
+impl ProtectionDomain {
+    pub fn new(context: Context) -> io::Result<Arc<ProtectionDomain>> {
+        // SAFETY: context is a live device context.
+        let pd = unsafe { sys::ibv_alloc_pd(context.0) };
+        if pd.is_null() {
+            return Err(last_error());
+        }
+        Ok(Arc::new(ProtectionDomain { pd, context }))
+    }
+
+    pub(crate) fn raw(&self) -> *mut sys::ibv_pd {
+        self.pd
+    }
+}
+
+impl Drop for ProtectionDomain {
+    fn drop(&mut self) {
+        // SAFETY: every MR and QP holds an Arc to this PD, so none is left.
+        unsafe { sys::ibv_dealloc_pd(self.pd) };
+    }
+}
+
+/// How a memory region was registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Pages pinned at registration.
+    Pinned,
+    /// On-demand paging: the NIC faults pages in.
+    Odp,
+}
+
+pub struct MemoryRegion {
+    mr: *mut sys::ibv_mr,
+    pub registration: Registration,
+    _pd: Arc<ProtectionDomain>,
+}
+
+// SAFETY: an MR handle may be shared across threads; only its keys are read.
+unsafe impl Send for MemoryRegion {}
+// SAFETY: as above.
+unsafe impl Sync for MemoryRegion {}
+
+impl MemoryRegion {
+    /// Registers `len` bytes at `address` for local writes by the NIC.
+    ///
+    /// # Safety
+    /// The memory must stay mapped until the region is dropped.
+    pub unsafe fn register(pd: &Arc<ProtectionDomain>, address: u64, len: usize, registration: Registration) -> io::Result<MemoryRegion> {
+        let mut access = sys::ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0;
+        if registration == Registration::Odp {
+            access |= sys::ibv_access_flags::IBV_ACCESS_ON_DEMAND.0;
+        }
+        // SAFETY: the caller keeps the range mapped for the MR's life; the PD is live.
+        let mr = unsafe { sys::ibv_reg_mr(pd.raw(), address as *mut _, len, access as i32) };
+        if mr.is_null() {
+            return Err(last_error());
+        }
+        Ok(MemoryRegion { mr, registration, _pd: pd.clone() })
+    }
+
+    pub fn local_key(&self) -> u32 {
+        // SAFETY: mr is a live registration owned by self.
+        unsafe { (*self.mr).lkey }
+    }
+}
+
+impl Drop for MemoryRegion {
+    fn drop(&mut self) {
+        // SAFETY: the transport drops MRs only after every queue pair using them is gone.
+        unsafe { sys::ibv_dereg_mr(self.mr) };
+    }
+}
+
+pub struct CompletionChannel {
+    channel: *mut sys::ibv_comp_channel,
+}
+
+// SAFETY: owned by one connection thread at a time.
+unsafe impl Send for CompletionChannel {}
+
+impl CompletionChannel {
+    pub fn new(context: Context) -> io::Result<CompletionChannel> {
+        // SAFETY: live context.
+        let channel = unsafe { sys::ibv_create_comp_channel(context.0) };
+        if channel.is_null() {
+            return Err(last_error());
+        }
+        // SAFETY: channel is live; making its fd non-blocking lets the thread drain it.
+        let fd = unsafe { (*channel).fd };
+        set_nonblocking(fd)?;
+        Ok(CompletionChannel { channel })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        // SAFETY: channel is live while self is.
+        unsafe { (*self.channel).fd }
+    }
+}
+
+impl Drop for CompletionChannel {
+    fn drop(&mut self) {
+        // SAFETY: the CQ using it is dropped first (field order in the owner).
+        unsafe { sys::ibv_destroy_comp_channel(self.channel) };
+    }
+}
+
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we hold; no memory involved.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
+
+/// One completion, decoded.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkCompletion {
+    pub wr_id: u64,
+    pub status: u32,
+    pub byte_len: u32,
+    pub invalidated_key: Option<u32>,
+}
+
+impl WorkCompletion {
+    pub fn ok(&self) -> bool {
+        self.status == sys::ibv_wc_status::IBV_WC_SUCCESS
+    }
+}
+
+pub struct CompletionQueue {
+    cq: *mut sys::ibv_cq,
+    events_unacked: u32,
+}
+
+// SAFETY: owned by one connection thread at a time.
+unsafe impl Send for CompletionQueue {}
+
+impl CompletionQueue {
+    pub fn new(context: Context, entries: u32, channel: &CompletionChannel) -> io::Result<CompletionQueue> {
+        // SAFETY: live context and channel; the channel outlives the CQ (owner field order).
+        let cq = unsafe { sys::ibv_create_cq(context.0, entries as i32, ptr::null_mut(), channel.channel, 0) };
+        if cq.is_null() {
+            return Err(last_error());
+        }
+        Ok(CompletionQueue { cq, events_unacked: 0 })
+    }
+
+    pub(crate) fn raw(&self) -> *mut sys::ibv_cq {
+        self.cq
+    }
+
+    /// Requests an event for the next completion.
+    pub fn arm(&self) -> io::Result<()> {
+        // SAFETY: live CQ.
+        check(unsafe { sys::ibv_req_notify_cq(self.cq, 0) })
+    }
+
+    /// Consumes pending channel events (after the channel fd polled readable).
+    pub fn take_events(&mut self, channel: &CompletionChannel) {
+        loop {
+            let mut cq = ptr::null_mut();
+            let mut context = ptr::null_mut();
+            // SAFETY: non-blocking channel; outputs are local pointers.
+            if unsafe { sys::ibv_get_cq_event(channel.channel, &mut cq, &mut context) } != 0 {
+                break;
+            }
+            self.events_unacked += 1;
+        }
+        if self.events_unacked >= 64 {
+            self.ack_events();
+        }
+    }
+
+    fn ack_events(&mut self) {
+        if self.events_unacked > 0 {
+            // SAFETY: acknowledges exactly the events taken from this CQ.
+            unsafe { sys::ibv_ack_cq_events(self.cq, self.events_unacked) };
+            self.events_unacked = 0;
+        }
+    }
+
+    /// Fills `out` with up to its length completions; returns how many.
+    pub fn poll(&self, out: &mut Vec<WorkCompletion>, max: usize) -> usize {
+        // SAFETY: ibv_wc is plain data; zeroed is a valid output buffer.
+        let mut raw: [sys::ibv_wc; 32] = unsafe { std::mem::zeroed() };
+        let want = max.min(raw.len()) as i32;
+        // SAFETY: raw has room for `want` entries; the CQ is live.
+        let n = unsafe { sys::ibv_poll_cq(self.cq, want, raw.as_mut_ptr()) };
+        let n = n.max(0) as usize;
+        for wc in &raw[..n] {
+            let with_invalidate = wc.wc_flags & sys::ibv_wc_flags::IBV_WC_WITH_INV.0 != 0;
+            out.push(WorkCompletion {
+                wr_id: wc.wr_id,
+                status: wc.status,
+                byte_len: wc.byte_len,
+                // SAFETY: the union holds the invalidated rkey when the flag says so.
+                invalidated_key: with_invalidate.then(|| unsafe { wc.imm_data_invalidated_rkey_union.invalidated_rkey }),
+            });
+        }
+        n
+    }
+}
+
+impl Drop for CompletionQueue {
+    fn drop(&mut self) {
+        self.ack_events();
+        // SAFETY: the QP using this CQ was destroyed first (owner field order).
+        unsafe { sys::ibv_destroy_cq(self.cq) };
+    }
+}
+
+/// One work request to post on the send queue.
+#[derive(Clone, Copy, Debug)]
+pub enum SendRequest {
+    /// RDMA READ of `len` bytes from the host into local memory.
+    Read { wr_id: u64, local: u64, len: u32, local_key: u32, remote: u64, remote_key: u32 },
+    /// RDMA WRITE of local memory to the host; unsignalled (the SEND after it reports).
+    Write { wr_id: u64, local: u64, len: u32, local_key: u32, remote: u64, remote_key: u32 },
+    /// SEND of a small inline message, optionally invalidating a host key.
+    SendInline { wr_id: u64, data: [u8; 16], invalidate_key: Option<u32> },
+}
+
+/// A borrowed queue pair handle (the CM id owns the QP).
+#[derive(Clone, Copy)]
+pub struct QueuePair(pub(crate) *mut sys::ibv_qp);
+
+// SAFETY: posting from one thread at a time (the connection thread owns it).
+unsafe impl Send for QueuePair {}
+
+impl QueuePair {
+    /// Posts one receive of `len` bytes at `address`.
+    ///
+    /// # Safety
+    /// The memory must be registered under `local_key` and stay untouched by the CPU
+    /// until the receive completes or the QP is destroyed.
+    pub unsafe fn post_recv(&self, wr_id: u64, address: u64, len: u32, local_key: u32) -> io::Result<()> {
+        let mut sge = sys::ibv_sge { addr: address, length: len, lkey: local_key };
+        let mut wr = sys::ibv_recv_wr { wr_id, next: ptr::null_mut(), sg_list: &mut sge, num_sge: 1 };
+        let mut bad = ptr::null_mut();
+        // SAFETY: wr and sge are valid for the call; buffer validity is the caller's.
+        check(unsafe { sys::ibv_post_recv(self.0, &mut wr, &mut bad) })
+    }
+
+    /// Posts `requests` as one chain, in order.
+    ///
+    /// # Safety
+    /// Every local buffer must be registered under its key and stay allocated and
+    /// untouched until its request completes (or the QP is flushed).
+    pub unsafe fn post_send(&self, requests: &[SendRequest]) -> io::Result<()> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let mut sges: Vec<sys::ibv_sge> = Vec::with_capacity(requests.len());
+        let mut inline: Vec<[u8; 16]> = Vec::with_capacity(requests.len());
+        for request in requests {
+            match *request {
+                SendRequest::Read { local, len, local_key, .. } | SendRequest::Write { local, len, local_key, .. } => {
+                    sges.push(sys::ibv_sge { addr: local, length: len, lkey: local_key });
+                }
+                SendRequest::SendInline { data, .. } => {
+                    inline.push(data);
+                    sges.push(sys::ibv_sge { addr: 0, length: 16, lkey: 0 });
+                }
+            }
+        }
+        let mut inline_index = 0;
+        for (sge, request) in sges.iter_mut().zip(requests) {
+            if matches!(request, SendRequest::SendInline { .. }) {
+                sge.addr = inline[inline_index].as_ptr() as u64;
+                inline_index += 1;
+            }
+        }
+        // SAFETY: ibv_send_wr is plain data (pointers and unions); zeroed is valid.
+        let mut wrs: Vec<sys::ibv_send_wr> = requests.iter().map(|_| unsafe { std::mem::zeroed() }).collect();
+        let count = wrs.len();
+        let base = wrs.as_mut_ptr();
+        for (index, (wr, request)) in wrs.iter_mut().zip(requests).enumerate() {
+            wr.sg_list = &mut sges[index];
+            wr.num_sge = 1;
+            // SAFETY: index + 1 <= count, inside the allocation (one past the end is never
+            // dereferenced because the last link is null).
+            wr.next = if index + 1 < count { unsafe { base.add(index + 1) } } else { ptr::null_mut() };
+            match *request {
+                SendRequest::Read { wr_id, remote, remote_key, .. } => {
+                    wr.wr_id = wr_id;
+                    wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_READ;
+                    wr.send_flags = sys::ibv_send_flags::IBV_SEND_SIGNALED.0;
+                    wr.wr.rdma = sys::rdma_t { remote_addr: remote, rkey: remote_key };
+                }
+                SendRequest::Write { wr_id, remote, remote_key, .. } => {
+                    wr.wr_id = wr_id;
+                    wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
+                    wr.wr.rdma = sys::rdma_t { remote_addr: remote, rkey: remote_key };
+                }
+                SendRequest::SendInline { wr_id, invalidate_key, .. } => {
+                    wr.wr_id = wr_id;
+                    wr.send_flags = sys::ibv_send_flags::IBV_SEND_SIGNALED.0 | sys::ibv_send_flags::IBV_SEND_INLINE.0;
+                    match invalidate_key {
+                        Some(key) => {
+                            wr.opcode = sys::ibv_wr_opcode::IBV_WR_SEND_WITH_INV;
+                            wr.imm_data_invalidated_rkey_union.invalidated_rkey = key;
+                        }
+                        None => wr.opcode = sys::ibv_wr_opcode::IBV_WR_SEND,
+                    }
+                }
+            }
+        }
+        let mut bad = ptr::null_mut();
+        // SAFETY: the chain, sges and inline data live until the call returns (inline data
+        // is copied at post time); buffer lifetimes are the caller's contract.
+        check(unsafe { sys::ibv_post_send(self.0, base, &mut bad) })
+    }
+
+    /// Moves the QP to the error state so outstanding work requests flush.
+    pub fn set_error(&self) -> io::Result<()> {
+        // SAFETY: ibv_qp_attr is plain data.
+        let mut attr: sys::ibv_qp_attr = unsafe { std::mem::zeroed() };
+        attr.qp_state = sys::ibv_qp_state::IBV_QPS_ERR;
+        // SAFETY: live QP, valid attr.
+        check(unsafe { sys::ibv_modify_qp(self.0, &mut attr, sys::ibv_qp_attr_mask::IBV_QP_STATE.0 as i32) })
+    }
+
+    /// The negotiated path MTU in bytes.
+    pub fn path_mtu_bytes(&self) -> io::Result<u32> {
+        // SAFETY: plain data outputs.
+        let mut attr: sys::ibv_qp_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut init: sys::ibv_qp_init_attr = unsafe { std::mem::zeroed() };
+        let mask = sys::ibv_qp_attr_mask::IBV_QP_PATH_MTU.0 as i32;
+        // SAFETY: live QP, writable outputs.
+        check(unsafe { sys::ibv_query_qp(self.0, &mut attr, mask, &mut init) })?;
+        Ok(128u32 << attr.path_mtu.clamp(1, 5))
+    }
+
+    /// The inline size the QP was created with.
+    pub fn max_inline_bytes(&self) -> io::Result<u32> {
+        // SAFETY: plain data outputs.
+        let mut attr: sys::ibv_qp_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut init: sys::ibv_qp_init_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: live QP, writable outputs.
+        check(unsafe { sys::ibv_query_qp(self.0, &mut attr, sys::ibv_qp_attr_mask::IBV_QP_CAP.0 as i32, &mut init) })?;
+        Ok(init.cap.max_inline_data)
+    }
+}
+
+/// Receive buffers of one connection: `count` slots of `slot_bytes` in one registered
+/// host allocation. A slot belongs to the NIC from `post` until its receive completes,
+/// then to the CPU until it is posted again.
+pub struct RecvBuffers {
+    // Field order: the MR is deregistered before the memory is unmapped.
+    mr: MemoryRegion,
+    memory: memmap2::MmapMut,
+    pub slot_bytes: u32,
+    pub count: u32,
+}
+
+impl RecvBuffers {
+    pub fn new(pd: &Arc<ProtectionDomain>, count: u32, slot_bytes: u32) -> io::Result<RecvBuffers> {
+        let memory = memmap2::MmapMut::map_anon((count as usize * slot_bytes as usize).max(1))?;
+        // SAFETY: the mapping is owned by the returned value and outlives the MR (field
+        // order).
+        let mr = unsafe { MemoryRegion::register(pd, memory.as_ptr() as u64, memory.len(), Registration::Pinned)? };
+        Ok(RecvBuffers { mr, memory, slot_bytes, count })
+    }
+
+    /// Posts slot `index` (wr_id is the caller's encoding of it).
+    pub fn post(&self, qp: &QueuePair, wr_id: u64, index: u32) -> io::Result<()> {
+        if index >= self.count {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let address = self.memory.as_ptr() as u64 + u64::from(index) * u64::from(self.slot_bytes);
+        // SAFETY: the slot is inside our registered mapping and, by this type's protocol,
+        // not read by the CPU until its receive completes.
+        unsafe { qp.post_recv(wr_id, address, self.slot_bytes, self.mr.local_key()) }
+    }
+
+    /// The bytes a completed receive delivered into slot `index`.
+    pub fn completed(&self, index: u32, byte_len: u32) -> &[u8] {
+        let start = index.min(self.count.saturating_sub(1)) as usize * self.slot_bytes as usize;
+        let len = byte_len.min(self.slot_bytes) as usize;
+        &self.memory[start..start + len]
+    }
+}
