@@ -1,0 +1,39 @@
+#!/bin/bash
+# p2ptgt with host-memory buffers on the guest's SSD: the kernel host discovers,
+# connects (1 and 2 I/O queues), runs nvme-cli admin commands and fio verify, reads
+# beyond the end, and the data persists on the backing device.
+source "$(dirname "$0")/lib.sh"
+
+start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off
+
+check "discover lists the subsystem" bash -c "nvme discover -t rdma -a $RXE_ADDR -s $SERVICE -q $HOSTNQN | grep -q 'subnqn: *$NQN'"
+check "discover from another host lists nothing of ours" bash -c "! nvme discover -t rdma -a $RXE_ADDR -s $SERVICE -q nqn.2014-08.org.nvmexpress:uuid:stranger | grep -q '$NQN'"
+check "connect from a host not allowed fails" bash -c "! nvme connect -t rdma -a $RXE_ADDR -s $SERVICE -n $NQN -q nqn.2014-08.org.nvmexpress:uuid:stranger 2>/dev/null"
+
+DEV=$(connect "$NQN" --nr-io-queues=1)
+check "connect gives a block device" test -b "$DEV"
+CTRL=/dev/$(basename "$DEV" | sed -E 's/n[0-9]+$//')
+check "id-ctrl shows our model" bash -c "nvme id-ctrl $CTRL | grep -q 'mn *: p2ptgt'"
+check "id-ns size matches the SSD" bash -c "[[ \$(blockdev --getsize64 $DEV) == \$(blockdev --getsize64 $NVME_DEV) ]]"
+check "smart-log answers" nvme smart-log "$CTRL"
+check "get-feature number of queues" nvme get-feature "$CTRL" -f 7
+check "list-subsys shows rdma" bash -c "nvme list-subsys | grep -q rdma"
+check "fio write+verify 64 MiB, 4k-128k" fio_verify "$DEV" 64M
+check "nvme read past the last LBA gets an error status" bash -c "! nvme read $DEV --start-block=\$((\$(blockdev --getsize64 $DEV) / 512)) --block-count=0 --data-size=512 --data=/dev/null 2>/dev/null"
+check "controller still serves after the error" dd if="$DEV" of=/dev/null bs=4096 count=16 iflag=direct status=none
+# Pattern, flush, write zeroes, deallocate.
+python3 -c "import sys; sys.stdout.buffer.write(bytes(range(256)) * 4096)" > "$WORK/pattern"
+check "pattern write + flush" bash -c "dd if=$WORK/pattern of=$DEV bs=1M seek=200 oflag=direct conv=fsync status=none && nvme flush $DEV"
+check "write-zeroes reads back zeros" bash -c "nvme write-zeroes $DEV --start-block=$((200 * 2048)) --block-count=7 && [[ \$(dd if=$DEV bs=512 skip=$((200 * 2048)) count=8 iflag=direct status=none | tr -d '\\0' | wc -c) == 0 ]]"
+check "deallocate succeeds" nvme dsm "$DEV" --ad --slbs=$((200 * 2048 + 8)) --blocks=8
+disconnect "$NQN"
+check "data persisted on the backing device" bash -c "cmp <(dd if=$NVME_DEV bs=1M skip=200 count=1 iflag=direct status=none | tail -c +$((16 * 512 + 1))) <(tail -c +$((16 * 512 + 1)) $WORK/pattern)"
+
+DEV=$(connect "$NQN" --nr-io-queues=2)
+check "reconnect with 2 I/O queues" test -b "$DEV"
+check "data intact after reconnect" bash -c "cmp <(dd if=$DEV bs=1M skip=200 count=1 iflag=direct status=none | tail -c +$((16 * 512 + 1))) <(tail -c +$((16 * 512 + 1)) $WORK/pattern)"
+check "fio verify on 2 queues, 2 jobs" fio_verify "$DEV" 32M --numjobs=2 --offset_increment=64M
+check "payload counted in host memory" bash -c "(( \$(target_stat payload_bytes_host) > 64 * 1024 * 1024 )) && (( \$(target_stat payload_bytes_cmb) == 0 ))"
+disconnect "$NQN"
+check "SIGTERM exits 0" stop_target
+finish
