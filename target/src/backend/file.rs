@@ -94,13 +94,19 @@ fn read_sysfs_u64(path: &Path) -> Result<u64, BackendError> {
     text.trim().parse().map_err(|_| BackendError::Unusable { path: path.display().to_string(), what: format!("unexpected content {text:?}") })
 }
 
-/// For an NVMe namespace block device, the PCI function of its controller: the
-/// `device` link of the block device resolves to .../BDF/nvme/nvmeX (or the namespace's
-/// parent for partitions).
+/// For an NVMe namespace block device, the PCI function of its controller. The
+/// `device` link of a path device resolves to .../BDF/nvme/nvmeX; a native-multipath
+/// head (nvmeXnY) has none of its own, so its first path under `multipath/` is used.
 fn pci_device_of_block(name: &str) -> Option<PathBuf> {
-    let mut dir = std::fs::canonicalize(format!("/sys/class/block/{name}/device")).ok()?;
+    let block = PathBuf::from(format!("/sys/class/block/{name}"));
+    let path_device = std::fs::read_dir(block.join("multipath"))
+        .ok()
+        .and_then(|mut entries| entries.next())
+        .and_then(|entry| entry.ok())
+        .map(|entry| entry.path().join("device"));
+    let mut dir = std::fs::canonicalize(path_device.unwrap_or_else(|| block.join("device"))).ok()?;
     loop {
-        if dir.join("p2pmem").exists() || dir.join("vendor").exists() && dir.join("class").exists() {
+        if dir.join("vendor").exists() && dir.join("class").exists() && dir.join("config").exists() {
             return Some(dir);
         }
         if !dir.pop() || dir == Path::new("/sys") {

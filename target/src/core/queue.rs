@@ -347,7 +347,9 @@ impl Queue {
                     }
                     (_, Some(bytes)) => {
                         self.pool.write(&buffer, &bytes);
-                        self.target.payload.count(buffer.region, bytes.len() as u64);
+                        if matches!(self.request(tag).work, Some(Work::Write { .. })) {
+                            self.target.payload.count(buffer.region, bytes.len() as u64);
+                        }
                         self.data_arrived(tag);
                     }
                     _ => self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0),
@@ -367,7 +369,9 @@ impl Queue {
             self.disconnect(DisconnectReason::TransferFailed);
             return;
         }
-        if let Some(buffer) = request.buffer {
+        // Payload counters cover Read/Write data only; Connect data, DSM ranges and
+        // admin pages are control data.
+        if let (Some(buffer), Some(Work::Write { .. })) = (request.buffer, &request.work) {
             self.target.payload.count(buffer.region, u64::from(buffer.len_bytes));
         }
         self.data_arrived(tag);
