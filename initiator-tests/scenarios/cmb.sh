@@ -3,7 +3,8 @@
 # into the SSD's CMB and written from there; reads land in the CMB and are RDMA-WRITTEN
 # from it. Checks payload byte counters, not only completion status, and reads the
 # backing device directly afterwards. Run with a small CMB (vm/run --cmb-mb 4) it also
-# checks that commands wait for buffers instead of failing.
+# checks that commands wait for buffers instead of failing (EXPECT_BUFFER_WAITS=1,
+# FIO_EXTRA='--bsrange=128k-128k --iodepth=128').
 source "$(dirname "$0")/lib.sh"
 SIZE=${CMB_TEST_SIZE:-96M}
 
@@ -14,7 +15,8 @@ check "CMB registered (pinned or ODP)" bash -c '[[ $(target_stat registration) =
 
 DEV=$(connect "$NQN" --nr-io-queues=2)
 check "connect" test -b "$DEV"
-check "fio write+verify $SIZE, 4k-128k, QD16, through the CMB" fio_verify "$DEV" "$SIZE"
+# FIO_EXTRA (e.g. --bsrange=128k-128k --iodepth=128) overrides the job's shape.
+check "fio write+verify $SIZE ${FIO_EXTRA:-4k-128k QD16} through the CMB" fio_verify "$DEV" "$SIZE" ${FIO_EXTRA:-}
 # fio wrote SIZE and read it back to verify.
 BYTES=$(numfmt --from=iec "$SIZE")
 say "payload_bytes_host=$(target_stat payload_bytes_host) payload_bytes_cmb=$(target_stat payload_bytes_cmb) (fio moved $((2 * BYTES)))"
@@ -29,5 +31,5 @@ if [[ ${EXPECT_BUFFER_WAITS:-0} == 1 ]]; then
 fi
 disconnect "$NQN"
 check "SIGTERM exits 0" stop_target
-check "data is on the SSD: fio verify-only against the backing device" fio_verify "$NVME_DEV" "$SIZE" --verify_only
+check "data is on the SSD: fio verify-only against the backing device" fio_verify "$NVME_DEV" "$SIZE" ${FIO_EXTRA:-} --verify_only
 finish

@@ -91,6 +91,16 @@ connect() {
     echo "$dev"
 }
 
+# Wait for subsystem $1's namespace after a connect made elsewhere; print it.
+connect_wait() {
+    local dev tries=100
+    until dev=$(connected_namespace "$1") && [[ -b $dev ]]; do
+        ((tries-- > 0)) || return 1
+        sleep 0.1
+    done
+    echo "$dev"
+}
+
 # Disconnect every controller of subsystem $1.
 disconnect() { nvme disconnect -n "$1" >&2; }
 

@@ -114,7 +114,14 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
             format!("CMB of {provider} ({} MiB, {mode:?} registration)", cmb.memory.len_bytes() >> 20)
         }
         (Some(_), None) => "CMB, registration decided at the first connection (listening on a wildcard address)".to_string(),
-        _ => format!("host memory ({})", p2p_reason.unwrap_or_else(|| "CMB registration refused by the RDMA device".into())),
+        _ => {
+            let reason = match (&provider, payload_in_cmb, p2p_reason) {
+                (_, _, Some(reason)) => reason,
+                (Some(provider), false, None) => format!("no namespace's device can reach the CMB of {}", provider.bdf),
+                _ => "the RDMA device refused to register the CMB".into(),
+            };
+            format!("host memory ({reason})")
+        }
     };
     let names: Vec<&str> = target.subsystems.iter().map(|s| s.nqn.as_str()).collect();
     info!("p2ptgt serving {} on {} (NVMe/RDMA); data buffers: {buffers}", names.join(", "), config.listen);

@@ -1,0 +1,49 @@
+//! End-to-end scenarios in the QEMU guest (rxe + the kernel NVMe/RDMA host). They boot
+//! a VM each, so they are opt-in: `cargo test -p initiator-tests -- --ignored
+//! --test-threads=1` (what `.ci/run` does after building p2ptgt in release mode).
+
+use initiator_tests::run_scenario;
+
+fn expect(scenario: &str, vm_args: &[&str], env: &[(&str, &str)], at_least: u32) {
+    let (passed, failed, status) = run_scenario(scenario, vm_args, env);
+    assert_eq!(failed, 0, "{scenario}: {failed} checks failed");
+    assert!(passed >= at_least, "{scenario}: only {passed} checks ran");
+    assert_eq!(status, 0, "{scenario}: guest exit status");
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn host_memory_path_with_the_kernel_host() {
+    expect("host-memory.sh", &[], &[], 20);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn cmb_path_keeps_payload_out_of_host_memory() {
+    expect("cmb.sh", &[], &[("CMB_TEST_SIZE", "96M")], 8);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn small_cmb_applies_backpressure() {
+    let env = [("CMB_TEST_SIZE", "64M"), ("EXPECT_BUFFER_WAITS", "1"), ("FIO_EXTRA", "--bsrange=128k-128k --iodepth=128")];
+    expect("cmb.sh", &["--cmb-mb", "4"], &env, 9);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn file_namespace_falls_back_to_host_buffers() {
+    expect("file-backed.sh", &[], &[], 5);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn discovery_idle_cpu_and_sigterm_under_load() {
+    expect("lifecycle.sh", &[], &[], 5);
+}
+
+#[test]
+#[ignore = "boots two QEMU guests; run with --ignored"]
+fn remote_and_local_hosts_at_once() {
+    expect("remote.sh", &["--remote"], &[], 4);
+}
