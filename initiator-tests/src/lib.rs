@@ -3,6 +3,8 @@
 //! `scenarios/` that runs in a guest and ends with "N passed, M failed"; this crate
 //! boots the guest, streams the output and asserts the tally.
 
+pub mod rdma;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Runs inside the test-bed guest (benches/run boots it): the same fio jobs, in one
+boot, against the local SSD, the kernel target (nvmet-rdma via configfs), p2ptgt with
+host buffers and p2ptgt with CMB buffers. Writes build/bench/results.json."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "build" / "bench"
+P2PTGT = REPO / "build" / "cargo" / "release" / "p2ptgt"
+NVME_DEV = os.environ["NVME_DEV"]
+ADDR = os.environ["RXE_ADDR"]
+NQN = "nqn.2026-11.io.p2ptgt:bench"
+HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:b3b3b3b3-0000-4000-8000-000000000001"
+RUNTIME = int(os.environ.get("BENCH_RUNTIME", "10"))
+REPEAT = int(os.environ.get("BENCH_REPEAT", "1"))
+NVMET = Path("/sys/kernel/config/nvmet")
+
+JOBS = [
+    # name, fio options, metric
+    ("randread-4k-qd1", ["--rw=randread", "--bs=4k", "--iodepth=1"], "lat"),
+    ("randwrite-4k-qd1", ["--rw=randwrite", "--bs=4k", "--iodepth=1"], "lat"),
+    ("randread-4k-qd16", ["--rw=randread", "--bs=4k", "--iodepth=16"], "iops"),
+    ("randwrite-4k-qd16", ["--rw=randwrite", "--bs=4k", "--iodepth=16"], "iops"),
+    ("randrw70-4k-qd16", ["--rw=randrw", "--rwmixread=70", "--bs=4k", "--iodepth=16"], "iops"),
+    ("randread-4k-qd16-2jobs", ["--rw=randread", "--bs=4k", "--iodepth=16", "--numjobs=2"], "iops"),
+    ("read-128k-qd4", ["--rw=read", "--bs=128k", "--iodepth=4"], "mbps"),
+    ("write-128k-qd4", ["--rw=write", "--bs=128k", "--iodepth=4"], "mbps"),
+]
+
+
+def sh(*args, check=True, **kwargs):
+    return subprocess.run(list(map(str, args)), check=check, text=True, capture_output=True, **kwargs)
+
+
+def cpu_ticks(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def system_ticks():
+    """system + irq + softirq ticks of all CPUs (the kernel target's work)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    return int(fields[2]) + int(fields[5]) + int(fields[6])
+
+
+def fio(device, name, options):
+    args = ["fio", f"--name={name}", f"--filename={device}", "--direct=1", "--ioengine=libaio",
+            "--time_based", f"--runtime={RUNTIME}", "--ramp_time=1", "--group_reporting",
+            "--randrepeat=0", "--norandommap", "--size=512M", "--output-format=json"] + options
+    result = json.loads(sh(*args).stdout)
+    job = result["jobs"][0]
+    ios = job["read"]["total_ios"] + job["write"]["total_ios"]
+    iops = job["read"]["iops"] + job["write"]["iops"]
+    bw = (job["read"]["bw_bytes"] + job["write"]["bw_bytes"]) / 1e6
+    side = job["read"] if job["read"]["total_ios"] >= job["write"]["total_ios"] else job["write"]
+    pct = side["clat_ns"].get("percentile", {})
+    return {
+        "iops": iops,
+        "mbps": bw,
+        "ios": ios,
+        "lat_p50_us": pct.get("50.000000", 0) / 1000,
+        "lat_p99_us": pct.get("99.000000", 0) / 1000,
+    }
+
+
+def connected_device(nqn):
+    """/dev/nvmeXnY of the namespace the kernel host connected for subsystem nqn."""
+    for ctrl in Path("/sys/class/nvme").iterdir():
+        try:
+            if (ctrl / "subsysnqn").read_text().strip() != nqn:
+                continue
+        except OSError:
+            continue
+        for entry in ctrl.iterdir():
+            match = re.fullmatch(r"(nvme\d+)(?:c\d+)?(n\d+)", entry.name)
+            if match and Path(f"/dev/{match[1]}{match[2]}").exists():
+                return f"/dev/{match[1]}{match[2]}"
+    return None
+
+
+def connect(queues=2):
+    sh("nvme", "connect", "-t", "rdma", "-a", ADDR, "-s", "4420", "-n", NQN, "-q", HOSTNQN, f"--nr-io-queues={queues}")
+    for _ in range(100):
+        device = connected_device(NQN)
+        if device:
+            return device
+        time.sleep(0.1)
+    raise RuntimeError("no namespace after connect")
+
+
+def disconnect():
+    sh("nvme", "disconnect", "-n", NQN, check=False)
+
+
+def nvmet_up():
+    sh("modprobe", "nvmet_rdma", check=False)
+    subsystem = NVMET / "subsystems" / NQN
+    (subsystem / "namespaces" / "1").mkdir(parents=True, exist_ok=True)
+    (subsystem / "attr_allow_any_host").write_text("1")
+    (subsystem / "namespaces" / "1" / "device_path").write_text(NVME_DEV)
+    (subsystem / "namespaces" / "1" / "enable").write_text("1")
+    port = NVMET / "ports" / "1"
+    port.mkdir(exist_ok=True)
+    for key, value in [("addr_trtype", "rdma"), ("addr_adrfam", "ipv4"), ("addr_traddr", ADDR), ("addr_trsvcid", "4420")]:
+        (port / key).write_text(value)
+    link = port / "subsystems" / NQN
+    if not link.exists():
+        link.symlink_to(subsystem)
+
+
+def nvmet_down():
+    link = NVMET / "ports" / "1" / "subsystems" / NQN
+    if link.is_symlink():
+        link.unlink()
+    (NVMET / "ports" / "1").rmdir()
+    subsystem = NVMET / "subsystems" / NQN
+    (subsystem / "namespaces" / "1" / "enable").write_text("0")
+    (subsystem / "namespaces" / "1").rmdir()
+    subsystem.rmdir()
+
+
+def p2ptgt_up(p2pmem):
+    log = open(OUT / f"p2ptgt-{p2pmem}.log", "w")
+    process = subprocess.Popen([str(P2PTGT), "serve", "--listen", f"{ADDR}:4420", "--subsystem", NQN,
+                                "--namespace", NVME_DEV, "--allow-any-host", "--p2pmem", p2pmem,
+                                "--control", "/run/p2ptgt-bench.sock"], stderr=log, env={**os.environ, "RUST_LOG": "warn"})
+    for _ in range(200):
+        if Path("/run/p2ptgt-bench.sock").exists():
+            return process
+        time.sleep(0.05)
+    raise RuntimeError("p2ptgt did not start")
+
+
+def p2ptgt_stats():
+    return json.loads(sh(P2PTGT, "stats", "--control", "/run/p2ptgt-bench.sock").stdout)
+
+
+def run_jobs(mode, device, cpu):
+    rows = []
+    for name, options, metric in JOBS:
+        samples = []
+        for _ in range(REPEAT):
+            before = cpu()
+            result = fio(device, name, options)
+            used = cpu() - before
+            hz = os.sysconf("SC_CLK_TCK")
+            result["cpu_s_per_million_ios"] = used / hz / max(result["ios"], 1) * 1e6
+            samples.append(result)
+        best = max(samples, key=lambda r: r[metric] if metric != "lat" else -r["lat_p99_us"])
+        best["samples"] = [s[metric] if metric != "lat" else s["lat_p99_us"] for s in samples]
+        best.update(mode=mode, job=name, metric=metric)
+        print(f"{mode:14} {name:24} iops={best['iops']:9.0f} MB/s={best['mbps']:7.1f} "
+              f"p50={best['lat_p50_us']:7.0f}us p99={best['lat_p99_us']:7.0f}us", flush=True)
+        rows.append(best)
+    return rows
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = {"runtime_s": RUNTIME, "repeat": REPEAT, "kernel": os.uname().release, "rows": [], "p2ptgt": {}}
+    modes = sys.argv[1:] or ["local", "kernel-target", "p2ptgt-host", "p2ptgt-cmb"]
+    for mode in modes:
+        if mode == "local":
+            results["rows"] += run_jobs(mode, NVME_DEV, system_ticks)
+        elif mode == "kernel-target":
+            nvmet_up()
+            device = connect()
+            results["rows"] += run_jobs(mode, device, system_ticks)
+            disconnect()
+            nvmet_down()
+        else:
+            p2pmem = "off" if mode == "p2ptgt-host" else "auto"
+            process = p2ptgt_up(p2pmem)
+            device = connect()
+            results["rows"] += run_jobs(mode, device, lambda: cpu_ticks(process.pid))
+            stats = p2ptgt_stats()
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+            results["p2ptgt"][mode] = {
+                "registration": stats["registration"],
+                "payload_bytes_host": stats["payload_bytes_host"],
+                "payload_bytes_cmb": stats["payload_bytes_cmb"],
+                "peak_rss_kib": int(peak),
+            }
+            disconnect()
+            process.terminate()
+            process.wait(timeout=30)
+    (OUT / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {OUT / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+//! `hostile ADDR[:PORT] SUBSYSTEM HOSTNQN [storm N]`: a host that speaks the NVMe/RDMA
+//! wire directly and sends what the kernel host never would. Each case checks the
+//! target's answer (a reject code, a status, or a clean close of that one connection);
+//! the last line is "N passed, M failed".
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use initiator_tests::rdma::{connect, Client, ConnectOutcome, Received};
+use p2ptgt::wire::command::{admin, fabrics_type, FABRICS};
+use p2ptgt::wire::fabrics::{property, ConnectData};
+use p2ptgt::wire::sgl::RawSglDescriptor;
+use p2ptgt::wire::{Completion, KeyedSgl, RawCommand, Status};
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, IntoBytes};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Run {
+    address: SocketAddr,
+    subsystem: String,
+    host: String,
+    passed: u32,
+    failed: u32,
+}
+
+fn private_data(record_format: u16, queue_id: u16, receive: u16, send: u16, controller_id: u16) -> [u8; 32] {
+    let mut data = [0u8; 32];
+    data[0..2].copy_from_slice(&record_format.to_le_bytes());
+    data[2..4].copy_from_slice(&queue_id.to_le_bytes());
+    data[4..6].copy_from_slice(&receive.to_le_bytes());
+    data[6..8].copy_from_slice(&send.to_le_bytes());
+    data[8..10].copy_from_slice(&controller_id.to_le_bytes());
+    data
+}
+
+fn command(opcode: u8, id: u16) -> RawCommand {
+    let none = RawSglDescriptor::keyed(KeyedSgl { address: 0, length_bytes: 0, key: 0, invalidate: false });
+    RawCommand { opcode, flags: 0x40, command_id: U16::new(id), data_pointer: none, ..Default::default() }
+}
+
+fn fabrics(kind: u8, id: u16) -> RawCommand {
+    let mut cmd = command(FABRICS, id);
+    cmd.namespace_id = U32::new(u32::from(kind));
+    cmd
+}
+
+impl Run {
+    fn check(&mut self, name: &str, ok: bool, detail: String) {
+        if ok {
+            self.passed += 1;
+            println!("PASS {name}");
+        } else {
+            self.failed += 1;
+            println!("FAIL {name}: {detail}");
+        }
+    }
+
+    fn open(&self, queue_id: u16, send: u16, controller_id: u16) -> Option<Client> {
+        match connect(self.address, &private_data(0, queue_id, send + 1, send, controller_id)) {
+            ConnectOutcome::Established(client) => Some(client),
+            other => {
+                println!("  connect failed: {other:?}");
+                None
+            }
+        }
+    }
+
+    /// Sends `cmd` and returns its completion.
+    fn call(client: &mut Client, cmd: &RawCommand) -> Result<Completion, String> {
+        client.send(cmd.as_bytes()).map_err(|e| e.to_string())?;
+        match client.receive(WAIT) {
+            Received::Completion(bytes) => Completion::read_from_bytes(&bytes).map_err(|_| "bad completion".to_string()),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    fn keyed(client: &Client, offset: u64, len: u32, key: Option<u32>) -> RawSglDescriptor {
+        let (address, rkey) = client.data_region();
+        RawSglDescriptor::keyed(KeyedSgl { address: address + offset, length_bytes: len, key: key.unwrap_or(rkey), invalidate: false })
+    }
+
+    /// Admin Connect with Connect data at the start of the data region.
+    fn admin_connect(&self, client: &mut Client, subsystem: &str) -> Result<Completion, String> {
+        let data = ConnectData::new([9; 16], 0xFFFF, subsystem, &self.host);
+        client.data_mut()[..1024].copy_from_slice(data.as_bytes());
+        let mut cmd = fabrics(fabrics_type::CONNECT, 1);
+        cmd.cdw11 = U32::new(31);
+        cmd.cdw12 = U32::new(0);
+        cmd.data_pointer = Self::keyed(client, 0, 1024, None);
+        Self::call(client, &cmd)
+    }
+
+    fn enable(client: &mut Client) -> Result<(), String> {
+        for (id, value) in [(2u16, 4 << 20 | 6 << 16), (3, 4 << 20 | 6 << 16 | 1)] {
+            let mut set = fabrics(fabrics_type::PROPERTY_SET, id);
+            set.cdw11 = U32::new(property::CC);
+            set.cdw12 = U32::new(value);
+            Self::call(client, &set)?;
+        }
+        Ok(())
+    }
+
+    fn expect_status(&mut self, name: &str, result: Result<Completion, String>, want: Status) {
+        match result {
+            Ok(completion) => {
+                let got = completion.status();
+                self.check(name, got == want, format!("got {got}, want {want}"));
+            }
+            Err(e) => self.check(name, false, e),
+        }
+    }
+
+    fn rejects(&mut self) {
+        let cases = [
+            ("reject: record format 1", private_data(1, 0, 32, 31, 0), 2u16),
+            ("reject: queue id beyond the limit", private_data(0, 999, 32, 31, 0), 3),
+            ("reject: hsqsize 0", private_data(0, 0, 32, 0, 0), 4),
+            ("reject: admin queue deeper than 32", private_data(0, 0, 64, 63, 0), 4),
+            ("reject: I/O queue deeper than the limit", private_data(0, 1, 2048, 2047, 1), 4),
+            ("reject: hrqsize 0", private_data(0, 0, 0, 31, 0), 5),
+        ];
+        for (name, data, want) in cases {
+            match connect(self.address, &data) {
+                ConnectOutcome::Rejected(private) => {
+                    let sts = private.get(2..4).map(|b| u16::from_le_bytes([b[0], b[1]]));
+                    self.check(name, sts == Some(want), format!("reject data {private:?}"));
+                }
+                other => self.check(name, false, format!("{other:?}")),
+            }
+        }
+    }
+
+    fn admin_queue_cases(&mut self) {
+        let Some(mut client) = self.open(0, 31, 0) else { return self.check("admin queue connects", false, String::new()) };
+        let mut identify = command(admin::IDENTIFY, 10);
+        identify.cdw10 = U32::new(1);
+        identify.data_pointer = Self::keyed(&client, 4096, 4096, None);
+        self.expect_status("identify before Connect", Self::call(&mut client, &identify), Status::COMMAND_SEQUENCE_ERROR.dnr());
+        self.expect_status("Connect to an unknown subsystem", self.admin_connect(&mut client, "nqn.unknown"), Status::CONNECT_INVALID_PARAMETER.dnr());
+        let subsystem = self.subsystem.clone();
+        self.expect_status("Connect to the subsystem", self.admin_connect(&mut client, &subsystem), Status::SUCCESS);
+        self.expect_status("identify before CC.EN", Self::call(&mut client, &identify), Status::COMMAND_SEQUENCE_ERROR.dnr());
+        let enabled = Self::enable(&mut client);
+        self.check("enable", enabled.is_ok(), format!("{enabled:?}"));
+        self.expect_status("identify works", Self::call(&mut client, &identify), Status::SUCCESS);
+        self.expect_status("unknown admin opcode", Self::call(&mut client, &command(0xC1, 11)), Status::INVALID_OPCODE.dnr());
+        let mut fused = identify;
+        fused.flags = 0x41;
+        self.expect_status("fused command", Self::call(&mut client, &fused), Status::INVALID_FIELD.dnr());
+        let mut prp = identify;
+        prp.flags = 0x00;
+        self.expect_status("PSDT 00b (PRPs)", Self::call(&mut client, &prp), Status::INVALID_FIELD.dnr());
+        let mut segment = identify;
+        segment.data_pointer.identifier = 0x30;
+        self.expect_status("SGL last-segment descriptor", Self::call(&mut client, &segment), Status::SGL_INVALID_TYPE.dnr());
+        let mut in_capsule = identify;
+        in_capsule.data_pointer = RawSglDescriptor::in_capsule(16);
+        self.expect_status("in-capsule data on the admin queue", Self::call(&mut client, &in_capsule), Status::SGL_INVALID_DATA.dnr());
+        let mut too_long = identify;
+        too_long.data_pointer = Self::keyed(&client, 4096, 8 << 20, None);
+        self.expect_status("data length beyond MDTS", Self::call(&mut client, &too_long), Status::INVALID_FIELD.dnr());
+        let mut cap = fabrics(fabrics_type::PROPERTY_SET, 12);
+        cap.cdw11 = U32::new(property::CAP);
+        self.expect_status("Property Set of read-only CAP", Self::call(&mut client, &cap), Status::INVALID_FIELD.dnr());
+        let mut log = command(admin::GET_LOG_PAGE, 13);
+        log.cdw10 = U32::new(3 << 16 | 0x02);
+        log.cdw12 = U32::new(1 << 20);
+        log.data_pointer = Self::keyed(&client, 4096, 16, None);
+        self.expect_status("Get Log Page offset past the log", Self::call(&mut client, &log), Status::INVALID_FIELD.dnr());
+        let mut unknown_fctype = fabrics(0x33, 14);
+        unknown_fctype.cdw10 = U32::new(0);
+        self.expect_status("unknown fctype", Self::call(&mut client, &unknown_fctype), Status::INVALID_OPCODE.dnr());
+        // AER flood: four are held, the fifth is refused.
+        for id in 20..24u16 {
+            let _ = client.send(command(admin::ASYNC_EVENT_REQUEST, id).as_bytes());
+        }
+        self.expect_status("fifth AER exceeds the limit", Self::call(&mut client, &command(admin::ASYNC_EVENT_REQUEST, 24)), Status::ASYNC_EVENT_LIMIT.dnr());
+        // A bogus rkey: the RDMA WRITE fails, the target closes this connection.
+        let mut bogus = identify;
+        bogus.command_id = U16::new(30);
+        bogus.data_pointer = Self::keyed(&client, 4096, 4096, Some(0xDEAD_BEEF));
+        let _ = client.send(bogus.as_bytes());
+        let outcome = client.receive(WAIT);
+        let closed = matches!(outcome, Received::Disconnected) || matches!(client.receive(WAIT), Received::Disconnected);
+        self.check("bogus rkey closes the connection", closed, format!("{outcome:?}"));
+    }
+
+    fn short_capsule(&mut self) {
+        let Some(mut client) = self.open(0, 31, 0) else { return self.check("admin queue connects", false, String::new()) };
+        let _ = client.send(&[0x06; 40]);
+        let outcome = client.receive(WAIT);
+        self.check("capsule shorter than 64 bytes closes the queue", outcome == Received::Disconnected, format!("{outcome:?}"));
+    }
+
+    fn io_queue_cases(&mut self) {
+        // I/O queue Connect naming a controller that does not exist.
+        let Some(mut io) = self.open(1, 31, 0x4242) else { return self.check("I/O queue connects", false, String::new()) };
+        let data = ConnectData::new([9; 16], 0x4242, &self.subsystem, &self.host);
+        io.data_mut()[..1024].copy_from_slice(data.as_bytes());
+        let mut cmd = fabrics(fabrics_type::CONNECT, 1);
+        cmd.cdw10 = U32::new(1 << 16);
+        cmd.cdw11 = U32::new(31);
+        cmd.data_pointer = Self::keyed(&io, 0, 1024, None);
+        self.expect_status("I/O Connect to a controller that does not exist", Self::call(&mut io, &cmd), Status::CONNECT_INVALID_PARAMETER.dnr());
+
+        // I/O queue Connect before the admin queue enabled the controller.
+        let Some(mut admin_queue) = self.open(0, 31, 0) else { return };
+        let subsystem = self.subsystem.clone();
+        let controller = match self.admin_connect(&mut admin_queue, &subsystem) {
+            Ok(c) => c.result.get() as u16,
+            Err(e) => return self.check("admin Connect", false, e),
+        };
+        let Some(mut early) = self.open(1, 31, controller) else { return };
+        let data = ConnectData::new([9; 16], controller, &self.subsystem, &self.host);
+        early.data_mut()[..1024].copy_from_slice(data.as_bytes());
+        cmd.data_pointer = Self::keyed(&early, 0, 1024, None);
+        self.expect_status("I/O Connect before CC.EN", Self::call(&mut early, &cmd), Status::COMMAND_SEQUENCE_ERROR.dnr());
+        drop(early);
+        let _ = Self::enable(&mut admin_queue);
+        let Some(mut live) = self.open(1, 31, controller) else { return };
+        live.data_mut()[..1024].copy_from_slice(data.as_bytes());
+        cmd.data_pointer = Self::keyed(&live, 0, 1024, None);
+        self.expect_status("I/O Connect after CC.EN", Self::call(&mut live, &cmd), Status::SUCCESS);
+        let mut read = command(0x02, 40);
+        read.namespace_id = U32::new(1);
+        read.cdw12 = U32::new(7);
+        read.data_pointer = Self::keyed(&live, 8192, 1024, None);
+        self.expect_status("read whose SGL length does not match NLB", Self::call(&mut live, &read), Status::SGL_INVALID_DATA.dnr());
+        read.cdw10 = U32::new(u32::MAX);
+        read.cdw11 = U32::new(u32::MAX);
+        read.data_pointer = Self::keyed(&live, 8192, 4096, None);
+        self.expect_status("read beyond the last LBA", Self::call(&mut live, &read), Status::LBA_RANGE.dnr());
+        read.namespace_id = U32::new(77);
+        self.expect_status("read of a namespace that does not exist", Self::call(&mut live, &read), Status::INVALID_NAMESPACE.dnr());
+        let mut write = command(0x01, 41);
+        write.namespace_id = U32::new(1);
+        write.data_pointer = RawSglDescriptor::in_capsule(4096);
+        let mut capsule = write.as_bytes().to_vec();
+        capsule.extend_from_slice(&[1; 100]);
+        let _ = live.send(&capsule);
+        let outcome = live.receive(WAIT);
+        let ok = matches!(outcome, Received::Completion(b) if Completion::read_from_bytes(&b).map(|c| !c.status().is_success()).unwrap_or(false));
+        self.check("in-capsule SGL longer than the capsule", ok, format!("{outcome:?}"));
+        // CC.EN toggled while the I/O queue lives: the target drops the I/O queue.
+        let mut reset = fabrics(fabrics_type::PROPERTY_SET, 50);
+        reset.cdw11 = U32::new(property::CC);
+        reset.cdw12 = U32::new(4 << 20 | 6 << 16);
+        let _ = Self::call(&mut admin_queue, &reset);
+        let outcome = live.receive(Duration::from_secs(4));
+        self.check("controller reset closes its I/O queues", outcome == Received::Disconnected, format!("{outcome:?}"));
+    }
+
+    fn storm(&mut self, cycles: u32) {
+        let mut ok = 0;
+        for _ in 0..cycles {
+            if let Some(mut client) = self.open(0, 31, 0) {
+                let subsystem = self.subsystem.clone();
+                if matches!(self.admin_connect(&mut client, &subsystem), Ok(c) if c.status().is_success()) {
+                    ok += 1;
+                }
+            }
+        }
+        self.check(&format!("{cycles} connect/disconnect cycles"), ok == cycles, format!("{ok} of {cycles} connected"));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: hostile ADDR[:PORT] SUBSYSTEM HOSTNQN [storm N]");
+        std::process::exit(2);
+    }
+    let address = args[1].parse().unwrap_or_else(|_| SocketAddr::new(args[1].parse().expect("an IP address"), 4420));
+    let mut run = Run { address, subsystem: args[2].clone(), host: args[3].clone(), passed: 0, failed: 0 };
+    if args.get(4).map(String::as_str) == Some("storm") {
+        run.storm(args.get(5).and_then(|n| n.parse().ok()).unwrap_or(200));
+    } else {
+        run.rejects();
+        run.short_capsule();
+        run.admin_queue_cases();
+        run.io_queue_cases();
+    }
+    println!("{} passed, {} failed", run.passed, run.failed);
+    std::process::exit(i32::from(run.failed > 0));
+}

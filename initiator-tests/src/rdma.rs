@@ -1,0 +1,311 @@
+//! A minimal NVMe/RDMA host over RDMA CM and verbs, for sending what the kernel host
+//! never would. Only for tests: one QP, blocking waits with timeouts, one registered
+//! slab for capsules, responses and data.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use rdma_mummy_sys as sys;
+
+fn last_error(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// How a connect attempt ended.
+#[derive(Debug)]
+pub enum ConnectOutcome {
+    Established(Client),
+    /// REJECT with the consumer private data (the NVMe/RDMA reject record).
+    Rejected(Vec<u8>),
+    Failed(String),
+}
+
+/// What a wait for a response saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Completion([u8; 16]),
+    /// The target closed the connection (QP flushed or CM disconnect).
+    Disconnected,
+    Timeout,
+}
+
+const SLAB_BYTES: usize = 1 << 20;
+const RECV_SLOTS: usize = 64;
+/// Slab layout: receives at 0, the send capsule at 64 KiB, data from 128 KiB.
+const SEND_OFFSET: usize = 64 * 1024;
+pub const DATA_OFFSET: usize = 128 * 1024;
+
+#[derive(Debug)]
+pub struct Client {
+    channel: *mut sys::rdma_event_channel,
+    id: *mut sys::rdma_cm_id,
+    pd: *mut sys::ibv_pd,
+    cq: *mut sys::ibv_cq,
+    mr: *mut sys::ibv_mr,
+    slab: Vec<u8>,
+    closed: bool,
+}
+
+fn sockaddr(address: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: address.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(address.ip().octets()) },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Waits for the next CM event; returns its type, status and private data.
+fn next_event(channel: *mut sys::rdma_event_channel, timeout: Duration) -> io::Result<(u32, i32, Vec<u8>)> {
+    // SAFETY: channel is live; poll on its fd with a local pollfd.
+    let fd = unsafe { (*channel).fd };
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one local pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) } <= 0 {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "no CM event"));
+    }
+    let mut event = ptr::null_mut();
+    // SAFETY: live channel, local out pointer.
+    if unsafe { sys::rdma_get_cm_event(channel, &mut event) } != 0 {
+        return Err(last_error("rdma_get_cm_event"));
+    }
+    // SAFETY: the event is valid until acked.
+    let raw = unsafe { &*event };
+    // SAFETY: conn params for connection events; private data valid until ack.
+    let conn = unsafe { raw.param.conn };
+    let data = if conn.private_data.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts(conn.private_data.cast::<u8>(), usize::from(conn.private_data_len)) }.to_vec()
+    };
+    let result = (raw.event, raw.status, data);
+    // SAFETY: acking the event we took.
+    unsafe { sys::rdma_ack_cm_event(event) };
+    Ok(result)
+}
+
+/// Connects to `target` with `private_data` as the CM request's private data.
+pub fn connect(target: SocketAddr, private_data: &[u8]) -> ConnectOutcome {
+    match try_connect(target, private_data) {
+        Ok(outcome) => outcome,
+        Err(e) => ConnectOutcome::Failed(e.to_string()),
+    }
+}
+
+fn try_connect(target: SocketAddr, private_data: &[u8]) -> io::Result<ConnectOutcome> {
+    let SocketAddr::V4(target) = target else { return Err(io::Error::other("IPv4 only")) };
+    // SAFETY: no preconditions.
+    let channel = unsafe { sys::rdma_create_event_channel() };
+    if channel.is_null() {
+        return Err(last_error("rdma_create_event_channel"));
+    }
+    let mut id = ptr::null_mut();
+    // SAFETY: live channel.
+    if unsafe { sys::rdma_create_id(channel, &mut id, ptr::null_mut(), sys::rdma_port_space::RDMA_PS_TCP) } != 0 {
+        return Err(last_error("rdma_create_id"));
+    }
+    let mut client = Client { channel, id, pd: ptr::null_mut(), cq: ptr::null_mut(), mr: ptr::null_mut(), slab: vec![0u8; SLAB_BYTES], closed: false };
+    let mut destination = sockaddr(target);
+    // SAFETY: live id; destination is a valid sockaddr_in for the call.
+    if unsafe { sys::rdma_resolve_addr(id, ptr::null_mut(), (&mut destination as *mut libc::sockaddr_in).cast(), 3000) } != 0 {
+        return Err(last_error("rdma_resolve_addr"));
+    }
+    expect_event(channel, sys::rdma_cm_event_type::RDMA_CM_EVENT_ADDR_RESOLVED)?;
+    // SAFETY: live id.
+    if unsafe { sys::rdma_resolve_route(id, 3000) } != 0 {
+        return Err(last_error("rdma_resolve_route"));
+    }
+    expect_event(channel, sys::rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED)?;
+    client.setup_queue_pair()?;
+    let mut param = sys::rdma_conn_param {
+        private_data: private_data.as_ptr().cast(),
+        private_data_len: private_data.len() as u8,
+        responder_resources: 16,
+        initiator_depth: 0,
+        flow_control: 1,
+        retry_count: 7,
+        rnr_retry_count: 7,
+        srq: 0,
+        qp_num: 0,
+    };
+    // SAFETY: live id with a QP; param and private data live for the call.
+    if unsafe { sys::rdma_connect(id, &mut param) } != 0 {
+        return Err(last_error("rdma_connect"));
+    }
+    let (kind, _status, data) = next_event(channel, Duration::from_secs(5))?;
+    match kind {
+        sys::rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED => Ok(ConnectOutcome::Established(client)),
+        sys::rdma_cm_event_type::RDMA_CM_EVENT_REJECTED => {
+            client.closed = true;
+            Ok(ConnectOutcome::Rejected(data))
+        }
+        other => Ok(ConnectOutcome::Failed(format!("CM event {other} instead of ESTABLISHED"))),
+    }
+}
+
+fn expect_event(channel: *mut sys::rdma_event_channel, wanted: u32) -> io::Result<()> {
+    let (kind, status, _) = next_event(channel, Duration::from_secs(5))?;
+    if kind != wanted {
+        return Err(io::Error::other(format!("CM event {kind} (status {status}), wanted {wanted}")));
+    }
+    Ok(())
+}
+
+impl Client {
+    fn setup_queue_pair(&mut self) -> io::Result<()> {
+        // SAFETY: the id is bound to a device after route resolution.
+        let verbs = unsafe { (*self.id).verbs };
+        // SAFETY: live context.
+        self.pd = unsafe { sys::ibv_alloc_pd(verbs) };
+        if self.pd.is_null() {
+            return Err(last_error("ibv_alloc_pd"));
+        }
+        // SAFETY: live context; no completion channel (we poll).
+        self.cq = unsafe { sys::ibv_create_cq(verbs, 256, ptr::null_mut(), ptr::null_mut(), 0) };
+        if self.cq.is_null() {
+            return Err(last_error("ibv_create_cq"));
+        }
+        let access = sys::ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 | sys::ibv_access_flags::IBV_ACCESS_REMOTE_READ.0 | sys::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0;
+        // SAFETY: the slab is owned by self and outlives the MR (deregistered in Drop first).
+        self.mr = unsafe { sys::ibv_reg_mr(self.pd, self.slab.as_mut_ptr().cast(), SLAB_BYTES, access as i32) };
+        if self.mr.is_null() {
+            return Err(last_error("ibv_reg_mr"));
+        }
+        // SAFETY: plain data.
+        let mut attr: sys::ibv_qp_init_attr = unsafe { std::mem::zeroed() };
+        attr.send_cq = self.cq;
+        attr.recv_cq = self.cq;
+        attr.qp_type = sys::ibv_qp_type::IBV_QPT_RC;
+        attr.cap = sys::ibv_qp_cap { max_send_wr: 64, max_recv_wr: RECV_SLOTS as u32, max_send_sge: 1, max_recv_sge: 1, max_inline_data: 0 };
+        // SAFETY: live id, PD and CQ.
+        if unsafe { sys::rdma_create_qp(self.id, self.pd, &mut attr) } != 0 {
+            return Err(last_error("rdma_create_qp"));
+        }
+        for slot in 0..RECV_SLOTS {
+            self.post_recv(slot)?;
+        }
+        Ok(())
+    }
+
+    fn lkey(&self) -> u32 {
+        // SAFETY: live MR.
+        unsafe { (*self.mr).lkey }
+    }
+
+    /// Remote key and address of the data area, for keyed SGLs.
+    pub fn data_region(&self) -> (u64, u32) {
+        // SAFETY: live MR.
+        (self.slab.as_ptr() as u64 + DATA_OFFSET as u64, unsafe { (*self.mr).rkey })
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.slab[DATA_OFFSET..]
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.slab[DATA_OFFSET..]
+    }
+
+    fn post_recv(&mut self, slot: usize) -> io::Result<()> {
+        let mut sge = sys::ibv_sge { addr: self.slab.as_ptr() as u64 + (slot * 16) as u64, length: 16, lkey: self.lkey() };
+        let mut wr = sys::ibv_recv_wr { wr_id: slot as u64, next: ptr::null_mut(), sg_list: &mut sge, num_sge: 1 };
+        let mut bad = ptr::null_mut();
+        // SAFETY: live QP; the slot is inside our registered slab.
+        if unsafe { sys::ibv_post_recv((*self.id).qp, &mut wr, &mut bad) } != 0 {
+            return Err(last_error("ibv_post_recv"));
+        }
+        Ok(())
+    }
+
+    /// Sends `capsule` (any length up to 64 KiB) as one SEND.
+    pub fn send(&mut self, capsule: &[u8]) -> io::Result<()> {
+        let len = capsule.len().min(64 * 1024);
+        self.slab[SEND_OFFSET..SEND_OFFSET + len].copy_from_slice(&capsule[..len]);
+        let mut sge = sys::ibv_sge { addr: self.slab.as_ptr() as u64 + SEND_OFFSET as u64, length: len as u32, lkey: self.lkey() };
+        // SAFETY: plain data.
+        let mut wr: sys::ibv_send_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = 1 << 32;
+        wr.sg_list = &mut sge;
+        wr.num_sge = if len == 0 { 0 } else { 1 };
+        wr.opcode = sys::ibv_wr_opcode::IBV_WR_SEND;
+        wr.send_flags = sys::ibv_send_flags::IBV_SEND_SIGNALED.0;
+        let mut bad = ptr::null_mut();
+        // SAFETY: live QP; sge points into our registered slab.
+        if unsafe { sys::ibv_post_send((*self.id).qp, &mut wr, &mut bad) } != 0 {
+            return Err(last_error("ibv_post_send"));
+        }
+        Ok(())
+    }
+
+    /// Waits for the next response capsule, a disconnect, or the timeout.
+    pub fn receive(&mut self, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            // SAFETY: plain data.
+            let mut wc: sys::ibv_wc = unsafe { std::mem::zeroed() };
+            // SAFETY: live CQ, one output entry.
+            let n = unsafe { sys::ibv_poll_cq(self.cq, 1, &mut wc) };
+            if n > 0 {
+                if wc.status != sys::ibv_wc_status::IBV_WC_SUCCESS {
+                    self.closed = true;
+                    return Received::Disconnected;
+                }
+                if wc.wr_id >> 32 == 1 {
+                    continue; // our SEND completed
+                }
+                let slot = wc.wr_id as usize;
+                let mut cqe = [0u8; 16];
+                cqe.copy_from_slice(&self.slab[slot * 16..slot * 16 + 16]);
+                let _ = self.post_recv(slot);
+                return Received::Completion(cqe);
+            }
+            if self.cm_disconnected() {
+                self.closed = true;
+                return Received::Disconnected;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Received::Timeout
+    }
+
+    fn cm_disconnected(&self) -> bool {
+        // SAFETY: live channel; non-blocking peek through poll with 0 timeout.
+        let fd = unsafe { (*self.channel).fd };
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one local pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
+            return false;
+        }
+        matches!(next_event(self.channel, Duration::from_millis(10)), Ok((kind, _, _)) if kind == sys::rdma_cm_event_type::RDMA_CM_EVENT_DISCONNECTED)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // SAFETY: tear down in reverse order of creation; each pointer is ours or null.
+        unsafe {
+            if !self.closed {
+                sys::rdma_disconnect(self.id);
+            }
+            if !(*self.id).qp.is_null() {
+                sys::rdma_destroy_qp(self.id);
+            }
+            if !self.mr.is_null() {
+                sys::ibv_dereg_mr(self.mr);
+            }
+            if !self.cq.is_null() {
+                sys::ibv_destroy_cq(self.cq);
+            }
+            if !self.pd.is_null() {
+                sys::ibv_dealloc_pd(self.pd);
+            }
+            sys::rdma_destroy_id(self.id);
+            sys::rdma_destroy_event_channel(self.channel);
+        }
+    }
+}
