@@ -130,7 +130,7 @@ def p2ptgt_up(p2pmem):
     log = open(OUT / f"p2ptgt-{p2pmem}.log", "w")
     process = subprocess.Popen([str(P2PTGT), "serve", "--listen", f"{ADDR}:4420", "--subsystem", NQN,
                                 "--namespace", NVME_DEV, "--allow-any-host", "--p2pmem", p2pmem,
-                                "--control", "/run/p2ptgt-bench.sock"], stderr=log, env={**os.environ, "RUST_LOG": "warn"})
+                                "--control", "/run/p2ptgt-bench.sock"] + os.environ.get("P2PTGT_ARGS", "").split(), stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     for _ in range(200):
         if Path("/run/p2ptgt-bench.sock").exists():
             return process
@@ -176,7 +176,7 @@ def main():
             disconnect()
             nvmet_down()
         else:
-            p2pmem = "off" if mode == "p2ptgt-host" else "auto"
+            p2pmem = "auto" if mode.startswith("p2ptgt-cmb") else "off"
             process = p2ptgt_up(p2pmem)
             device = connect()
             results["rows"] += run_jobs(mode, device, lambda: cpu_ticks(process.pid))

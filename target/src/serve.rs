@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub host_pool_bytes: usize,
     pub cmb_pool_bytes: Option<usize>,
     pub limits: Limits,
+    /// Adaptive polling after activity, before a queue thread sleeps.
+    pub poll_budget: std::time::Duration,
 }
 
 pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError> {
@@ -107,6 +109,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let status = listener.status.clone();
     let control = listener.control.clone();
     let mut listener = listener;
+    listener.poll_budget = options.poll_budget;
     let mode = listener.open_listening_device();
     let buffers = match (&pools.cmb, mode) {
         (Some(cmb), Some(mode)) if mode != crate::transport::rdma::DataPathMode::Host => {

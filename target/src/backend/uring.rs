@@ -138,10 +138,18 @@ impl Executor {
         self.done.pop_front()
     }
 
-    fn reap(&mut self) {
+    /// Clears the eventfd after it polled readable, so the next wait sleeps. Completions
+    /// themselves are read from the shared ring without a system call.
+    pub fn clear_event(&self) {
         let mut counter = [0u8; 8];
         // SAFETY: reading 8 bytes into a local array from our own non-blocking eventfd.
         unsafe { libc::read(self.event.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+    }
+
+    fn reap(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
         let completions: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
         for (user_data, result) in completions {
             let tag = user_data as Tag;

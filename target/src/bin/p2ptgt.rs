@@ -70,6 +70,10 @@ struct ServeArgs {
     /// CMB pool size in MiB (default: all the provider has available).
     #[arg(long)]
     cmb_pool_mb: Option<usize>,
+    /// Microseconds a queue thread with at most two commands in flight keeps polling
+    /// after activity before it sleeps (0 disables).
+    #[arg(long, default_value_t = 150)]
+    poll_us: u64,
 }
 
 fn main() -> ExitCode {
@@ -147,6 +151,7 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
         host_pool_bytes: args.host_pool_mb.max(1) << 20,
         cmb_pool_bytes: args.cmb_pool_mb.map(|mb| mb << 20),
         limits,
+        poll_budget: std::time::Duration::from_micros(args.poll_us),
     };
     serve::run(config, options)
 }

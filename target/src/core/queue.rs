@@ -30,6 +30,8 @@ pub struct QueueConfig {
 enum RequestState {
     /// Waiting for the pool to free a data buffer.
     NeedBuffer,
+    /// Buffer allocated; in-capsule data about to be copied from the receive buffer.
+    Receiving,
     /// RDMA READ of host data in flight.
     Fetching,
     /// On the backend.
@@ -267,18 +269,30 @@ impl Queue {
             }
             Outcome::Transfer { work, namespace } => {
                 let request = self.request(tag);
-                if let DataPointer::InCapsule { offset_bytes, length_bytes } = request.data {
-                    let start = offset_bytes as usize;
-                    let Some(bytes) = in_capsule_data.get(start..start + length_bytes as usize) else {
-                        // The capsule was shorter than its SGL claims.
-                        self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0);
-                        return;
-                    };
-                    request.in_capsule = Some(bytes.to_vec());
-                }
                 request.work = Some(work);
                 request.namespace = namespace;
+                let DataPointer::InCapsule { offset_bytes, length_bytes } = request.data else {
+                    self.start_transfer(tag);
+                    return;
+                };
+                let start = offset_bytes as usize;
+                let Some(bytes) = in_capsule_data.get(start..start + length_bytes as usize) else {
+                    // The capsule was shorter than its SGL claims.
+                    self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0);
+                    return;
+                };
+                // The receive buffer is reposted when this call returns: copy the data
+                // into the request's buffer now, or keep a copy while it waits for one.
                 self.start_transfer(tag);
+                match self.requests.get_mut(usize::from(tag)).and_then(|r| r.as_mut()) {
+                    Some(request) if request.state == RequestState::NeedBuffer => request.in_capsule = Some(bytes.to_vec()),
+                    Some(request) if request.state == RequestState::Receiving => {
+                        let Some(buffer) = request.buffer else { return };
+                        self.pool.write(&buffer, bytes);
+                        self.in_capsule_arrived(tag, buffer, bytes.len());
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -345,18 +359,25 @@ impl Queue {
                         request.state = RequestState::Fetching;
                         self.actions.push_back(Action::FetchData { tag, remote, buffer });
                     }
-                    (_, Some(bytes)) => {
+                    (DataPointer::InCapsule { .. }, Some(bytes)) => {
                         self.pool.write(&buffer, &bytes);
-                        if matches!(self.request(tag).work, Some(Work::Write { .. })) {
-                            self.target.payload.count(buffer.region, bytes.len() as u64);
-                        }
-                        self.data_arrived(tag);
+                        self.in_capsule_arrived(tag, buffer, bytes.len());
                     }
+                    // In-capsule data still in the receive buffer: `apply` copies it.
+                    (DataPointer::InCapsule { .. }, None) => request.state = RequestState::Receiving,
                     _ => self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0),
                 }
             }
             None => self.respond(tag, Status::INTERNAL_ERROR, 0),
         }
+    }
+
+    /// In-capsule data was copied into the request's buffer.
+    fn in_capsule_arrived(&mut self, tag: Tag, buffer: Buffer, len: usize) {
+        if matches!(self.request(tag).work, Some(Work::Write { .. })) {
+            self.target.payload.count(buffer.region, len as u64);
+        }
+        self.data_arrived(tag);
     }
 
     /// The RDMA READ of a request's data finished.

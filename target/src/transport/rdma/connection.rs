@@ -26,6 +26,8 @@ const KIND_MASK: u64 = 0xFF << 48;
 
 /// How long a closing connection waits for the NIC to flush its work requests.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Adaptive polling applies while at most this many commands are outstanding.
+const SPIN_OUTSTANDING_MAX: usize = 2;
 /// Wake-up period for controller teardown checks when nothing else happens.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -69,6 +71,8 @@ pub struct Connection {
     pub qp: QueuePair,
     pub control: Arc<Control>,
     pub send_with_invalidate: bool,
+    /// How long to keep polling after the last completion before sleeping.
+    pub poll_budget: Duration,
     signalled_in_flight: usize,
     recvs_in_flight: u32,
     closing: Option<Instant>,
@@ -90,6 +94,7 @@ impl Connection {
             qp,
             control,
             send_with_invalidate,
+            poll_budget: Duration::ZERO,
             signalled_in_flight: 0,
             recvs_in_flight: 0,
             closing: None,
@@ -113,6 +118,7 @@ impl Connection {
         let peer = self.id.peer();
         debug!(queue = queue_id, ?peer, "queue thread started");
         let mut next_tick = Instant::now() + IDLE_TICK;
+        let mut idle_since: Option<Instant> = None;
         loop {
             let mut progressed = self.drain_completions();
             while let Some((tag, result)) = self.executor.poll_done() {
@@ -137,8 +143,22 @@ impl Connection {
                 break;
             }
             if progressed {
+                idle_since = None;
                 continue;
             }
+            // Adaptive polling: right after activity, keep polling the CQ and the
+            // io_uring ring (both shared memory, no system call) for a short budget
+            // before paying for arm + poll + wake-up.
+            // Only in the latency-bound regime (at most a couple of commands in flight):
+            // deeper queues amortise wake-ups over batches, and spinning would take the
+            // CPU that the host and the NIC need.
+            let spin_started = *idle_since.get_or_insert_with(Instant::now);
+            let shallow = self.queue.outstanding() <= SPIN_OUTSTANDING_MAX;
+            if self.closing.is_none() && shallow && spin_started.elapsed() < self.poll_budget {
+                std::hint::spin_loop();
+                continue;
+            }
+            idle_since = None;
             if self.cq.arm().is_err() {
                 self.start_close();
             }
@@ -160,6 +180,9 @@ impl Connection {
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
         if fds[0].revents != 0 {
             self.cq.take_events(&self.channel);
+        }
+        if fds[1].revents != 0 {
+            self.executor.clear_event();
         }
         if fds[2].revents != 0 {
             self.cm_events();

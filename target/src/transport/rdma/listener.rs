@@ -88,13 +88,24 @@ pub struct Listener {
     devices: HashMap<Context, Device>,
     pub status: Arc<Status>,
     pub control: Arc<Control>,
+    /// Adaptive polling budget of each queue thread.
+    pub poll_budget: Duration,
 }
 
 impl Listener {
     pub fn bind(address: SocketAddr, target: Arc<Target>, pools: Pools) -> std::io::Result<Listener> {
         let events = EventChannel::new()?;
         let id = CmId::listen(&events, address, 128)?;
-        Ok(Listener { events, _id: id, target, pools, devices: HashMap::new(), status: Arc::default(), control: Control::new()? })
+        Ok(Listener {
+            events,
+            _id: id,
+            target,
+            pools,
+            devices: HashMap::new(),
+            status: Arc::default(),
+            control: Control::new()?,
+            poll_budget: Duration::ZERO,
+        })
     }
 
     /// When bound to a specific address the device is known now: open it (PD and
@@ -230,6 +241,7 @@ impl Listener {
         // choice waits for the path MTU, known only after accept.
         let placeholder = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(false)));
         let mut connection = Connection::new(id, cq, channel, recv, placeholder, executor, events, qp, control.clone(), send_with_invalidate);
+        connection.poll_budget = self.poll_budget;
         if let Err(e) = connection.post_receives() {
             return Err((Some(connection.id), fail(e, "posting receives")));
         }

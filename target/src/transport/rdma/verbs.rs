@@ -258,13 +258,12 @@ impl CompletionQueue {
 
     /// Consumes pending channel events (after the channel fd polled readable).
     pub fn take_events(&mut self, channel: &CompletionChannel) {
-        loop {
-            let mut cq = ptr::null_mut();
-            let mut context = ptr::null_mut();
-            // SAFETY: non-blocking channel; outputs are local pointers.
-            if unsafe { sys::ibv_get_cq_event(channel.channel, &mut cq, &mut context) } != 0 {
-                break;
-            }
+        // One armed CQ yields at most one event; a second read would only cost a system
+        // call returning EAGAIN.
+        let mut cq = ptr::null_mut();
+        let mut context = ptr::null_mut();
+        // SAFETY: non-blocking channel; outputs are local pointers.
+        if unsafe { sys::ibv_get_cq_event(channel.channel, &mut cq, &mut context) } == 0 {
             self.events_unacked += 1;
         }
         if self.events_unacked >= 64 {
