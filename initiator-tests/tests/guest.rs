@@ -47,3 +47,15 @@ fn discovery_idle_cpu_and_sigterm_under_load() {
 fn remote_and_local_hosts_at_once() {
     expect("remote.sh", &["--remote"], &[], 4);
 }
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn hostile_host_with_cmb_buffers() {
+    expect("hostile.sh", &[], &[("P2PMEM", "auto")], 8);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn hostile_host_with_host_buffers() {
+    expect("hostile.sh", &[], &[("P2PMEM", "off")], 8);
+}
