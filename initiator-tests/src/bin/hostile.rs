@@ -267,6 +267,29 @@ impl Run {
         self.check("controller reset closes its I/O queues", outcome == Received::Disconnected, format!("{outcome:?}"));
     }
 
+    /// A host that connects with a 2 s keep-alive timeout and then goes silent: the
+    /// target must tear its controller down and close the connection.
+    fn silent_host(&mut self) {
+        let Some(mut client) = self.open(0, 31, 0) else { return self.check("admin queue connects", false, String::new()) };
+        let data = ConnectData::new([9; 16], 0xFFFF, &self.subsystem, &self.host);
+        client.data_mut()[..1024].copy_from_slice(data.as_bytes());
+        let mut cmd = fabrics(fabrics_type::CONNECT, 1);
+        cmd.cdw11 = U32::new(31);
+        cmd.cdw12 = U32::new(2000);
+        cmd.data_pointer = Self::keyed(&client, 0, 1024, None);
+        self.expect_status("Connect with KATO 2 s", Self::call(&mut client, &cmd), Status::SUCCESS);
+        let _ = Self::enable(&mut client);
+        let started = std::time::Instant::now();
+        let outcome = client.receive(Duration::from_secs(8));
+        let waited = started.elapsed();
+        let in_time = waited >= Duration::from_millis(1500) && waited <= Duration::from_secs(7);
+        self.check(
+            "silent host: keep-alive expiry closes the connection",
+            outcome == Received::Disconnected && in_time,
+            format!("{outcome:?} after {waited:?}"),
+        );
+    }
+
     fn storm(&mut self, cycles: u32) {
         let mut ok = 0;
         for _ in 0..cycles {
@@ -296,6 +319,7 @@ fn main() {
         run.short_capsule();
         run.admin_queue_cases();
         run.io_queue_cases();
+        run.silent_host();
     }
     println!("{} passed, {} failed", run.passed, run.failed);
     std::process::exit(i32::from(run.failed > 0));
