@@ -59,3 +59,9 @@ fn hostile_host_with_cmb_buffers() {
 fn hostile_host_with_host_buffers() {
     expect("hostile.sh", &[], &[("P2PMEM", "off")], 8);
 }
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn backend_errors_become_statuses() {
+    expect("backend-errors.sh", &[], &[], 6);
+}

@@ -45,12 +45,12 @@ impl FileBackend {
         let metadata = file.metadata().map_err(|source| BackendError::Open { path: display.clone(), source })?;
         let block_device = metadata.file_type().is_block_device();
         let (size_bytes, logical_block_bytes, pci_device, volatile_write_cache) = if block_device {
-            let name = sysfs_block_name(path)?;
-            let queue = PathBuf::from(format!("/sys/class/block/{name}/queue"));
-            let size = read_sysfs_u64(&PathBuf::from(format!("/sys/class/block/{name}/size")))? * 512;
+            let sysfs = sysfs_block_dir(&metadata);
+            let queue = sysfs.join("queue");
+            let size = read_sysfs_u64(&sysfs.join("size"))? * 512;
             let logical = read_sysfs_u64(&queue.join("logical_block_size"))? as u32;
             let cache = std::fs::read_to_string(queue.join("write_cache")).map(|s| s.trim() != "write through").unwrap_or(true);
-            (size, logical, pci_device_of_block(&name), cache)
+            (size, logical, pci_device_of_block(&sysfs), cache)
         } else if metadata.is_file() {
             (metadata.len(), block_size_bytes.unwrap_or(512), None, true)
         } else {
@@ -80,13 +80,12 @@ impl FileBackend {
     }
 }
 
-fn sysfs_block_name(path: &Path) -> Result<String, BackendError> {
-    let canonical = std::fs::canonicalize(path).map_err(|source| BackendError::Open { path: path.display().to_string(), source })?;
-    canonical
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_owned)
-        .ok_or_else(|| BackendError::Unusable { path: path.display().to_string(), what: "no device name".into() })
+/// The sysfs directory of a block device, found by its device number (device nodes made
+/// by hand, e.g. under /dev/mapper without udev, need not be named like the kernel's).
+fn sysfs_block_dir(metadata: &std::fs::Metadata) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = metadata.rdev();
+    PathBuf::from(format!("/sys/dev/block/{}:{}", libc::major(rdev), libc::minor(rdev)))
 }
 
 fn read_sysfs_u64(path: &Path) -> Result<u64, BackendError> {
@@ -97,8 +96,7 @@ fn read_sysfs_u64(path: &Path) -> Result<u64, BackendError> {
 /// For an NVMe namespace block device, the PCI function of its controller. The
 /// `device` link of a path device resolves to .../BDF/nvme/nvmeX; a native-multipath
 /// head (nvmeXnY) has none of its own, so its first path under `multipath/` is used.
-fn pci_device_of_block(name: &str) -> Option<PathBuf> {
-    let block = PathBuf::from(format!("/sys/class/block/{name}"));
+fn pci_device_of_block(block: &Path) -> Option<PathBuf> {
     let path_device = std::fs::read_dir(block.join("multipath"))
         .ok()
         .and_then(|mut entries| entries.next())
