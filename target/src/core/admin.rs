@@ -117,7 +117,7 @@ fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option
         max_commands: limits.io_queue_entries_max as u16,
         namespace_count: subsystem.map_or(0, |s| namespace_count(s)),
         volatile_write_cache: subsystem.is_some_and(|s| s.namespaces.values().any(|n| n.backend.volatile_write_cache())),
-        command_capsule_units: (64 + in_capsule) / 16,
+        command_capsule_units: in_capsule.saturating_add(64) / 16,
         in_capsule_data: in_capsule > 0,
         async_event_limit: limits.async_events_max,
     };
@@ -163,10 +163,10 @@ fn smart(controller: &Controller, namespace_id: u32) -> Vec<u8> {
     let mut counters = HealthCounters::default();
     if let Some(subsystem) = controller.subsystem() {
         for namespace in subsystem.namespaces.values().filter(|n| namespace_id == u32::MAX || n.id == namespace_id) {
-            counters.bytes_read += namespace.stats.read_bytes.get();
-            counters.bytes_written += namespace.stats.write_bytes.get();
-            counters.read_commands += namespace.stats.read_commands.get();
-            counters.write_commands += namespace.stats.write_commands.get();
+            counters.bytes_read = counters.bytes_read.saturating_add(namespace.stats.read_bytes.get());
+            counters.bytes_written = counters.bytes_written.saturating_add(namespace.stats.write_bytes.get());
+            counters.read_commands = counters.read_commands.saturating_add(namespace.stats.read_commands.get());
+            counters.write_commands = counters.write_commands.saturating_add(namespace.stats.write_commands.get());
         }
     }
     log_page::smart_log(&counters)
@@ -194,7 +194,7 @@ fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &
             if submission == 0xFFFF || completion == 0xFFFF {
                 return Outcome::status(Status::INVALID_FIELD.dnr());
             }
-            let granted = submission.max(completion).min(u32::from(queue.target.limits.io_queues_max) - 1);
+            let granted = submission.max(completion).min(u32::from(queue.target.limits.io_queues_max).saturating_sub(1));
             Outcome::success(u64::from(granted | granted << 16))
         }
         feature::ASYNC_EVENT_CONFIGURATION => {
@@ -229,7 +229,7 @@ fn get_features(queue: &Queue, controller: &Controller, command: &RawCommand) ->
     }
     match fid {
         feature::NUMBER_OF_QUEUES if !discovery => {
-            let n = u64::from(queue.target.limits.io_queues_max - 1);
+            let n = u64::from(queue.target.limits.io_queues_max.saturating_sub(1));
             Outcome::success(n | n << 16)
         }
         feature::ASYNC_EVENT_CONFIGURATION => Outcome::success(u64::from(controller.async_event_configuration())),

@@ -101,7 +101,7 @@ impl Controller {
             host_nqn: host_nqn.to_owned(),
             host_id,
             registers: Mutex::new(Registers { configuration: 0, status: 0 }),
-            keep_alive: Mutex::new(KeepAlive { timeout, deadline: now + timeout.unwrap_or_default() }),
+            keep_alive: Mutex::new(KeepAlive { timeout, deadline: later(now, timeout.unwrap_or_default()) }),
             traffic_seen: AtomicBool::new(false),
             events: Mutex::new(Events::default()),
             io_queues: Mutex::new(BTreeSet::new()),
@@ -200,7 +200,7 @@ impl Controller {
     pub fn set_keep_alive_ms(&self, keep_alive_ms: u32, now: Instant) {
         let mut keep_alive = lock(&self.keep_alive);
         keep_alive.timeout = keep_alive_timeout(&self.kind, keep_alive_ms);
-        keep_alive.deadline = now + keep_alive.timeout.unwrap_or_default();
+        keep_alive.deadline = later(now, keep_alive.timeout.unwrap_or_default());
     }
 
     /// Any command counts as keep-alive traffic.
@@ -212,7 +212,7 @@ impl Controller {
     pub fn keep_alive(&self, now: Instant) -> Result<(), Status> {
         let mut keep_alive = lock(&self.keep_alive);
         let timeout = keep_alive.timeout.ok_or(Status::KEEP_ALIVE_TIMEOUT_INVALID.dnr())?;
-        keep_alive.deadline = now + timeout;
+        keep_alive.deadline = later(now, timeout);
         Ok(())
     }
 
@@ -230,7 +230,7 @@ impl Controller {
             return false;
         }
         if self.traffic_seen.swap(false, Ordering::Relaxed) {
-            keep_alive.deadline = now + timeout;
+            keep_alive.deadline = later(now, timeout);
             return false;
         }
         drop(keep_alive);
@@ -289,6 +289,11 @@ impl Controller {
     pub fn detach_io_queue(&self, queue_id: u16) {
         lock(&self.io_queues).remove(&queue_id);
     }
+}
+
+/// `now + timeout`, saturating far in the future instead of overflowing.
+fn later(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout).unwrap_or(now)
 }
 
 fn keep_alive_timeout(kind: &ControllerKind, keep_alive_ms: u32) -> Option<Duration> {

@@ -7,6 +7,7 @@ use super::controller::Controller;
 use super::queue::{Outcome, Queue, Work};
 use super::subsystem::Namespace;
 use crate::backend::BackendOp;
+use crate::wire::bytes;
 use crate::wire::command::io as opcode;
 use crate::wire::{DataPointer, RawCommand, Status};
 
@@ -65,13 +66,13 @@ pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawC
         }
         opcode::DATASET_MANAGEMENT => {
             stats.other_commands.add(1);
-            let ranges = (command.cdw10.get() & 0xFF) + 1;
+            let ranges = (command.cdw10.get() & 0xFF).saturating_add(1);
             let deallocate = command.cdw11.get() & (1 << 2) != 0;
             if !deallocate {
                 // Only attribute hints: nothing to do.
                 return Outcome::success(0);
             }
-            if data.length_bytes() < ranges * 16 {
+            if data.length_bytes() < ranges.saturating_mul(16) {
                 return Outcome::status(Status::SGL_INVALID_DATA.dnr());
             }
             Outcome::Transfer { work: Work::Deallocate { ranges }, namespace: Some(namespace) }
@@ -95,11 +96,8 @@ fn block_range(namespace: &Namespace, lba: u64, blocks: u32) -> Result<(u64, u64
 pub(crate) fn deallocate(namespace: &Arc<Namespace>, ranges: u32, bytes: &[u8]) -> Outcome {
     let mut byte_ranges = Vec::with_capacity(ranges as usize);
     for chunk in bytes.chunks_exact(16).take(ranges as usize) {
-        let mut word = [0u8; 4];
-        word.copy_from_slice(&chunk[4..8]);
-        let blocks = u32::from_le_bytes(word);
-        let mut lba = [0u8; 8];
-        lba.copy_from_slice(&chunk[8..16]);
+        let (Some(blocks), Some(lba)) = (bytes::get::<4>(chunk, 4), bytes::get::<8>(chunk, 8)) else { continue };
+        let blocks = u32::from_le_bytes(blocks);
         if blocks == 0 {
             continue;
         }

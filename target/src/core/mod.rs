@@ -3,6 +3,8 @@
 //! events through `handle_*` and tells its transport what to do through
 //! [`Queue::poll_action`].
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
 pub mod admin;
 pub mod buffer;
 pub mod controller;

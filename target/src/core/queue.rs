@@ -119,7 +119,7 @@ impl Queue {
     pub fn new(target: Arc<Target>, config: QueueConfig, pool: Box<dyn BufferPool>) -> Queue {
         // A host may send its next command as soon as it sees a response, before the
         // transport reports the response sent: room for twice the queue's entries.
-        let slots = (config.entries as usize * 2).min(usize::from(Tag::MAX));
+        let slots = (config.entries as usize).saturating_mul(2).min(usize::from(Tag::MAX));
         Queue {
             target,
             config,
@@ -154,7 +154,7 @@ impl Queue {
 
     /// Requests not yet answered and sent.
     pub fn outstanding(&self) -> usize {
-        self.requests.len() - self.free_tags.len()
+        self.requests.len().saturating_sub(self.free_tags.len())
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -214,7 +214,9 @@ impl Queue {
             buffer: None,
             in_capsule: None,
         };
-        self.requests[usize::from(tag)] = Some(request);
+        if let Some(slot) = self.requests.get_mut(usize::from(tag)) {
+            *slot = Some(request);
+        }
         let outcome = match self.decode(&command) {
             Ok(data) => {
                 self.request(tag).data = data;
@@ -276,7 +278,7 @@ impl Queue {
                     return;
                 };
                 let start = offset_bytes as usize;
-                let Some(bytes) = in_capsule_data.get(start..start + length_bytes as usize) else {
+                let Some(bytes) = in_capsule_data.get(start..).and_then(|rest| rest.get(..length_bytes as usize)) else {
                     // The capsule was shorter than its SGL claims.
                     self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0);
                     return;
@@ -490,7 +492,7 @@ impl Queue {
         self.waiting_for_buffer.clear();
         self.held_events.clear();
         for tag in 0..self.requests.len() as Tag {
-            let state = self.requests[usize::from(tag)].as_ref().map(|r| r.state);
+            let state = self.requests.get(usize::from(tag)).and_then(|r| r.as_ref()).map(|r| r.state);
             if matches!(state, Some(s) if s != RequestState::Executing) {
                 self.free(tag);
             }
@@ -552,7 +554,7 @@ impl Queue {
     }
 
     fn free(&mut self, tag: Tag) {
-        let Some(request) = self.requests[usize::from(tag)].take() else { return };
+        let Some(request) = self.requests.get_mut(usize::from(tag)).and_then(Option::take) else { return };
         self.free_tags.push(tag);
         if let Some(buffer) = request.buffer {
             self.pool.release(buffer);
@@ -606,5 +608,5 @@ impl Drop for Queue {
 }
 
 fn advance(head: u16, entries: u32) -> u16 {
-    ((u32::from(head) + 1) % entries.max(1)) as u16
+    u32::from(head).saturating_add(1).checked_rem(entries).unwrap_or(0) as u16
 }

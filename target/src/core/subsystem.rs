@@ -173,10 +173,10 @@ impl Target {
         let span = usize::from(CONTROLLER_ID_MAX - CONTROLLER_ID_MIN) + 1;
         for _ in 0..span {
             let id = registry.next_id;
-            registry.next_id = if id >= CONTROLLER_ID_MAX { CONTROLLER_ID_MIN } else { id + 1 };
-            if !registry.live.contains_key(&id) {
+            registry.next_id = if id >= CONTROLLER_ID_MAX { CONTROLLER_ID_MIN } else { id.saturating_add(1) };
+            if let std::collections::btree_map::Entry::Vacant(slot) = registry.live.entry(id) {
                 let controller = Arc::new(Controller::new(id, kind, host_nqn, host_id, keep_alive_ms, now));
-                registry.live.insert(id, controller.clone());
+                slot.insert(controller.clone());
                 return Ok(controller);
             }
         }

@@ -39,10 +39,11 @@ impl HostRegion {
     /// No device may be accessing `offset .. offset + data.len()` during the call.
     pub unsafe fn write(&self, offset: usize, data: &[u8]) {
         assert!(offset + data.len() <= self.map.len(), "write outside the host region");
-        // SAFETY: the range is inside the mapping (asserted), the mapping lives as long as
-        // self, and the caller guarantees no device touches these bytes; the region is
-        // shared behind &self, so the copy goes through a raw pointer rather than a
-        // &mut slice.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_ptr().add(offset).cast_mut(), data.len()) };
+        // SAFETY: offset + len is inside the mapping (asserted above).
+        let target = unsafe { self.map.as_ptr().add(offset) }.cast_mut();
+        // SAFETY: the mapping lives as long as self and the caller guarantees no device
+        // touches these bytes; the region is shared behind &self, so the copy goes through
+        // a raw pointer rather than a &mut slice.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), target, data.len()) };
     }
 }

@@ -77,9 +77,10 @@ impl P2pMemMapping {
     pub fn read_volatile(&self, offset: usize, out: &mut [u8]) {
         assert!(offset + out.len() <= self.map.len(), "read outside the p2pmem mapping");
         for (index, byte) in out.iter_mut().enumerate() {
-            // SAFETY: offset + index is inside the live mapping (asserted above); device
-            // memory is only ever accessed by volatile byte reads here.
-            *byte = unsafe { self.map.as_ptr().add(offset + index).read_volatile() };
+            // SAFETY: offset + index is inside the live mapping (asserted above).
+            let source = unsafe { self.map.as_ptr().add(offset + index) };
+            // SAFETY: a live, mapped byte of device memory, read with a volatile access.
+            *byte = unsafe { source.read_volatile() };
         }
     }
 
@@ -87,8 +88,10 @@ impl P2pMemMapping {
     pub fn write_volatile(&self, offset: usize, data: &[u8]) {
         assert!(offset + data.len() <= self.map.len(), "write outside the p2pmem mapping");
         for (index, byte) in data.iter().enumerate() {
-            // SAFETY: inside the live mapping (asserted above); volatile byte writes only.
-            unsafe { self.map.as_mut_ptr().add(offset + index).write_volatile(*byte) };
+            // SAFETY: inside the live mapping (asserted above).
+            let target = unsafe { self.map.as_mut_ptr().add(offset + index) };
+            // SAFETY: a live, mapped byte of device memory, written with a volatile access.
+            unsafe { target.write_volatile(*byte) };
         }
     }
 }

@@ -47,7 +47,7 @@ impl RawCommand {
 
     /// FCTYPE, byte 4 of a Fabrics command (opcode 7Fh).
     pub fn fabrics_type(&self) -> u8 {
-        self.namespace_id.as_bytes()[0]
+        self.namespace_id.get() as u8
     }
 
     /// FUSE, bits 1:0 of byte 1.
@@ -75,7 +75,7 @@ impl RawCommand {
 
     /// Number of Logical Blocks, converted from the 0's based NLB in CDW12 bits 15:0.
     pub fn block_count(&self) -> u32 {
-        (self.cdw12.get() & 0xFFFF) + 1
+        (self.cdw12.get() & 0xFFFF).saturating_add(1)
     }
 
     /// Force Unit Access, CDW12 bit 30.

@@ -1,6 +1,8 @@
 //! The discovery log page, log identifier 70h (NVMe over Fabrics Specification 1.1,
 //! section 5.3). Pure; no I/O.
 
+use super::bytes::{put, put_padded, put_u16, put_u64, put_u8};
+
 pub const LOG_HEADER_BYTES: usize = 1024;
 pub const LOG_ENTRY_BYTES: usize = 1024;
 
@@ -35,43 +37,32 @@ pub struct LogEntry {
 impl LogEntry {
     pub fn encode(&self, out: &mut [u8; LOG_ENTRY_BYTES]) {
         out.fill(0);
-        out[0] = TRANSPORT_RDMA;
-        out[1] = self.address_family;
-        out[2] = self.subsystem_type as u8;
-        out[3] = TREQ_DISABLE_SQ_FLOW_CONTROL;
-        out[4..6].copy_from_slice(&self.port_id.to_le_bytes());
-        out[6..8].copy_from_slice(&0xFFFFu16.to_le_bytes());
-        out[8..10].copy_from_slice(&self.admin_queue_entries_max.to_le_bytes());
-        padded(&mut out[32..64], &self.service_id, b' ');
-        padded(&mut out[256..512], &self.subsystem_nqn, 0);
-        padded(&mut out[512..768], &self.address, b' ');
+        put_u8(out, 0, TRANSPORT_RDMA);
+        put_u8(out, 1, self.address_family);
+        put_u8(out, 2, self.subsystem_type as u8);
+        put_u8(out, 3, TREQ_DISABLE_SQ_FLOW_CONTROL);
+        put_u16(out, 4, self.port_id);
+        put_u16(out, 6, 0xFFFF);
+        put_u16(out, 8, self.admin_queue_entries_max);
+        put_padded(out, 32, 32, self.service_id.as_bytes(), b' ');
+        // NQNs stay NUL terminated: at most 255 bytes of text.
+        let nqn = self.subsystem_nqn.as_bytes();
+        put_padded(out, 256, 256, nqn.get(..nqn.len().min(255)).unwrap_or_default(), 0);
+        put_padded(out, 512, 256, self.address.as_bytes(), b' ');
         // TSAS for RDMA: QP type RC (1), provider type not specified (1), RDMA_CM (1).
-        out[768] = 1;
-        out[769] = 1;
-        out[770] = 1;
-    }
-}
-
-fn padded(field: &mut [u8], value: &str, pad: u8) {
-    field.fill(pad);
-    let len = value.len().min(field.len());
-    field[..len].copy_from_slice(&value.as_bytes()[..len]);
-    if pad == 0 && len == field.len() {
-        if let Some(last) = field.last_mut() {
-            *last = 0;
-        }
+        put(out, 768, &[1, 1, 1]);
     }
 }
 
 /// Encode the whole log: the header with GENCTR and NUMREC, then the entries.
 pub fn encode_log(generation: u64, entries: &[LogEntry]) -> Vec<u8> {
-    let mut log = vec![0u8; LOG_HEADER_BYTES + entries.len() * LOG_ENTRY_BYTES];
-    log[0..8].copy_from_slice(&generation.to_le_bytes());
-    log[8..16].copy_from_slice(&(entries.len() as u64).to_le_bytes());
-    for (entry, chunk) in entries.iter().zip(log[LOG_HEADER_BYTES..].chunks_exact_mut(LOG_ENTRY_BYTES)) {
+    let mut log = vec![0u8; LOG_HEADER_BYTES];
+    put_u64(&mut log, 0, generation);
+    put_u64(&mut log, 8, entries.len() as u64);
+    for entry in entries {
         let mut bytes = [0u8; LOG_ENTRY_BYTES];
         entry.encode(&mut bytes);
-        chunk.copy_from_slice(&bytes);
+        log.extend_from_slice(&bytes);
     }
     log
 }
@@ -106,8 +97,18 @@ mod tests {
 
     #[test]
     fn overlong_nqn_stays_terminated() {
-        let mut field = [1u8; 8];
-        padded(&mut field, "0123456789", 0);
-        assert_eq!(&field, b"0123456\0");
+        let entry = LogEntry {
+            subsystem_type: SubsystemType::Nvm,
+            address_family: ADDRESS_FAMILY_IPV4,
+            port_id: 1,
+            admin_queue_entries_max: 32,
+            service_id: "4420".into(),
+            subsystem_nqn: "n".repeat(300),
+            address: "a".into(),
+        };
+        let mut bytes = [0u8; LOG_ENTRY_BYTES];
+        entry.encode(&mut bytes);
+        assert_eq!(bytes[256 + 254], b'n');
+        assert_eq!(bytes[256 + 255], 0);
     }
 }

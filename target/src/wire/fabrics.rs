@@ -28,7 +28,8 @@ impl ConnectCommand {
         ConnectCommand {
             record_format: cdw10 as u16,
             queue_id: (cdw10 >> 16) as u16,
-            queue_entries: (cdw11 & 0xFFFF) + 1,
+            // At most 0xFFFF + 1: no overflow.
+            queue_entries: (cdw11 & 0xFFFF).saturating_add(1),
             disable_sq_flow_control: cdw11 & (1 << 18) != 0,
             keep_alive_timeout_ms: command.cdw12.get(),
         }
@@ -77,7 +78,7 @@ impl ConnectData {
 /// An NQN field must hold UTF-8 text terminated by NUL within its 256 bytes.
 fn nqn_field(field: &[u8; 256]) -> Result<&str, Status> {
     let end = field.iter().position(|&b| b == 0).ok_or(Status::CONNECT_INVALID_PARAMETER.dnr())?;
-    let text = std::str::from_utf8(&field[..end]).map_err(|_| Status::CONNECT_INVALID_PARAMETER.dnr())?;
+    let text = field.get(..end).and_then(|b| std::str::from_utf8(b).ok()).ok_or(Status::CONNECT_INVALID_PARAMETER.dnr())?;
     if text.is_empty() {
         return Err(Status::CONNECT_INVALID_PARAMETER.dnr());
     }
@@ -85,8 +86,8 @@ fn nqn_field(field: &[u8; 256]) -> Result<&str, Status> {
 }
 
 fn copy_nqn(field: &mut [u8; 256], nqn: &str) {
-    let len = nqn.len().min(255);
-    field[..len].copy_from_slice(&nqn.as_bytes()[..len]);
+    let text = nqn.as_bytes();
+    super::bytes::put(field, 0, text.get(..text.len().min(255)).unwrap_or_default());
 }
 
 /// Invalid attribute location reported in Dword 0 of a Connect Invalid Parameters

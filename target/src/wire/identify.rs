@@ -2,6 +2,8 @@
 //! section 5.17.2; NVM Command Set Specification 1.0, section 4.1.5). Each builder writes
 //! named fields at their spec offsets into a 4096-byte page. Pure; no I/O.
 
+use super::bytes;
+
 /// Every Identify data structure is 4096 bytes.
 pub const IDENTIFY_BYTES: usize = 4096;
 
@@ -31,28 +33,28 @@ impl Default for Page {
 
 impl Page {
     pub fn u8(&mut self, offset: usize, value: u8) -> &mut Self {
-        self.0[offset] = value;
+        bytes::put_u8(&mut self.0[..], offset, value);
         self
     }
     pub fn u16(&mut self, offset: usize, value: u16) -> &mut Self {
-        self.bytes(offset, &value.to_le_bytes())
+        bytes::put_u16(&mut self.0[..], offset, value);
+        self
     }
     pub fn u32(&mut self, offset: usize, value: u32) -> &mut Self {
-        self.bytes(offset, &value.to_le_bytes())
+        bytes::put_u32(&mut self.0[..], offset, value);
+        self
     }
     pub fn u64(&mut self, offset: usize, value: u64) -> &mut Self {
-        self.bytes(offset, &value.to_le_bytes())
+        bytes::put_u64(&mut self.0[..], offset, value);
+        self
     }
     pub fn bytes(&mut self, offset: usize, value: &[u8]) -> &mut Self {
-        self.0[offset..offset + value.len()].copy_from_slice(value);
+        bytes::put(&mut self.0[..], offset, value);
         self
     }
     /// An ASCII field padded with spaces, as SN, MN and FR are.
     pub fn ascii(&mut self, offset: usize, width: usize, value: &str) -> &mut Self {
-        let field = &mut self.0[offset..offset + width];
-        field.fill(b' ');
-        let len = value.len().min(width);
-        field[..len].copy_from_slice(&value.as_bytes()[..len]);
+        bytes::put_padded(&mut self.0[..], offset, width, value.as_bytes(), b' ');
         self
     }
 }
@@ -156,7 +158,7 @@ impl ControllerIdentity<'_> {
             .u16(MAXCMD, self.max_commands)
             .bytes(SUBNQN, self.subsystem_nqn.as_bytes());
         // SGLS bit 0: byte aligned SGLs; bit 2: keyed data block descriptors.
-        let mut sgls = 1 | 1 << 2;
+        let mut sgls: u32 = 1 | 1 << 2;
         if self.in_capsule_data {
             sgls |= 1 << 20;
         }
@@ -235,11 +237,10 @@ impl NamespaceIdentity {
     /// CNS 03h: the namespace identification descriptor list.
     pub fn encode_descriptors(&self) -> Page {
         let mut page = Page::default();
-        let mut at = 0;
-        for (kind, id) in [(descriptor::NGUID, &self.nguid[..]), (descriptor::UUID, &self.uuid[..]), (descriptor::CSI, &[CSI_NVM][..])] {
-            page.u8(at, kind).u8(at + 1, id.len() as u8).bytes(at + 4, id);
-            at += 4 + id.len();
-        }
+        // Fixed layout: NGUID at 0, UUID at 20, CSI at 40 (4-byte header + identifier each).
+        page.u8(0, descriptor::NGUID).u8(1, 16).bytes(4, &self.nguid);
+        page.u8(20, descriptor::UUID).u8(21, 16).bytes(24, &self.uuid);
+        page.u8(40, descriptor::CSI).u8(41, 1).u8(44, CSI_NVM);
         page
     }
 
@@ -256,8 +257,8 @@ impl NamespaceIdentity {
 /// CNS 02h / 07h: up to 1024 active NSIDs greater than `start`, ascending.
 pub fn encode_namespace_list(namespace_ids: impl Iterator<Item = u32>, start: u32) -> Page {
     let mut page = Page::default();
-    for (index, id) in namespace_ids.filter(|&id| id > start).take(IDENTIFY_BYTES / 4).enumerate() {
-        page.u32(index * 4, id);
+    for (slot, id) in (0..IDENTIFY_BYTES).step_by(4).zip(namespace_ids.filter(|&id| id > start)) {
+        page.u32(slot, id);
     }
     page
 }
@@ -280,7 +281,7 @@ mod tests {
             max_commands: 128,
             namespace_count: 1,
             volatile_write_cache: true,
-            command_capsule_units: (64 + 4096) / 16,
+            command_capsule_units: 260,
             in_capsule_data: true,
             async_event_limit: 4,
         }

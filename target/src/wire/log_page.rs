@@ -1,6 +1,7 @@
 //! Get Log Page command fields and the log pages other than discovery (NVMe Base
 //! Specification 2.0, sections 5.16.1 and 5.16.2). Pure; no I/O.
 
+use super::bytes::{put_u128, put_u16, put_u32, put_u8};
 use super::command::RawCommand;
 use super::Status;
 
@@ -31,7 +32,8 @@ impl LogRequest {
     pub fn parse(command: &RawCommand) -> Result<LogRequest, Status> {
         let cdw10 = command.cdw10.get();
         let cdw11 = command.cdw11.get();
-        let dwords = (u64::from(cdw11 & 0xFFFF) << 16 | u64::from(cdw10 >> 16)) + 1;
+        // NUMDU:NUMDL is at most 2^32 - 1, so the 1's based count and the byte length fit.
+        let dwords = (u64::from(cdw11 & 0xFFFF) << 16 | u64::from(cdw10 >> 16)).saturating_add(1);
         let offset_bytes = u64::from(command.cdw12.get()) | u64::from(command.cdw13.get()) << 32;
         if offset_bytes & 3 != 0 {
             return Err(Status::INVALID_FIELD.dnr());
@@ -39,16 +41,17 @@ impl LogRequest {
         Ok(LogRequest {
             log_id: cdw10 as u8,
             retain_event: cdw10 & (1 << 15) != 0,
-            length_bytes: dwords * 4,
+            length_bytes: dwords.saturating_mul(4),
             offset_bytes,
         })
     }
 
     /// The part of `log` this request asks for; an offset past the end is an error.
     pub fn window<'a>(&self, log: &'a [u8]) -> Result<&'a [u8], Status> {
-        let start = usize::try_from(self.offset_bytes).ok().filter(|&s| s <= log.len()).ok_or(Status::INVALID_FIELD.dnr())?;
-        let len = usize::try_from(self.length_bytes).unwrap_or(usize::MAX).min(log.len() - start);
-        Ok(&log[start..start + len])
+        let start = usize::try_from(self.offset_bytes).map_err(|_| Status::INVALID_FIELD.dnr())?;
+        let rest = log.get(start..).ok_or(Status::INVALID_FIELD.dnr())?;
+        let len = usize::try_from(self.length_bytes).unwrap_or(usize::MAX).min(rest.len());
+        rest.get(..len).ok_or(Status::INVALID_FIELD.dnr())
     }
 }
 
@@ -56,7 +59,7 @@ impl LogRequest {
 pub fn supported_logs(ids: &[u8]) -> Vec<u8> {
     let mut log = vec![0u8; 1024];
     for &id in ids {
-        log[usize::from(id) * 4] = 1;
+        put_u8(&mut log, usize::from(id) * 4, 1);
     }
     log
 }
@@ -74,26 +77,23 @@ pub struct HealthCounters {
 /// Log 02h, 512 bytes. Data units are thousands of 512-byte units, rounded up.
 pub fn smart_log(counters: &HealthCounters) -> Vec<u8> {
     let mut log = vec![0u8; 512];
-    let units = |bytes: u64| (bytes / 512).div_ceil(1000);
-    log[1..3].copy_from_slice(&(273u16 + 40).to_le_bytes()); // composite temperature, kelvin
-    log[3] = 100; // available spare
-    log[4] = 10; // available spare threshold
-    log[32..48].copy_from_slice(&u128::from(units(counters.bytes_read)).to_le_bytes());
-    log[48..64].copy_from_slice(&u128::from(units(counters.bytes_written)).to_le_bytes());
-    log[64..80].copy_from_slice(&u128::from(counters.read_commands).to_le_bytes());
-    log[80..96].copy_from_slice(&u128::from(counters.write_commands).to_le_bytes());
-    log[128..144].copy_from_slice(&u128::from(counters.power_on_hours).to_le_bytes());
+    let units = |bytes: u64| u128::from((bytes / 512).div_ceil(1000));
+    put_u16(&mut log, 1, 273 + 40); // composite temperature, kelvin
+    put_u8(&mut log, 3, 100); // available spare
+    put_u8(&mut log, 4, 10); // available spare threshold
+    put_u128(&mut log, 32, units(counters.bytes_read));
+    put_u128(&mut log, 48, units(counters.bytes_written));
+    put_u128(&mut log, 64, u128::from(counters.read_commands));
+    put_u128(&mut log, 80, u128::from(counters.write_commands));
+    put_u128(&mut log, 128, u128::from(counters.power_on_hours));
     log
 }
 
 /// Log 03h: one read-only slot holding `revision`.
 pub fn firmware_slot_log(revision: &str) -> Vec<u8> {
     let mut log = vec![0u8; 512];
-    log[0] = 1; // active firmware in slot 1
-    let mut slot = [b' '; 8];
-    let len = revision.len().min(8);
-    slot[..len].copy_from_slice(&revision.as_bytes()[..len]);
-    log[8..16].copy_from_slice(&slot);
+    put_u8(&mut log, 0, 1); // active firmware in slot 1
+    super::bytes::put_padded(&mut log, 8, 8, revision.as_bytes(), b' ');
     log
 }
 
@@ -101,7 +101,7 @@ pub fn firmware_slot_log(revision: &str) -> Vec<u8> {
 pub fn changed_namespaces_log(namespace_ids: &[u32]) -> Vec<u8> {
     let mut log = vec![0u8; 4096];
     if namespace_ids.len() > 1024 {
-        log[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        put_u32(&mut log, 0, u32::MAX);
         return log;
     }
     for (chunk, id) in log.chunks_exact_mut(4).zip(namespace_ids) {
@@ -114,10 +114,10 @@ pub fn changed_namespaces_log(namespace_ids: &[u32]) -> Vec<u8> {
 pub fn command_effects_log(admin: &[u8], io: &[(u8, bool)]) -> Vec<u8> {
     let mut log = vec![0u8; 4096];
     for &opcode in admin {
-        log[usize::from(opcode) * 4] = 1;
+        put_u8(&mut log, usize::from(opcode) * 4, 1);
     }
     for &(opcode, changes_content) in io {
-        log[1024 + usize::from(opcode) * 4] = 1 | u8::from(changes_content) << 1;
+        put_u8(&mut log, (usize::from(opcode) * 4) | 1024, 1 | u8::from(changes_content) << 1);
     }
     log
 }

@@ -2,6 +2,9 @@
 //! parsing. Spec revisions cited: NVMe Base 2.0, NVM Command Set 1.0, NVMe over Fabrics
 //! 1.1, NVMe/RDMA Transport 1.0.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
+
+pub mod bytes;
 pub mod command;
 pub mod completion;
 pub mod discovery;

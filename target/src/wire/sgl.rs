@@ -2,7 +2,7 @@
 //! (NVMe Base Specification 2.0, section 4.1.8; NVMe/RDMA Transport Specification 1.0,
 //! section 3.3). Pure parsing; no I/O.
 
-use zerocopy::little_endian::{U32, U64};
+use zerocopy::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::Status;
@@ -87,7 +87,7 @@ impl RawSglDescriptor {
                 }
                 // offset <= limit, which is a u32.
                 let offset_bytes = offset as u32;
-                if length_bytes > in_capsule_limit_bytes - offset_bytes {
+                if length_bytes > in_capsule_limit_bytes.saturating_sub(offset_bytes) {
                     return Err(Status::SGL_INVALID_DATA.dnr());
                 }
                 Ok(DataPointer::InCapsule { offset_bytes, length_bytes })
@@ -109,11 +109,10 @@ impl RawSglDescriptor {
 
     /// Build an in-capsule data block descriptor at offset 0.
     pub fn in_capsule(length_bytes: u32) -> RawSglDescriptor {
-        let l = U32::new(length_bytes);
-        let lb = l.as_bytes();
+        let [l0, l1, l2, l3] = length_bytes.to_le_bytes();
         RawSglDescriptor {
             address: U64::new(0),
-            length_and_key: [lb[0], lb[1], lb[2], lb[3], 0, 0, 0],
+            length_and_key: [l0, l1, l2, l3, 0, 0, 0],
             identifier: DATA_BLOCK_OFFSET,
         }
     }

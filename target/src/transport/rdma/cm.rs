@@ -252,15 +252,20 @@ impl CmId {
 
     /// The peer's address, for logs.
     pub fn peer(&self) -> Option<SocketAddr> {
-        // SAFETY: live id; the route holds a sockaddr_storage-sized union.
-        let storage = unsafe { (*self.id).route.addr.dst_addr_union.dst_storage };
+        // SAFETY: the id is live while self is.
+        let route = unsafe { &(*self.id).route };
+        // SAFETY: the address unions are sockaddr_storage sized; reading them as storage
+        // is valid for any family, which from_storage then checks.
+        let storage = unsafe { route.addr.dst_addr_union.dst_storage };
         from_storage(&storage)
     }
 
     /// Our local address, for discovery entries when listening on "any".
     pub fn local(&self) -> Option<SocketAddr> {
+        // SAFETY: the id is live while self is.
+        let route = unsafe { &(*self.id).route };
         // SAFETY: as in `peer`.
-        let storage = unsafe { (*self.id).route.addr.src_addr_union.src_storage };
+        let storage = unsafe { route.addr.src_addr_union.src_storage };
         from_storage(&storage)
     }
 }

@@ -262,11 +262,7 @@ impl Connection {
                 self.queue.handle_response_sent(tag);
             }
             // Unsignalled RDMA WRITEs report only failures; the SEND after them follows.
-            WRITE => {
-                if !completion.ok() {
-                    self.start_close();
-                }
-            }
+            WRITE if !completion.ok() => self.start_close(),
             _ => {}
         }
     }

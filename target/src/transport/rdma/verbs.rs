@@ -60,8 +60,10 @@ impl Context {
         let mut attr: sys::ibv_device_attr_ex = unsafe { std::mem::zeroed() };
         // SAFETY: self.0 is a live context; attr is a writable struct of the right type.
         check(unsafe { sys::ibv_query_device_ex(self.0, ptr::null(), &mut attr) })?;
+        // SAFETY: the context is live.
+        let device = unsafe { (*self.0).device };
         // SAFETY: the context's device pointer is valid while the context is.
-        let name_ptr = unsafe { sys::ibv_get_device_name((*self.0).device) };
+        let name_ptr = unsafe { sys::ibv_get_device_name(device) };
         let name = if name_ptr.is_null() {
             String::new()
         } else {
