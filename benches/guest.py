@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs inside the test-bed guest (benches/run boots it): the same fio jobs, in one
-boot, against the local SSD, the kernel target (nvmet-rdma via configfs), p2ptgt with
+boot, interleaved, against the local SSD, the kernel target (nvmet-rdma via configfs), p2ptgt with
 host buffers and p2ptgt with CMB buffers. Writes build/bench/results.json."""
 
 import json
@@ -85,18 +85,18 @@ def connected_device(nqn):
     return None
 
 
-def connect(queues=2):
-    sh("nvme", "connect", "-t", "rdma", "-a", ADDR, "-s", "4420", "-n", NQN, "-q", HOSTNQN, f"--nr-io-queues={queues}")
+def connect(nqn, port, queues=2):
+    sh("nvme", "connect", "-t", "rdma", "-a", ADDR, "-s", port, "-n", nqn, "-q", HOSTNQN, f"--nr-io-queues={queues}")
     for _ in range(100):
-        device = connected_device(NQN)
+        device = connected_device(nqn)
         if device:
             return device
         time.sleep(0.1)
-    raise RuntimeError("no namespace after connect")
+    raise RuntimeError(f"no namespace after connecting {nqn}")
 
 
-def disconnect():
-    sh("nvme", "disconnect", "-n", NQN, check=False)
+def disconnect(nqn):
+    sh("nvme", "disconnect", "-n", nqn, check=False)
 
 
 def nvmet_up():
@@ -126,72 +126,88 @@ def nvmet_down():
     subsystem.rmdir()
 
 
-def p2ptgt_up(p2pmem):
-    log = open(OUT / f"p2ptgt-{p2pmem}.log", "w")
-    process = subprocess.Popen([str(P2PTGT), "serve", "--listen", f"{ADDR}:4420", "--subsystem", NQN,
+def p2ptgt_up(mode, nqn, port, p2pmem):
+    log = open(OUT / f"{mode}.log", "w")
+    control = f"/run/{mode}.sock"
+    process = subprocess.Popen([str(P2PTGT), "serve", "--listen", f"{ADDR}:{port}", "--subsystem", nqn,
                                 "--namespace", NVME_DEV, "--allow-any-host", "--p2pmem", p2pmem,
-                                "--control", "/run/p2ptgt-bench.sock"] + os.environ.get("P2PTGT_ARGS", "").split(), stderr=log, env={**os.environ, "RUST_LOG": "warn"})
+                                "--control", control] + os.environ.get("P2PTGT_ARGS", "").split(),
+                               stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     for _ in range(200):
-        if Path("/run/p2ptgt-bench.sock").exists():
+        if Path(control).exists():
             return process
         time.sleep(0.05)
-    raise RuntimeError("p2ptgt did not start")
+    raise RuntimeError(f"{mode} did not start")
 
 
-def p2ptgt_stats():
-    return json.loads(sh(P2PTGT, "stats", "--control", "/run/p2ptgt-bench.sock").stdout)
+def p2ptgt_stats(mode):
+    return json.loads(sh(P2PTGT, "stats", "--control", f"/run/{mode}.sock").stdout)
 
 
-def run_jobs(mode, device, cpu):
-    rows = []
-    for name, options, metric in JOBS:
-        samples = []
-        for _ in range(REPEAT):
-            before = cpu()
-            result = fio(device, name, options)
-            used = cpu() - before
-            hz = os.sysconf("SC_CLK_TCK")
-            result["cpu_s_per_million_ios"] = used / hz / max(result["ios"], 1) * 1e6
-            samples.append(result)
-        best = max(samples, key=lambda r: r[metric] if metric != "lat" else -r["lat_p99_us"])
-        best["samples"] = [s[metric] if metric != "lat" else s["lat_p99_us"] for s in samples]
-        best.update(mode=mode, job=name, metric=metric)
-        print(f"{mode:14} {name:24} iops={best['iops']:9.0f} MB/s={best['mbps']:7.1f} "
-              f"p50={best['lat_p50_us']:7.0f}us p99={best['lat_p99_us']:7.0f}us", flush=True)
-        rows.append(best)
-    return rows
+def measure(mode, device, cpu, name, options, metric):
+    before = cpu()
+    result = fio(device, name, options)
+    used = cpu() - before
+    result["cpu_s_per_million_ios"] = used / os.sysconf("SC_CLK_TCK") / max(result["ios"], 1) * 1e6
+    result.update(mode=mode, job=name, metric=metric)
+    return result
+
+
+def best(samples):
+    metric = samples[0]["metric"]
+    key = (lambda r: -r["lat_p99_us"]) if metric == "lat" else (lambda r: r[metric])
+    chosen = dict(max(samples, key=key))
+    chosen["samples"] = [s["lat_p99_us"] if metric == "lat" else s[metric] for s in samples]
+    return chosen
 
 
 def main():
+    """Every target is up at once (kernel target on 4420, p2ptgt with host buffers on
+    4421, with CMB buffers on 4422); each job runs on every mode in turn, REPEAT times,
+    so drift on this shared machine hits all modes alike."""
     OUT.mkdir(parents=True, exist_ok=True)
-    results = {"runtime_s": RUNTIME, "repeat": REPEAT, "kernel": os.uname().release, "rows": [], "p2ptgt": {}}
     modes = sys.argv[1:] or ["local", "kernel-target", "p2ptgt-host", "p2ptgt-cmb"]
+    results = {"runtime_s": RUNTIME, "repeat": REPEAT, "kernel": os.uname().release, "rows": [], "p2ptgt": {}}
+    devices, cpu, processes = {}, {}, {}
     for mode in modes:
         if mode == "local":
-            results["rows"] += run_jobs(mode, NVME_DEV, system_ticks)
+            devices[mode], cpu[mode] = NVME_DEV, system_ticks
         elif mode == "kernel-target":
             nvmet_up()
-            device = connect()
-            results["rows"] += run_jobs(mode, device, system_ticks)
-            disconnect()
-            nvmet_down()
+            devices[mode], cpu[mode] = connect(NQN, "4420"), system_ticks
         else:
-            p2pmem = "auto" if mode.startswith("p2ptgt-cmb") else "off"
-            process = p2ptgt_up(p2pmem)
-            device = connect()
-            results["rows"] += run_jobs(mode, device, lambda: cpu_ticks(process.pid))
-            stats = p2ptgt_stats()
-            status = Path(f"/proc/{process.pid}/status").read_text()
-            peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
-            results["p2ptgt"][mode] = {
-                "registration": stats["registration"],
-                "payload_bytes_host": stats["payload_bytes_host"],
-                "payload_bytes_cmb": stats["payload_bytes_cmb"],
-                "peak_rss_kib": int(peak),
-            }
-            disconnect()
-            process.terminate()
-            process.wait(timeout=30)
+            port = "4422" if mode.startswith("p2ptgt-cmb") else "4421"
+            nqn = f"{NQN}-{mode}"
+            process = p2ptgt_up(mode, nqn, port, "auto" if mode.startswith("p2ptgt-cmb") else "off")
+            processes[mode] = process
+            devices[mode] = connect(nqn, port)
+            cpu[mode] = (lambda pid: lambda: cpu_ticks(pid))(process.pid)
+    for name, options, metric in JOBS:
+        samples = {mode: [] for mode in modes}
+        for _ in range(REPEAT):
+            for mode in modes:
+                samples[mode].append(measure(mode, devices[mode], cpu[mode], name, options, metric))
+        for mode in modes:
+            row = best(samples[mode])
+            print(f"{mode:14} {name:24} iops={row['iops']:9.0f} MB/s={row['mbps']:7.1f} "
+                  f"p50={row['lat_p50_us']:7.0f}us p99={row['lat_p99_us']:7.0f}us", flush=True)
+            results["rows"].append(row)
+    for mode, process in processes.items():
+        stats = p2ptgt_stats(mode)
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+        results["p2ptgt"][mode] = {
+            "registration": stats["registration"],
+            "payload_bytes_host": stats["payload_bytes_host"],
+            "payload_bytes_cmb": stats["payload_bytes_cmb"],
+            "peak_rss_kib": int(peak),
+        }
+        disconnect(f"{NQN}-{mode}")
+        process.terminate()
+        process.wait(timeout=30)
+    if "kernel-target" in modes:
+        disconnect(NQN)
+        nvmet_down()
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT / 'results.json'}")
 

@@ -86,12 +86,7 @@ fn commands_before_enable_are_sequence_errors() {
 
 #[test]
 fn io_errors_are_statuses_and_the_queue_keeps_serving() {
-    let target = target();
-    let mut admin_queue = TestHost::admin(&target);
-    let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
-    let pools = Pools::host_only(4 << 20).unwrap();
-    let mut io_queue = TestHost::new(&target, &pools, 1, 32);
-    assert_eq!(io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, true).status(), Status::SUCCESS);
+    let LiveQueues { target: _, admin: _admin, io: mut io_queue, controller_id: _ } = live_queues(4 << 20);
 
     let last = (NAMESPACE_BYTES / 512) as u64;
     let (beyond, _) = io_queue.read_blocks(last, 1);
@@ -117,12 +112,7 @@ fn io_errors_are_statuses_and_the_queue_keeps_serving() {
 
 #[test]
 fn flush_write_zeroes_and_deallocate_read_back_zeros() {
-    let target = target();
-    let mut admin_queue = TestHost::admin(&target);
-    let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
-    let pools = Pools::host_only(4 << 20).unwrap();
-    let mut io_queue = TestHost::new(&target, &pools, 1, 32);
-    io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, true);
+    let LiveQueues { target: _, admin: _admin, io: mut io_queue, controller_id: _ } = live_queues(4 << 20);
     io_queue.write_blocks(0, pattern(3, 8192));
 
     let zeroes = io_queue.rw(io::WRITE_ZEROES, 2, 2);
@@ -258,12 +248,7 @@ fn exhausted_pool_makes_requests_wait_not_fail() {
 
 #[test]
 fn failed_transfer_disconnects_the_queue() {
-    let target = target();
-    let mut admin_queue = TestHost::admin(&target);
-    let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
-    let pools = Pools::host_only(1 << 20).unwrap();
-    let mut io_queue = TestHost::new(&target, &pools, 1, 32);
-    io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, true);
+    let LiveQueues { target, admin: _admin, io: mut io_queue, controller_id } = live_queues(1 << 20);
     io_queue.link.faults.fail_fetches = 1;
     let cmd = io_queue.rw(io::WRITE, 0, 1);
     let keyed = io_queue.link.register(vec![1; 512], false);

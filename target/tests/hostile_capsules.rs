@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use p2ptgt::memory::Pools;
 use p2ptgt::wire::command::RawCommand;
 use p2ptgt::wire::log_page::LogRequest;
 use p2ptgt::wire::rdma_cm::{ConnectLimits, ConnectRequest};
@@ -13,13 +12,8 @@ use proptest::prelude::*;
 use zerocopy::FromBytes;
 
 fn live_io_queue() -> (TestHost, TestHost) {
-    let target = target();
-    let mut admin_queue = TestHost::admin(&target);
-    let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
-    let pools = Pools::host_only(4 << 20).unwrap();
-    let mut io_queue = TestHost::new(&target, &pools, 1, 32);
-    io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, true);
-    (admin_queue, io_queue)
+    let queues = live_queues(4 << 20);
+    (queues.admin, queues.io)
 }
 
 /// Opcodes worth hitting often, plus anything.

@@ -190,6 +190,25 @@ impl TestHost {
     }
 }
 
+/// A target with one RAM namespace, an enabled controller and I/O queue 1 (32 entries)
+/// connected with in-capsule Connect data, over a host pool of `pool_bytes`.
+pub struct LiveQueues {
+    pub target: Arc<Target>,
+    pub admin: TestHost,
+    pub io: TestHost,
+    pub controller_id: u16,
+}
+
+pub fn live_queues(pool_bytes: usize) -> LiveQueues {
+    let target = target();
+    let mut admin = TestHost::admin(&target);
+    let controller_id = admin.bring_up(SUBSYSTEM, HOST);
+    let pools = Pools::host_only(pool_bytes).unwrap();
+    let mut io = TestHost::new(&target, &pools, 1, 32);
+    assert_eq!(io.connect(SUBSYSTEM, HOST, 1, controller_id, 31, true).status(), Status::SUCCESS);
+    LiveQueues { target, admin, io, controller_id }
+}
+
 pub fn discovery() -> &'static str {
     DISCOVERY_NQN
 }
