@@ -21,8 +21,9 @@ pub fn target_binary() -> PathBuf {
 /// Boots the bed with `vm_args`, runs `scenario` (a file under `scenarios/`) with `env`,
 /// and returns the (passed, failed) tally and the guest's exit status.
 pub fn run_scenario(scenario: &str, vm_args: &[&str], env: &[(&str, &str)]) -> (u32, u32, i32) {
-    let binary = target_binary();
-    assert!(binary.exists(), "{} is missing: run `cargo build --release -p p2ptgt` first", binary.display());
+    for binary in [target_binary(), repository().join("build/cargo/release/hostile")] {
+        assert!(binary.exists(), "{} is missing: run `cargo build --release -p p2ptgt -p initiator-tests` first", binary.display());
+    }
     let repo = repository();
     let mut command = Command::new(repo.join("rxe-setup/vm/run"));
     command.current_dir(&repo).args(vm_args).arg("--").arg("env");

@@ -81,11 +81,13 @@ impl Status {
 }
 
 pub struct Listener {
-    events: EventChannel,
+    // Drop order: the listening id before its event channel, and the devices' memory
+    // registrations before the pools they cover.
     _id: CmId,
+    events: EventChannel,
+    devices: HashMap<Context, Device>,
     target: Arc<Target>,
     pools: Pools,
-    devices: HashMap<Context, Device>,
     pub status: Arc<Status>,
     pub control: Arc<Control>,
     /// Adaptive polling budget of each queue thread.
@@ -97,11 +99,11 @@ impl Listener {
         let events = EventChannel::new()?;
         let id = CmId::listen(&events, address, 128)?;
         Ok(Listener {
-            events,
             _id: id,
+            events,
+            devices: HashMap::new(),
             target,
             pools,
-            devices: HashMap::new(),
             status: Arc::default(),
             control: Control::new()?,
             poll_budget: Duration::ZERO,
