@@ -129,7 +129,9 @@ def nvmet_down():
 def p2ptgt_up(mode, nqn, port, p2pmem):
     log = open(OUT / f"{mode}.log", "w")
     control = f"/run/{mode}.sock"
-    process = subprocess.Popen([str(P2PTGT), "serve", "--listen", f"{ADDR}:{port}", "--subsystem", nqn,
+    # Mode "p2ptgt-alt" runs another build (P2PTGT_ALT) with host buffers, for A/B runs.
+    binary = os.environ["P2PTGT_ALT"] if mode == "p2ptgt-alt" else str(P2PTGT)
+    process = subprocess.Popen([binary, "serve", "--listen", f"{ADDR}:{port}", "--subsystem", nqn,
                                 "--namespace", NVME_DEV, "--allow-any-host", "--p2pmem", p2pmem,
                                 "--control", control] + os.environ.get("P2PTGT_ARGS", "").split(),
                                stderr=log, env={**os.environ, "RUST_LOG": "warn"})
@@ -176,7 +178,7 @@ def main():
             nvmet_up()
             devices[mode], cpu[mode] = connect(NQN, "4420"), system_ticks
         else:
-            port = "4422" if mode.startswith("p2ptgt-cmb") else "4421"
+            port = {"p2ptgt-cmb": "4422", "p2ptgt-alt": "4423"}.get(mode, "4421")
             nqn = f"{NQN}-{mode}"
             process = p2ptgt_up(mode, nqn, port, "auto" if mode.startswith("p2ptgt-cmb") else "off")
             processes[mode] = process

@@ -1,11 +1,12 @@
-//! The per-queue backend executor: one io_uring per queue thread, signalled through an
-//! eventfd so the transport can wait on it beside its completion channel. RAM namespaces
-//! complete inline.
+//! The per-queue backend executor: one io_uring per queue thread. The transport also
+//! sleeps in it: descriptors it watches (completion channel, CM events, its stop
+//! eventfd) are oneshot polls on the same ring, so one `io_uring_enter` submits the
+//! batch and waits for whichever comes first. RAM namespaces complete inline.
 #![allow(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
@@ -23,10 +24,16 @@ struct Pending {
     zero_fallback: Option<(RawFd, u64, u64)>,
 }
 
+/// user_data of watch polls: above any tag.
+const WATCH: u64 = 1 << 63;
+
 pub struct Executor {
     ring: IoUring,
-    event: OwnedFd,
     pending: HashMap<Tag, Pending>,
+    /// Tokens of the watch polls armed on the ring.
+    watches_armed: Vec<u64>,
+    /// Tokens whose descriptor polled readable, for the transport to take.
+    watches_ready: Vec<u64>,
     backlog: VecDeque<squeue::Entry>,
     done: VecDeque<(Tag, Result<u32, BackendError>)>,
 }
@@ -34,20 +41,48 @@ pub struct Executor {
 impl Executor {
     pub fn new(entries: u32) -> Result<Executor, BackendError> {
         let ring = IoUring::new(entries.next_power_of_two()).map_err(BackendError::Uring)?;
-        // SAFETY: eventfd has no memory preconditions; the result is checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(BackendError::Uring(io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a fresh descriptor we own and nothing else closes.
-        let event = unsafe { OwnedFd::from_raw_fd(fd) };
-        ring.submitter().register_eventfd(event.as_raw_fd()).map_err(BackendError::Uring)?;
-        Ok(Executor { ring, event, pending: HashMap::new(), backlog: VecDeque::new(), done: VecDeque::new() })
+        Ok(Executor {
+            ring,
+            pending: HashMap::new(),
+            watches_armed: Vec::new(),
+            watches_ready: Vec::new(),
+            backlog: VecDeque::new(),
+            done: VecDeque::new(),
+        })
     }
 
-    /// Readable when completions may be waiting.
-    pub fn event_fd(&self) -> RawFd {
-        self.event.as_raw_fd()
+    /// Arms a oneshot poll for `fd` readable under `token` (< 2^63), unless one is armed.
+    pub fn watch(&mut self, fd: RawFd, token: u64) {
+        let user_data = WATCH | token;
+        if self.watches_armed.contains(&user_data) {
+            return;
+        }
+        self.watches_armed.push(user_data);
+        self.push(opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build().user_data(user_data));
+    }
+
+    /// Tokens whose descriptors polled readable since the last call.
+    pub fn take_ready_watches(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.watches_ready)
+    }
+
+    /// Submits what is queued and sleeps until a completion (I/O or watch) arrives or
+    /// `timeout` passes; then collects completions.
+    pub fn wait(&mut self, timeout: std::time::Duration) {
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: as in `push`.
+            if unsafe { self.ring.submission().push(entry) }.is_err() {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+        if self.ring.completion().is_empty() {
+            let timespec = types::Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
+            let args = types::SubmitArgs::new().timespec(&timespec);
+            // ETIME (timeout) and EINTR are ordinary ways for the wait to end.
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+        }
+        self.reap();
     }
 
     /// Operations submitted whose completion `poll_done` has not yet returned.
@@ -138,20 +173,18 @@ impl Executor {
         self.done.pop_front()
     }
 
-    /// Clears the eventfd after it polled readable, so the next wait sleeps. Completions
-    /// themselves are read from the shared ring without a system call.
-    pub fn clear_event(&self) {
-        let mut counter = [0u8; 8];
-        // SAFETY: reading 8 bytes into a local array from our own non-blocking eventfd.
-        unsafe { libc::read(self.event.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
-    }
-
+    /// Collects completions from the shared ring (no system call).
     fn reap(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.watches_armed.is_empty() {
             return;
         }
         let completions: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
         for (user_data, result) in completions {
+            if user_data & WATCH != 0 {
+                self.watches_armed.retain(|&armed| armed != user_data);
+                self.watches_ready.push(user_data & !WATCH);
+                continue;
+            }
             let tag = user_data as Tag;
             let Some(pending) = self.pending.get_mut(&tag) else { continue };
             if result < 0 {

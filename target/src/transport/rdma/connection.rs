@@ -26,6 +26,10 @@ const KIND_MASK: u64 = 0xFF << 48;
 
 /// How long a closing connection waits for the NIC to flush its work requests.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tokens of the descriptors a queue thread sleeps on.
+const WATCH_COMPLETIONS: u64 = 1;
+const WATCH_CM: u64 = 2;
+const WATCH_CONTROL: u64 = 3;
 /// Adaptive polling applies while at most this many commands are outstanding.
 const SPIN_OUTSTANDING_MAX: usize = 2;
 /// Wake-up period for controller teardown checks when nothing else happens.
@@ -125,6 +129,7 @@ impl Connection {
                 self.queue.handle_backend_done(tag, result);
                 progressed = true;
             }
+            self.handle_watches();
             let now = Instant::now();
             let deadline = self.queue.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
             if now >= deadline {
@@ -172,23 +177,23 @@ impl Connection {
         info!(queue = queue_id, ?peer, "queue closed");
     }
 
+    /// Sleeps in the executor's ring until a completion event, a CM event, a stop
+    /// request or a backend completion arrives, or `timeout` passes.
     fn wait(&mut self, timeout: Duration) {
-        let mut fds = [self.channel.fd(), self.executor.event_fd(), self.events.fd(), self.control.fd()]
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-        let millis = timeout.as_millis().clamp(1, 1000) as i32;
-        // SAFETY: fds is a local array of pollfd for descriptors this thread owns.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-        if fds[0].revents != 0 {
-            self.cq.take_events(&self.channel);
-        }
-        if fds[1].revents != 0 {
-            self.executor.clear_event();
-        }
-        if fds[2].revents != 0 {
-            self.cm_events();
-        }
-        if fds[3].revents != 0 {
-            crate::transport::rdma::drain_eventfd(self.control.fd());
+        self.executor.watch(self.channel.fd(), WATCH_COMPLETIONS);
+        self.executor.watch(self.events.fd(), WATCH_CM);
+        self.executor.watch(self.control.fd(), WATCH_CONTROL);
+        self.executor.wait(timeout.clamp(Duration::from_millis(1), IDLE_TICK));
+        self.handle_watches();
+    }
+
+    fn handle_watches(&mut self) {
+        for token in self.executor.take_ready_watches() {
+            match token {
+                WATCH_COMPLETIONS => self.cq.take_events(&self.channel),
+                WATCH_CM => self.cm_events(),
+                _ => crate::transport::rdma::drain_eventfd(self.control.fd()),
+            }
         }
     }
 
