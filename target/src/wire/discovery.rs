@@ -71,18 +71,21 @@ pub fn encode_log(generation: u64, entries: &[LogEntry]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn header_and_entry_offsets() {
-        let entry = LogEntry {
+    fn entry(subsystem_nqn: &str) -> LogEntry {
+        LogEntry {
             subsystem_type: SubsystemType::Nvm,
             address_family: ADDRESS_FAMILY_IPV4,
             port_id: 1,
             admin_queue_entries_max: 32,
             service_id: "4420".into(),
-            subsystem_nqn: "nqn.test".into(),
+            subsystem_nqn: subsystem_nqn.into(),
             address: "192.0.2.1".into(),
-        };
-        let log = encode_log(9, &[entry]);
+        }
+    }
+
+    #[test]
+    fn header_and_entry_offsets() {
+        let log = encode_log(9, &[entry("nqn.test")]);
         assert_eq!(log.len(), 2048);
         assert_eq!(u64::from_le_bytes(log[0..8].try_into().unwrap()), 9);
         assert_eq!(u64::from_le_bytes(log[8..16].try_into().unwrap()), 1);
@@ -97,17 +100,8 @@ mod tests {
 
     #[test]
     fn overlong_nqn_stays_terminated() {
-        let entry = LogEntry {
-            subsystem_type: SubsystemType::Nvm,
-            address_family: ADDRESS_FAMILY_IPV4,
-            port_id: 1,
-            admin_queue_entries_max: 32,
-            service_id: "4420".into(),
-            subsystem_nqn: "n".repeat(300),
-            address: "a".into(),
-        };
         let mut bytes = [0u8; LOG_ENTRY_BYTES];
-        entry.encode(&mut bytes);
+        entry(&"n".repeat(300)).encode(&mut bytes);
         assert_eq!(bytes[256 + 254], b'n');
         assert_eq!(bytes[256 + 255], 0);
     }
