@@ -18,7 +18,7 @@ pub const VERSION: u32 = 0x0002_0000;
 /// CAP.TO in 500 ms units: 7.5 s, as nvmet.
 const READY_TIMEOUT_UNITS: u64 = 15;
 
-pub(crate) fn execute(queue: &mut Queue, now: Instant, command: &RawCommand, data: DataPointer) -> Outcome {
+pub(crate) fn execute(queue: &mut Queue, command: &RawCommand, data: DataPointer) -> Outcome {
     match command.fabrics_type() {
         fabrics_type::CONNECT => {
             if queue.is_associated() {
@@ -29,7 +29,7 @@ pub(crate) fn execute(queue: &mut Queue, now: Instant, command: &RawCommand, dat
             }
             Outcome::Transfer { work: Work::Connect, namespace: None }
         }
-        fabrics_type::PROPERTY_GET | fabrics_type::PROPERTY_SET => property(queue, now, command),
+        fabrics_type::PROPERTY_GET | fabrics_type::PROPERTY_SET => property(queue, command),
         _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
     }
 }
@@ -128,7 +128,7 @@ fn connect_io(queue: &mut Queue, command: &ConnectCommand, data: &ConnectData, s
     Outcome::success(u64::from(id))
 }
 
-fn property(queue: &mut Queue, now: Instant, command: &RawCommand) -> Outcome {
+fn property(queue: &mut Queue, command: &RawCommand) -> Outcome {
     let Some(controller) = queue.controller().cloned() else {
         return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
     };
@@ -144,7 +144,6 @@ fn property(queue: &mut Queue, now: Instant, command: &RawCommand) -> Outcome {
                 if controller.status() & csts::FATAL != 0 {
                     warn!(controller = controller.id, cc = access.value, "host enabled the controller with an unsupported configuration");
                 }
-                let _ = now;
                 Outcome::success(0)
             }
             _ => Outcome::status(Status::INVALID_FIELD.dnr()),

@@ -241,7 +241,7 @@ impl Queue {
     /// Routes a command to the fabrics, admin or I/O handlers.
     fn execute(&mut self, now: Instant, command: &RawCommand, data: DataPointer) -> Outcome {
         if command.opcode == FABRICS {
-            return super::fabrics::execute(self, now, command, data);
+            return super::fabrics::execute(self, command, data);
         }
         let Association::Live { controller, .. } = &self.association else {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());

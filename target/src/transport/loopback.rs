@@ -70,11 +70,7 @@ impl Loopback {
                 self.perform(action);
             }
             self.executor.flush().expect("io_uring submit");
-            if self.executor.in_flight() == 0 && !self.has_ready() {
-                if let Some(action) = self.queue.poll_action() {
-                    self.perform(action);
-                    continue;
-                }
+            if self.executor.in_flight() == 0 {
                 return;
             }
             if let Some((tag, result)) = self.executor.poll_done() {
@@ -83,10 +79,6 @@ impl Loopback {
                 std::thread::yield_now();
             }
         }
-    }
-
-    fn has_ready(&self) -> bool {
-        false
     }
 
     fn perform(&mut self, action: Action) {

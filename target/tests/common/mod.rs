@@ -216,7 +216,3 @@ pub fn discovery() -> &'static str {
 pub fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
-
-pub fn keyed_len(k: &KeyedSgl) -> u32 {
-    k.length_bytes
-}
