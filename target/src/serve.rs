@@ -33,14 +33,18 @@ pub struct ServeOptions {
 }
 
 pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError> {
-    let (provider, p2p_reason) = choose_provider(&config, &options.p2pmem)?;
+    let backends = config
+        .subsystems
+        .iter()
+        .map(|subsystem| subsystem.namespaces.iter().map(open_namespace).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let devices = backends.iter().flatten().filter_map(Backend::pci_device);
+    let (provider, p2p_reason) = choose_provider(&config, &options.p2pmem, devices)?;
     let mut subsystems = Vec::new();
     let mut payload_in_cmb = false;
-    for subsystem in &config.subsystems {
+    for (subsystem, backends) in config.subsystems.iter().zip(backends) {
         let mut namespaces = BTreeMap::new();
-        for namespace in &subsystem.namespaces {
-            let backend = Backend::open(&namespace.path, None)
-                .map_err(|source| SetupError::Namespace { path: namespace.path.display().to_string(), source })?;
+        for (namespace, backend) in subsystem.namespaces.iter().zip(backends) {
             let placement = placement(&backend, provider.as_ref(), namespace.p2pmem.as_ref().unwrap_or(&options.p2pmem));
             payload_in_cmb |= placement == Placement::Payload;
             let identity = format!("{}/{}/{}", subsystem.nqn, namespace.id, namespace.path.display());
@@ -219,8 +223,17 @@ impl Report {
     }
 }
 
-/// The p2pmem provider to use, or why there is none.
-fn choose_provider(config: &ServeConfig, mode: &P2pMem) -> Result<(Option<Provider>, Option<String>), SetupError> {
+fn open_namespace(namespace: &crate::config::NamespaceConfig) -> Result<Backend, SetupError> {
+    Backend::open(&namespace.path, None).map_err(|source| SetupError::Namespace { path: namespace.path.display().to_string(), source })
+}
+
+/// The p2pmem provider to use, or why there is none. `devices` are the PCI devices
+/// behind the served namespaces; the provider among them is preferred.
+fn choose_provider<'a>(
+    config: &ServeConfig,
+    mode: &P2pMem,
+    mut devices: impl Iterator<Item = &'a Path>,
+) -> Result<(Option<Provider>, Option<String>), SetupError> {
     let wanted_anywhere = std::iter::once(mode).chain(config.subsystems.iter().flat_map(|s| s.namespaces.iter().filter_map(|n| n.p2pmem.as_ref())));
     let explicit = wanted_anywhere.clone().find_map(|m| match m {
         P2pMem::Device(bdf) => Some(bdf.clone()),
@@ -242,25 +255,15 @@ fn choose_provider(config: &ServeConfig, mode: &P2pMem) -> Result<(Option<Provid
         return Ok((None, Some("no p2pmem provider found".into())));
     }
     // Prefer the controller behind a served namespace.
-    for subsystem in &config.subsystems {
-        for namespace in &subsystem.namespaces {
-            if let Ok(Backend::File(file)) = Backend::open(&namespace.path, None) {
-                if let Some(device) = &file.pci_device {
-                    if let Some(provider) = providers.iter().find(|p| p.sysfs == *device || std::fs::canonicalize(&p.sysfs).ok().as_deref() == Some(device)) {
-                        return Ok((Some(provider.clone()), None));
-                    }
-                }
-            }
-        }
-    }
-    Ok((providers.into_iter().next(), None))
+    let behind_namespace = devices.find_map(|device| providers.iter().find(|p| p.is(device)));
+    Ok((behind_namespace.or(providers.first()).cloned(), None))
 }
 
 /// Whether a namespace's payload may sit in the provider's CMB: only when its data lives
 /// on a PCI device that can reach it (the provider itself, or one named explicitly).
 fn placement(backend: &Backend, provider: Option<&Provider>, mode: &P2pMem) -> Placement {
     let (Some(provider), Some(device)) = (provider, backend.pci_device()) else { return Placement::Control };
-    let same = std::fs::canonicalize(&provider.sysfs).ok().as_deref() == Some(device);
+    let same = provider.is(device);
     match mode {
         P2pMem::Off => Placement::Control,
         P2pMem::Auto if same => Placement::Payload,

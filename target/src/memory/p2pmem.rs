@@ -35,6 +35,11 @@ impl Provider {
         })
     }
 
+    /// Whether this provider is the PCI function at sysfs path `device`.
+    pub fn is(&self, device: &Path) -> bool {
+        self.sysfs == device || fs::canonicalize(&self.sysfs).ok().as_deref() == Some(device)
+    }
+
     /// Every published provider on the machine.
     pub fn all() -> Vec<Provider> {
         let Ok(entries) = fs::read_dir("/sys/bus/pci/devices") else { return Vec::new() };
