@@ -13,9 +13,10 @@ use tracing::{debug, info, warn};
 use zerocopy::IntoBytes;
 
 use super::cm::{CmEventKind, CmId, EventChannel};
-use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, WorkCompletion};
+use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, Transfer, WorkCompletion};
 use crate::backend::Executor;
-use crate::core::{Action, Queue};
+use crate::core::{Action, Buffer, Queue, Tag};
+use crate::wire::KeyedSgl;
 
 /// Kinds of work request, in bits 48..56 of the wr_id; the low bits carry a tag or slot.
 const RECV: u64 = 1 << 48;
@@ -275,22 +276,8 @@ impl Connection {
     fn perform_actions(&mut self) {
         while let Some(action) = self.queue.poll_action() {
             match action {
-                Action::FetchData { tag, remote, buffer } => self.sends.push(SendRequest::Read {
-                    wr_id: READ | u64::from(tag),
-                    local: buffer.address,
-                    len: remote.length_bytes,
-                    local_key: buffer.local_key,
-                    remote: remote.address,
-                    remote_key: remote.key,
-                }),
-                Action::PushData { tag, remote, buffer } => self.sends.push(SendRequest::Write {
-                    wr_id: WRITE | u64::from(tag),
-                    local: buffer.address,
-                    len: remote.length_bytes,
-                    local_key: buffer.local_key,
-                    remote: remote.address,
-                    remote_key: remote.key,
-                }),
+                Action::FetchData { tag, remote, buffer } => self.sends.push(SendRequest::Read(transfer(READ, tag, remote, buffer))),
+                Action::PushData { tag, remote, buffer } => self.sends.push(SendRequest::Write(transfer(WRITE, tag, remote, buffer))),
                 Action::Respond { tag, completion, invalidate_key } => {
                     let mut data = [0u8; 16];
                     data.copy_from_slice(completion.as_bytes());
@@ -325,7 +312,7 @@ impl Connection {
             }
             return;
         }
-        let signalled = self.sends.iter().filter(|r| !matches!(r, SendRequest::Write { .. })).count();
+        let signalled = self.sends.iter().filter(|r| !matches!(r, SendRequest::Write(_))).count();
         // SAFETY: every local buffer belongs to a request the core keeps alive until the
         // matching completion (READ, SEND) comes back through `complete`; inline data is
         // copied at post time.
@@ -357,5 +344,17 @@ impl Connection {
         let nic_done = nic_idle || since.elapsed() > FLUSH_TIMEOUT;
         // Backend operations write into pool buffers: always wait for them.
         nic_done && self.executor.in_flight() == 0
+    }
+}
+
+/// The work request moving `remote`'s bytes to or from `buffer` for request `tag`.
+fn transfer(kind: u64, tag: Tag, remote: KeyedSgl, buffer: Buffer) -> Transfer {
+    Transfer {
+        wr_id: kind | u64::from(tag),
+        local: buffer.address,
+        len: remote.length_bytes,
+        local_key: buffer.local_key,
+        remote: remote.address,
+        remote_key: remote.key,
     }
 }

@@ -311,13 +311,24 @@ impl Drop for CompletionQueue {
     }
 }
 
+/// `len` bytes between local registered memory and the host's keyed memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer {
+    pub wr_id: u64,
+    pub local: u64,
+    pub len: u32,
+    pub local_key: u32,
+    pub remote: u64,
+    pub remote_key: u32,
+}
+
 /// One work request to post on the send queue.
 #[derive(Clone, Copy, Debug)]
 pub enum SendRequest {
-    /// RDMA READ of `len` bytes from the host into local memory.
-    Read { wr_id: u64, local: u64, len: u32, local_key: u32, remote: u64, remote_key: u32 },
+    /// RDMA READ from the host into local memory.
+    Read(Transfer),
     /// RDMA WRITE of local memory to the host; unsignalled (the SEND after it reports).
-    Write { wr_id: u64, local: u64, len: u32, local_key: u32, remote: u64, remote_key: u32 },
+    Write(Transfer),
     /// SEND of a small inline message, optionally invalidating a host key.
     SendInline { wr_id: u64, data: [u8; 16], invalidate_key: Option<u32> },
 }
@@ -352,26 +363,14 @@ impl QueuePair {
         if requests.is_empty() {
             return Ok(());
         }
-        let mut sges: Vec<sys::ibv_sge> = Vec::with_capacity(requests.len());
-        let mut inline: Vec<[u8; 16]> = Vec::with_capacity(requests.len());
-        for request in requests {
-            match *request {
-                SendRequest::Read { local, len, local_key, .. } | SendRequest::Write { local, len, local_key, .. } => {
-                    sges.push(sys::ibv_sge { addr: local, length: len, lkey: local_key });
-                }
-                SendRequest::SendInline { data, .. } => {
-                    inline.push(data);
-                    sges.push(sys::ibv_sge { addr: 0, length: 16, lkey: 0 });
-                }
-            }
-        }
-        let mut inline_index = 0;
-        for (sge, request) in sges.iter_mut().zip(requests) {
-            if matches!(request, SendRequest::SendInline { .. }) {
-                sge.addr = inline[inline_index].as_ptr() as u64;
-                inline_index += 1;
-            }
-        }
+        // Inline data is read from `requests` itself, which outlives the call.
+        let mut sges: Vec<sys::ibv_sge> = requests
+            .iter()
+            .map(|request| match request {
+                SendRequest::Read(t) | SendRequest::Write(t) => sys::ibv_sge { addr: t.local, length: t.len, lkey: t.local_key },
+                SendRequest::SendInline { data, .. } => sys::ibv_sge { addr: data.as_ptr() as u64, length: 16, lkey: 0 },
+            })
+            .collect();
         // SAFETY: ibv_send_wr is plain data (pointers and unions); zeroed is valid.
         let mut wrs: Vec<sys::ibv_send_wr> = requests.iter().map(|_| unsafe { std::mem::zeroed() }).collect();
         let count = wrs.len();
@@ -383,16 +382,16 @@ impl QueuePair {
             // dereferenced because the last link is null).
             wr.next = if index + 1 < count { unsafe { base.add(index + 1) } } else { ptr::null_mut() };
             match *request {
-                SendRequest::Read { wr_id, remote, remote_key, .. } => {
-                    wr.wr_id = wr_id;
+                SendRequest::Read(t) => {
+                    wr.wr_id = t.wr_id;
                     wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_READ;
                     wr.send_flags = sys::ibv_send_flags::IBV_SEND_SIGNALED.0;
-                    wr.wr.rdma = sys::rdma_t { remote_addr: remote, rkey: remote_key };
+                    wr.wr.rdma = sys::rdma_t { remote_addr: t.remote, rkey: t.remote_key };
                 }
-                SendRequest::Write { wr_id, remote, remote_key, .. } => {
-                    wr.wr_id = wr_id;
+                SendRequest::Write(t) => {
+                    wr.wr_id = t.wr_id;
                     wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
-                    wr.wr.rdma = sys::rdma_t { remote_addr: remote, rkey: remote_key };
+                    wr.wr.rdma = sys::rdma_t { remote_addr: t.remote, rkey: t.remote_key };
                 }
                 SendRequest::SendInline { wr_id, invalidate_key, .. } => {
                     wr.wr_id = wr_id;
