@@ -80,15 +80,22 @@ impl Run {
         RawSglDescriptor::keyed(KeyedSgl { address: address + offset, length_bytes: len, key: key.unwrap_or(rkey), invalidate: false })
     }
 
-    /// Admin Connect with Connect data at the start of the data region.
-    fn admin_connect(&self, client: &mut Client, subsystem: &str) -> Result<Completion, String> {
-        let data = ConnectData::new([9; 16], 0xFFFF, subsystem, &self.host);
+    /// Connect (SQSIZE 31) for `queue_id` of `controller_id`, Connect data fetched from
+    /// the start of the data region.
+    fn connect_queue(&self, client: &mut Client, queue_id: u16, controller_id: u16, subsystem: &str, keep_alive_ms: u32) -> Result<Completion, String> {
+        let data = ConnectData::new([9; 16], controller_id, subsystem, &self.host);
         client.data_mut()[..1024].copy_from_slice(data.as_bytes());
         let mut cmd = fabrics(fabrics_type::CONNECT, 1);
+        cmd.cdw10 = U32::new(u32::from(queue_id) << 16);
         cmd.cdw11 = U32::new(31);
-        cmd.cdw12 = U32::new(0);
+        cmd.cdw12 = U32::new(keep_alive_ms);
         cmd.data_pointer = Self::keyed(client, 0, 1024, None);
         Self::call(client, &cmd)
+    }
+
+    /// Admin Connect under the dynamic controller model, no keep-alive.
+    fn admin_connect(&self, client: &mut Client, subsystem: &str) -> Result<Completion, String> {
+        self.connect_queue(client, 0, 0xFFFF, subsystem, 0)
     }
 
     fn enable(client: &mut Client) -> Result<(), String> {
@@ -196,33 +203,24 @@ impl Run {
     fn io_queue_cases(&mut self) {
         // I/O queue Connect naming a controller that does not exist.
         let Some(mut io) = self.open(1, 31, 0x4242) else { return self.check("I/O queue connects", false, String::new()) };
-        let data = ConnectData::new([9; 16], 0x4242, &self.subsystem, &self.host);
-        io.data_mut()[..1024].copy_from_slice(data.as_bytes());
-        let mut cmd = fabrics(fabrics_type::CONNECT, 1);
-        cmd.cdw10 = U32::new(1 << 16);
-        cmd.cdw11 = U32::new(31);
-        cmd.data_pointer = Self::keyed(&io, 0, 1024, None);
-        self.expect_status("I/O Connect to a controller that does not exist", Self::call(&mut io, &cmd), Status::CONNECT_INVALID_PARAMETER.dnr());
+        let subsystem = self.subsystem.clone();
+        let refused = self.connect_queue(&mut io, 1, 0x4242, &subsystem, 0);
+        self.expect_status("I/O Connect to a controller that does not exist", refused, Status::CONNECT_INVALID_PARAMETER.dnr());
 
         // I/O queue Connect before the admin queue enabled the controller.
         let Some(mut admin_queue) = self.open(0, 31, 0) else { return };
-        let subsystem = self.subsystem.clone();
         let controller = match self.admin_connect(&mut admin_queue, &subsystem) {
             Ok(c) => c.result.get() as u16,
             Err(e) => return self.check("admin Connect", false, e),
         };
         let Some(mut early) = self.open(1, 31, controller) else { return };
-        let data = ConnectData::new([9; 16], controller, &self.subsystem, &self.host);
-        early.data_mut()[..1024].copy_from_slice(data.as_bytes());
-        cmd.data_pointer = Self::keyed(&early, 0, 1024, None);
-        self.expect_status("I/O Connect before CC.EN", Self::call(&mut early, &cmd), Status::COMMAND_SEQUENCE_ERROR.dnr());
+        let too_early = self.connect_queue(&mut early, 1, controller, &subsystem, 0);
+        self.expect_status("I/O Connect before CC.EN", too_early, Status::COMMAND_SEQUENCE_ERROR.dnr());
         drop(early);
         let _ = Self::enable(&mut admin_queue);
         let Some(mut live) = self.open(1, 31, controller) else { return };
-        #[allow(unused_assignments)]
-        live.data_mut()[..1024].copy_from_slice(data.as_bytes());
-        cmd.data_pointer = Self::keyed(&live, 0, 1024, None);
-        self.expect_status("I/O Connect after CC.EN", Self::call(&mut live, &cmd), Status::SUCCESS);
+        let connected = self.connect_queue(&mut live, 1, controller, &subsystem, 0);
+        self.expect_status("I/O Connect after CC.EN", connected, Status::SUCCESS);
         let mut read = command(0x02, 40);
         read.namespace_id = U32::new(1);
         read.cdw12 = U32::new(7);
@@ -252,10 +250,9 @@ impl Run {
         if outcome == Received::Disconnected {
             // Connect a fresh I/O queue for the reset case below.
             let Some(mut again) = self.open(1, 31, controller) else { return };
-            again.data_mut()[..1024].copy_from_slice(data.as_bytes());
-            cmd.data_pointer = Self::keyed(&again, 0, 1024, None);
             std::thread::sleep(Duration::from_millis(200));
-            self.expect_status("I/O queue connects again after the close", Self::call(&mut again, &cmd), Status::SUCCESS);
+            let reconnected = self.connect_queue(&mut again, 1, controller, &subsystem, 0);
+            self.expect_status("I/O queue connects again after the close", reconnected, Status::SUCCESS);
             live = again;
         }
         // CC.EN toggled while the I/O queue lives: the target drops the I/O queue.
@@ -271,13 +268,9 @@ impl Run {
     /// target must tear its controller down and close the connection.
     fn silent_host(&mut self) {
         let Some(mut client) = self.open(0, 31, 0) else { return self.check("admin queue connects", false, String::new()) };
-        let data = ConnectData::new([9; 16], 0xFFFF, &self.subsystem, &self.host);
-        client.data_mut()[..1024].copy_from_slice(data.as_bytes());
-        let mut cmd = fabrics(fabrics_type::CONNECT, 1);
-        cmd.cdw11 = U32::new(31);
-        cmd.cdw12 = U32::new(2000);
-        cmd.data_pointer = Self::keyed(&client, 0, 1024, None);
-        self.expect_status("Connect with KATO 2 s", Self::call(&mut client, &cmd), Status::SUCCESS);
+        let subsystem = self.subsystem.clone();
+        let connected = self.connect_queue(&mut client, 0, 0xFFFF, &subsystem, 2000);
+        self.expect_status("Connect with KATO 2 s", connected, Status::SUCCESS);
         let _ = Self::enable(&mut client);
         let started = std::time::Instant::now();
         let outcome = client.receive(Duration::from_secs(8));
