@@ -33,6 +33,8 @@ JOBS = [
     ("read-128k-qd4", ["--rw=read", "--bs=128k", "--iodepth=4"], "mbps"),
     ("write-128k-qd4", ["--rw=write", "--bs=128k", "--iodepth=4"], "mbps"),
 ]
+if os.environ.get("BENCH_JOBS"):
+    JOBS = [job for job in JOBS if job[0] in os.environ["BENCH_JOBS"].split(",")]
 
 
 def sh(*args, check=True, **kwargs):
@@ -129,11 +131,17 @@ def nvmet_down():
 def p2ptgt_up(mode, nqn, port, p2pmem):
     log = open(OUT / f"{mode}.log", "w")
     control = f"/run/{mode}.sock"
-    # Mode "p2ptgt-alt" runs another build (P2PTGT_ALT) with host buffers, for A/B runs.
-    binary = os.environ["P2PTGT_ALT"] if mode == "p2ptgt-alt" else str(P2PTGT)
+    # Modes "p2ptgt-alt", "p2ptgt-alt2"... run another build (P2PTGT_ALT, P2PTGT_ALT2...,
+    # default this one) with host buffers and their own arguments (P2PTGT_ALT_ARGS...),
+    # for A/B runs.
+    if mode.startswith("p2ptgt-alt"):
+        key = "P2PTGT_" + mode.removeprefix("p2ptgt-").upper()
+        binary, extra = os.environ.get(key) or str(P2PTGT), os.environ.get(key + "_ARGS", "").split()
+    else:
+        binary, extra = str(P2PTGT), os.environ.get("P2PTGT_ARGS", "").split()
     process = subprocess.Popen([binary, "serve", "--listen", f"{ADDR}:{port}", "--subsystem", nqn,
                                 "--namespace", NVME_DEV, "--allow-any-host", "--p2pmem", p2pmem,
-                                "--control", control] + os.environ.get("P2PTGT_ARGS", "").split(),
+                                "--control", control] + extra,
                                stderr=log, env={**os.environ, "RUST_LOG": "warn"})
     for _ in range(200):
         if Path(control).exists():
@@ -178,7 +186,7 @@ def main():
             nvmet_up()
             devices[mode], cpu[mode] = connect(NQN, "4420"), system_ticks
         else:
-            port = {"p2ptgt-cmb": "4422", "p2ptgt-alt": "4423"}.get(mode, "4421")
+            port = {"p2ptgt-host": "4421", "p2ptgt-cmb": "4422"}.get(mode) or str(4423 + int(mode.removeprefix("p2ptgt-alt") or 0))
             nqn = f"{NQN}-{mode}"
             process = p2ptgt_up(mode, nqn, port, "auto" if mode.startswith("p2ptgt-cmb") else "off")
             processes[mode] = process
