@@ -67,6 +67,10 @@ fn nvme_connect_sequence_then_write_and_read_back() {
     small.data_pointer = RawSglDescriptor::in_capsule(512);
     assert_eq!(io_queue.call(small, &pattern(9, 512)).status(), Status::SUCCESS);
     assert_eq!(io_queue.read_blocks(7, 1).1, pattern(9, 512));
+    // Only the write's data went to the backend from the receive buffer (Connect data
+    // was copied), and the buffer came back once the response was sent.
+    assert_eq!(io_queue.link.lent_total, 1);
+    assert_eq!(io_queue.link.lent_outstanding(), 0);
     assert!(target.payload.payload_bytes_host.get() >= 2 * 64 * 1024 + 1024);
     assert_eq!(target.payload.payload_bytes_cmb.get(), 0);
 }

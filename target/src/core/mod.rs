@@ -22,7 +22,7 @@ use crate::wire::{Completion, KeyedSgl};
 
 pub use buffer::{Buffer, BufferPool, Placement, Region};
 pub use controller::Controller;
-pub use queue::{Queue, QueueConfig};
+pub use queue::{Capsule, CapsuleUse, Queue, QueueConfig};
 pub use subsystem::{Limits, Namespace, Port, Subsystem, Target, DISCOVERY_NQN};
 
 /// Identifies a request inside one queue from capsule arrival until its response has

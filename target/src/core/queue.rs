@@ -88,8 +88,39 @@ struct Request {
     work: Option<Work>,
     namespace: Option<Arc<Namespace>>,
     buffer: Option<Buffer>,
+    /// `buffer` is the transport's receive buffer, lent for this request: it goes back
+    /// to the transport, not to the pool.
+    lent: bool,
     /// In-capsule data kept while the request waits for a buffer.
     in_capsule: Option<Vec<u8>>,
+}
+
+/// A received command capsule: the 64-byte command and the in-capsule data after it.
+#[derive(Clone, Copy, Debug)]
+pub struct Capsule<'a> {
+    pub command: &'a [u8],
+    pub data: &'a [u8],
+    /// Where `data` lies in registered memory, when the transport can lend it until the
+    /// response is sent (in-capsule write data then goes to the backend without a copy).
+    pub lendable: Option<Buffer>,
+}
+
+impl<'a> Capsule<'a> {
+    /// A capsule received into one contiguous buffer that cannot be lent.
+    pub fn contiguous(bytes: &'a [u8]) -> Capsule<'a> {
+        let split = bytes.len().min(64);
+        Capsule { command: bytes.get(..split).unwrap_or(&[]), data: bytes.get(split..).unwrap_or(&[]), lendable: None }
+    }
+}
+
+/// Whether the core kept a lent receive buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapsuleUse {
+    /// The receive buffer may be reused at once.
+    Done,
+    /// The buffer holds data for request `tag`: reuse it after that request's response
+    /// is sent (or the queue is closed).
+    LentTo(Tag),
 }
 
 /// Where this queue stands in its association with a controller.
@@ -187,19 +218,24 @@ impl Queue {
         self.deliver_events();
     }
 
-    /// A command capsule arrived: the 64-byte command and any in-capsule data after it.
+    /// A command capsule arrived in one buffer: the 64-byte command and any in-capsule
+    /// data after it.
     pub fn handle_capsule(&mut self, now: Instant, capsule: &[u8]) {
+        self.receive(now, Capsule::contiguous(capsule));
+    }
+
+    /// A command capsule arrived. Says whether the core keeps the capsule's data buffer.
+    pub fn receive(&mut self, now: Instant, capsule: Capsule<'_>) -> CapsuleUse {
         if matches!(self.association, Association::Closed) {
-            return;
+            return CapsuleUse::Done;
         }
-        let Some(command) = RawCommand::from_capsule(capsule) else {
-            self.disconnect(DisconnectReason::ShortCapsule { len: capsule.len() });
-            return;
+        let Some(command) = RawCommand::from_capsule(capsule.command) else {
+            self.disconnect(DisconnectReason::ShortCapsule { len: capsule.command.len().saturating_add(capsule.data.len()) });
+            return CapsuleUse::Done;
         };
-        let in_capsule_data = capsule.get(64..).unwrap_or(&[]);
         let Some(tag) = self.free_tags.pop() else {
             self.disconnect(DisconnectReason::TooManyCommands);
-            return;
+            return CapsuleUse::Done;
         };
         self.submission_queue_head = advance(self.submission_queue_head, self.config.entries);
         if let Some(controller) = self.controller() {
@@ -212,6 +248,7 @@ impl Queue {
             work: None,
             namespace: None,
             buffer: None,
+            lent: false,
             in_capsule: None,
         };
         if let Some(slot) = self.requests.get_mut(usize::from(tag)) {
@@ -224,8 +261,12 @@ impl Queue {
             }
             Err(status) => Outcome::status(status),
         };
-        self.apply(tag, outcome, in_capsule_data);
+        self.apply(tag, outcome, capsule);
         self.deliver_events();
+        match self.requests.get(usize::from(tag)).and_then(|r| r.as_ref()) {
+            Some(request) if request.lent => CapsuleUse::LentTo(tag),
+            _ => CapsuleUse::Done,
+        }
     }
 
     /// Checks common to all commands and decodes the data pointer.
@@ -258,7 +299,7 @@ impl Queue {
     }
 
     /// Moves a request on according to what execution decided.
-    fn apply(&mut self, tag: Tag, outcome: Outcome, in_capsule_data: &[u8]) {
+    fn apply(&mut self, tag: Tag, outcome: Outcome, capsule: Capsule<'_>) {
         match outcome {
             Outcome::Complete { status, result } => self.respond(tag, status, result),
             Outcome::HoldForEvent => {
@@ -278,11 +319,21 @@ impl Queue {
                     return;
                 };
                 let start = offset_bytes as usize;
-                let Some(bytes) = in_capsule_data.get(start..).and_then(|rest| rest.get(..length_bytes as usize)) else {
+                let Some(bytes) = capsule.data.get(start..).and_then(|rest| rest.get(..length_bytes as usize)) else {
                     // The capsule was shorter than its SGL claims.
                     self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0);
                     return;
                 };
+                // Write data the transport can lend goes to the backend from where it was
+                // received; everything else the CPU reads is copied into a pool buffer.
+                let lent = capsule.lendable.filter(|_| matches!(request.work, Some(Work::Write { .. })) && length_bytes > 0);
+                if let Some(received) = lent {
+                    let buffer = Buffer { address: received.address.wrapping_add(u64::from(offset_bytes)), len_bytes: length_bytes, ..received };
+                    request.buffer = Some(buffer);
+                    request.lent = true;
+                    self.in_capsule_arrived(tag, buffer, bytes.len());
+                    return;
+                }
                 // The receive buffer is reposted when this call returns: copy the data
                 // into the request's buffer now, or keep a copy while it waits for one.
                 self.start_transfer(tag);
@@ -415,14 +466,14 @@ impl Queue {
                 let command = self.request(tag).command;
                 let outcome = super::fabrics::connect(self, Instant::now(), &command, &bytes);
                 self.release_buffer(tag);
-                self.apply(tag, outcome, &[]);
+                self.apply(tag, outcome, Capsule::contiguous(&[]));
             }
             (Work::Deallocate { ranges }, Some(namespace)) => {
                 let mut bytes = vec![0u8; buffer.len_bytes as usize];
                 self.pool.read(&buffer, &mut bytes);
                 self.release_buffer(tag);
                 let outcome = super::io::deallocate(&namespace, ranges, &bytes);
-                self.apply(tag, outcome, &[]);
+                self.apply(tag, outcome, Capsule::contiguous(&[]));
             }
             (Work::Write { offset_bytes, durable }, Some(namespace)) => {
                 self.request(tag).state = RequestState::Executing;
@@ -547,7 +598,9 @@ impl Queue {
     }
 
     fn release_buffer(&mut self, tag: Tag) {
-        if let Some(buffer) = self.request(tag).buffer.take() {
+        let request = self.request(tag);
+        let buffer = request.buffer.take().filter(|_| !request.lent);
+        if let Some(buffer) = buffer {
             self.pool.release(buffer);
             self.wake_buffer_waiters();
         }
@@ -556,7 +609,7 @@ impl Queue {
     fn free(&mut self, tag: Tag) {
         let Some(request) = self.requests.get_mut(usize::from(tag)).and_then(Option::take) else { return };
         self.free_tags.push(tag);
-        if let Some(buffer) = request.buffer {
+        if let Some(buffer) = request.buffer.filter(|_| !request.lent) {
             self.pool.release(buffer);
             self.wake_buffer_waiters();
         }

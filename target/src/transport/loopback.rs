@@ -1,5 +1,6 @@
 //! An in-process "host" for tests and benches: remote memory is a `Vec` per key, the
 //! backend runs through the real executor, and every action completes in order.
+//! In-capsule data lands in a pool buffer the queue may borrow, as an RDMA receive slot.
 #![allow(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::Executor;
-use crate::core::{Action, BufferPool, DisconnectReason, Queue, QueueConfig, Target};
+use crate::core::{Action, Buffer, BufferPool, Capsule, CapsuleUse, DisconnectReason, Placement, Queue, QueueConfig, Tag, Target};
 use crate::memory::{PoolHandle, Pools};
 use crate::wire::{Completion, KeyedSgl};
 
@@ -28,6 +29,10 @@ pub struct Loopback {
     pub invalidated: Vec<u32>,
     pub disconnected: Option<DisconnectReason>,
     pub faults: Faults,
+    /// Receive buffers the queue borrowed, by tag, until their response is sent.
+    lent: HashMap<Tag, Buffer>,
+    /// How many capsules' data the queue has borrowed so far.
+    pub lent_total: u32,
 }
 
 impl Loopback {
@@ -42,6 +47,8 @@ impl Loopback {
             invalidated: Vec::new(),
             disconnected: None,
             faults: Faults::default(),
+            lent: HashMap::new(),
+            lent_total: 0,
         }
     }
 
@@ -59,8 +66,26 @@ impl Loopback {
 
     /// Delivers a capsule and runs the queue until nothing is left to do.
     pub fn send(&mut self, capsule: &[u8]) {
-        self.queue.handle_capsule(Instant::now(), capsule);
+        let Capsule { command, data, .. } = Capsule::contiguous(capsule);
+        let slot = if data.is_empty() { None } else { self.memory.allocate(data.len() as u32, Placement::Control) };
+        if let Some(slot) = &slot {
+            self.memory.write(slot, data);
+        }
+        let lendable = slot.map(|slot| Buffer { len_bytes: data.len() as u32, ..slot });
+        match (self.queue.receive(Instant::now(), Capsule { command, data, lendable }), slot) {
+            (CapsuleUse::LentTo(tag), Some(slot)) => {
+                self.lent.insert(tag, slot);
+                self.lent_total += 1;
+            }
+            (_, Some(slot)) => self.memory.release(slot),
+            (_, None) => {}
+        }
         self.run();
+    }
+
+    /// Receive buffers still lent to requests.
+    pub fn lent_outstanding(&self) -> usize {
+        self.lent.len()
     }
 
     /// Processes actions and backend completions until idle.
@@ -116,6 +141,9 @@ impl Loopback {
                 }
                 self.responses.push_back(completion);
                 self.queue.handle_response_sent(tag);
+                if let Some(slot) = self.lent.remove(&tag) {
+                    self.memory.release(slot);
+                }
             }
             Action::Disconnect { reason } => {
                 self.disconnected = Some(reason);

@@ -191,7 +191,7 @@ impl CmId {
             max_send_wr: size.send_entries,
             max_recv_wr: size.recv_entries,
             max_send_sge: 1,
-            max_recv_sge: 1,
+            max_recv_sge: 2,
             max_inline_data: size.inline_bytes,
         };
         // SAFETY: live id, PD and CQ (the CQ outlives the QP: the owner drops this id first).

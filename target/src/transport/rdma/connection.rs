@@ -15,7 +15,7 @@ use zerocopy::IntoBytes;
 use super::cm::{CmEventKind, CmId, EventChannel};
 use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, Transfer, WorkCompletion};
 use crate::backend::Executor;
-use crate::core::{Action, Buffer, Queue, Tag};
+use crate::core::{Action, Buffer, CapsuleUse, Queue, Tag};
 use crate::wire::KeyedSgl;
 
 /// Kinds of work request, in bits 48..56 of the wr_id; the low bits carry a tag or slot.
@@ -80,6 +80,8 @@ pub struct Connection {
     pub poll_budget: Duration,
     signalled_in_flight: usize,
     recvs_in_flight: u32,
+    /// Receive slots lent to requests, by tag: posted again once the response is sent.
+    lent_slots: Vec<Option<u32>>,
     closing: Option<Instant>,
     sends: Vec<SendRequest>,
     completions: Vec<WorkCompletion>,
@@ -102,6 +104,7 @@ impl Connection {
             poll_budget: Duration::ZERO,
             signalled_in_flight: 0,
             recvs_in_flight: 0,
+            lent_slots: Vec::new(),
             closing: None,
             sends: Vec::new(),
             completions: Vec::with_capacity(32),
@@ -242,10 +245,15 @@ impl Connection {
                 let slot = (completion.wr_id & 0xFFFF_FFFF) as u32;
                 if self.closing.is_none() {
                     let capsule = self.recv.completed(slot, completion.byte_len);
-                    self.queue.handle_capsule(Instant::now(), capsule);
-                    match self.recv.post(&self.qp, completion.wr_id, slot) {
-                        Ok(()) => self.recvs_in_flight += 1,
-                        Err(_) => self.start_close(),
+                    match self.queue.receive(Instant::now(), capsule) {
+                        CapsuleUse::Done => self.repost(slot),
+                        CapsuleUse::LentTo(tag) => {
+                            let index = usize::from(tag);
+                            if self.lent_slots.len() <= index {
+                                self.lent_slots.resize(index + 1, None);
+                            }
+                            self.lent_slots[index] = Some(slot);
+                        }
                     }
                 }
             }
@@ -268,10 +276,22 @@ impl Connection {
                     self.start_close();
                 }
                 self.queue.handle_response_sent(tag);
+                if let Some(slot) = self.lent_slots.get_mut(usize::from(tag)).and_then(Option::take) {
+                    if self.closing.is_none() {
+                        self.repost(slot);
+                    }
+                }
             }
             // Unsignalled RDMA WRITEs report only failures; the SEND after them follows.
             WRITE if !completion.ok() => self.start_close(),
             _ => {}
+        }
+    }
+
+    fn repost(&mut self, slot: u32) {
+        match self.recv.post(&self.qp, RECV | u64::from(slot), slot) {
+            Ok(()) => self.recvs_in_flight += 1,
+            Err(_) => self.start_close(),
         }
     }
 

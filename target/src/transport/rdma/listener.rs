@@ -203,7 +203,11 @@ impl Listener {
         let entries = request.host_send_queue_entries;
         let in_capsule = if request.queue_id == 0 { 0 } else { limits.in_capsule_data_bytes };
         let send_entries = (entries * 3 + 8).min(device.info.max_qp_wr.max(16));
-        let cq_entries = (send_entries + entries).min(device.info.max_cqe.max(32));
+        // Write data received in a capsule stays in its receive slot until the response
+        // is sent, and the host may send its next command as soon as it sees the response:
+        // twice the entries keep a receive posted for it.
+        let recv_entries = if in_capsule > 0 { (entries * 2).min(device.info.max_qp_wr.max(entries)) } else { entries };
+        let cq_entries = (send_entries + recv_entries).min(device.info.max_cqe.max(32));
         let fail = |e: std::io::Error, what: &str| format!("{what}: {e}");
         let channel = match CompletionChannel::new(context) {
             Ok(c) => c,
@@ -213,12 +217,12 @@ impl Listener {
             Ok(c) => c,
             Err(e) => return Err((Some(id), fail(e, "completion queue"))),
         };
-        let size = QueuePairSize { send_entries, recv_entries: entries, inline_bytes: 64 };
+        let size = QueuePairSize { send_entries, recv_entries, inline_bytes: 64 };
         let qp = match id.create_queue_pair(&device.pd, &cq, size) {
             Ok(qp) => qp,
             Err(e) => return Err((Some(id), fail(e, "queue pair"))),
         };
-        let recv = match RecvBuffers::new(&device.pd, entries, 64 + in_capsule) {
+        let recv = match RecvBuffers::new(&device.pd, recv_entries, in_capsule) {
             Ok(r) => r,
             Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
         };

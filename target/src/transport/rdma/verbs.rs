@@ -10,6 +10,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use rdma_mummy_sys as sys;
+use crate::core::{Buffer, Capsule, Region};
 
 fn last_error() -> io::Error {
     io::Error::last_os_error()
@@ -341,16 +342,20 @@ pub struct QueuePair(pub(crate) *mut sys::ibv_qp);
 unsafe impl Send for QueuePair {}
 
 impl QueuePair {
-    /// Posts one receive of `len` bytes at `address`.
+    /// Posts one receive scattered over `segments` (address, length), in order.
     ///
     /// # Safety
     /// The memory must be registered under `local_key` and stay untouched by the CPU
     /// until the receive completes or the QP is destroyed.
-    pub unsafe fn post_recv(&self, wr_id: u64, address: u64, len: u32, local_key: u32) -> io::Result<()> {
-        let mut sge = sys::ibv_sge { addr: address, length: len, lkey: local_key };
-        let mut wr = sys::ibv_recv_wr { wr_id, next: ptr::null_mut(), sg_list: &mut sge, num_sge: 1 };
+    pub unsafe fn post_recv(&self, wr_id: u64, segments: &[(u64, u32)], local_key: u32) -> io::Result<()> {
+        let mut sges = [sys::ibv_sge { addr: 0, length: 0, lkey: local_key }; 2];
+        for (sge, &(addr, length)) in sges.iter_mut().zip(segments) {
+            *sge = sys::ibv_sge { addr, length, lkey: local_key };
+        }
+        let num_sge = segments.len().min(sges.len()) as i32;
+        let mut wr = sys::ibv_recv_wr { wr_id, next: ptr::null_mut(), sg_list: sges.as_mut_ptr(), num_sge };
         let mut bad = ptr::null_mut();
-        // SAFETY: wr and sge are valid for the call; buffer validity is the caller's.
+        // SAFETY: wr and sges are valid for the call; buffer validity is the caller's.
         check(unsafe { sys::ibv_post_recv(self.0, &mut wr, &mut bad) })
     }
 
@@ -445,24 +450,43 @@ impl QueuePair {
     }
 }
 
-/// Receive buffers of one connection: `count` slots of `slot_bytes` in one registered
-/// host allocation. A slot belongs to the NIC from `post` until its receive completes,
-/// then to the CPU until it is posted again.
+/// Receive buffers of one connection, in one registered host allocation: `count` slots,
+/// each a 64-byte command area and, when in-capsule data is enabled, a page-aligned data
+/// area the receive scatters the rest into, so write data can go to the backend from
+/// where it landed. A slot belongs to the NIC from `post` until its receive completes,
+/// then to the CPU (or to a request it is lent to) until it is posted again.
 pub struct RecvBuffers {
     // Field order: the MR is deregistered before the memory is unmapped.
     mr: MemoryRegion,
     memory: memmap2::MmapMut,
-    pub slot_bytes: u32,
+    data_bytes: u32,
+    data_stride: usize,
     pub count: u32,
 }
 
+/// Bytes of a command capsule without data.
+const COMMAND_BYTES: usize = 64;
+/// Alignment of in-capsule data areas (a page: any backend's O_DIRECT alignment).
+const DATA_ALIGN: usize = 4096;
+
 impl RecvBuffers {
-    pub fn new(pd: &Arc<ProtectionDomain>, count: u32, slot_bytes: u32) -> io::Result<RecvBuffers> {
-        let memory = memmap2::MmapMut::map_anon((count as usize * slot_bytes as usize).max(1))?;
+    pub fn new(pd: &Arc<ProtectionDomain>, count: u32, data_bytes: u32) -> io::Result<RecvBuffers> {
+        let slots = count as usize;
+        let data_stride = (data_bytes as usize).div_ceil(DATA_ALIGN) * DATA_ALIGN;
+        let commands = (slots * COMMAND_BYTES).div_ceil(DATA_ALIGN) * DATA_ALIGN;
+        let memory = memmap2::MmapMut::map_anon((commands + slots * data_stride).max(1))?;
         // SAFETY: the mapping is owned by the returned value and outlives the MR (field
         // order).
         let mr = unsafe { MemoryRegion::register(pd, memory.as_ptr() as u64, memory.len(), Registration::Pinned)? };
-        Ok(RecvBuffers { mr, memory, slot_bytes, count })
+        Ok(RecvBuffers { mr, memory, data_bytes, data_stride, count })
+    }
+
+    fn command_offset(&self, index: u32) -> usize {
+        index as usize * COMMAND_BYTES
+    }
+
+    fn data_offset(&self, index: u32) -> usize {
+        (self.count as usize * COMMAND_BYTES).div_ceil(DATA_ALIGN) * DATA_ALIGN + index as usize * self.data_stride
     }
 
     /// Posts slot `index` (wr_id is the caller's encoding of it).
@@ -470,16 +494,32 @@ impl RecvBuffers {
         if index >= self.count {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let address = self.memory.as_ptr() as u64 + u64::from(index) * u64::from(self.slot_bytes);
-        // SAFETY: the slot is inside our registered mapping and, by this type's protocol,
-        // not read by the CPU until its receive completes.
-        unsafe { qp.post_recv(wr_id, address, self.slot_bytes, self.mr.local_key()) }
+        let base = self.memory.as_ptr() as u64;
+        let command = (base + self.command_offset(index) as u64, COMMAND_BYTES as u32);
+        let data = (base + self.data_offset(index) as u64, self.data_bytes);
+        let segments = [command, data];
+        let used = if self.data_bytes == 0 { &segments[..1] } else { &segments[..] };
+        // SAFETY: both areas are inside our registered mapping and, by this type's
+        // protocol, not read by the CPU until the receive completes.
+        unsafe { qp.post_recv(wr_id, used, self.mr.local_key()) }
     }
 
-    /// The bytes a completed receive delivered into slot `index`.
-    pub fn completed(&self, index: u32, byte_len: u32) -> &[u8] {
-        let start = index.min(self.count.saturating_sub(1)) as usize * self.slot_bytes as usize;
-        let len = byte_len.min(self.slot_bytes) as usize;
-        &self.memory[start..start + len]
+    /// What a completed receive of `byte_len` bytes delivered into slot `index`.
+    pub fn completed(&self, index: u32, byte_len: u32) -> Capsule<'_> {
+        let index = index.min(self.count.saturating_sub(1));
+        let byte_len = byte_len as usize;
+        let command_start = self.command_offset(index);
+        let command = &self.memory[command_start..command_start + byte_len.min(COMMAND_BYTES)];
+        let data_len = byte_len.saturating_sub(COMMAND_BYTES).min(self.data_bytes as usize);
+        let data_start = self.data_offset(index);
+        let data = &self.memory[data_start..data_start + data_len];
+        let lendable = Buffer {
+            region: Region::Host,
+            offset_bytes: data_start as u64,
+            len_bytes: data_len as u32,
+            address: self.memory.as_ptr() as u64 + data_start as u64,
+            local_key: self.mr.local_key(),
+        };
+        Capsule { command, data, lendable: Some(lendable) }
     }
 }
