@@ -4,7 +4,7 @@
 # beyond the end, and the data persists on the backing device.
 source "$(dirname "$0")/lib.sh"
 
-start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off
+start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off --cpus 1,0
 
 check "discover lists the subsystem" bash -c "nvme discover -t rdma -a $RXE_ADDR -s $SERVICE -q $HOSTNQN | grep -q 'subnqn: *$NQN'"
 check "discover from another host lists nothing of ours" bash -c "! nvme discover -t rdma -a $RXE_ADDR -s $SERVICE -q nqn.2014-08.org.nvmexpress:uuid:stranger | grep -q '$NQN'"
@@ -33,6 +33,8 @@ DEV=$(connect "$NQN" --nr-io-queues=2)
 check "reconnect with 2 I/O queues" test -b "$DEV"
 check "data intact after reconnect" bash -c "cmp <(dd if=$DEV bs=1M skip=200 count=1 iflag=direct status=none | tail -c +$((16 * 512 + 1))) <(tail -c +$((16 * 512 + 1)) $WORK/pattern)"
 check "fio verify on 2 queues, 2 jobs" fio_verify "$DEV" 32M --numjobs=2 --offset_increment=64M
+# --cpus 1,0: queue i runs on the (i mod 2)-th listed CPU.
+check "queue threads pinned as --cpus asks" test "$(queue_cpus)" == "q0:1 q1:0 q2:1"
 check "payload counted in host memory" bash -c "(( \$(target_stat payload_bytes_host) > 64 * 1024 * 1024 )) && (( \$(target_stat payload_bytes_cmb) == 0 ))"
 disconnect "$NQN"
 check "SIGTERM exits 0" stop_target

@@ -137,3 +137,12 @@ finish() {
 modprobe nvme_rdma 2>/dev/null || true
 export -f target_stat stats say
 export P2PTGT CONTROL
+
+# The CPUs each queue thread of the target may run on: "q0:1 q1:0 ...".
+queue_cpus() {
+    local task
+    for task in /proc/"$TARGET_PID"/task/*; do
+        [[ $(cat "$task/comm") == p2ptgt-q* ]] || continue
+        echo "$(sed 's/p2ptgt-//' "$task/comm"):$(awk '/Cpus_allowed_list/ {print $2}' "$task/status")"
+    done | sort | paste -sd ' '
+}

@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Adaptive polling after activity, before a queue thread sleeps.
     pub poll_budget: std::time::Duration,
+    /// CPUs to pin queue threads to (queue i on `cpus[i % len]`); empty: not pinned.
+    pub cpus: Vec<usize>,
 }
 
 pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError> {
@@ -114,6 +116,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let control = listener.control.clone();
     let mut listener = listener;
     listener.poll_budget = options.poll_budget;
+    listener.cpus = options.cpus.clone();
     let mode = listener.open_listening_device();
     let buffers = match (&pools.cmb, mode) {
         (Some(cmb), Some(mode)) if mode != crate::transport::rdma::DataPathMode::Host => {

@@ -36,6 +36,9 @@ pub struct Executor {
     watches_ready: Vec<u64>,
     backlog: VecDeque<squeue::Entry>,
     done: VecDeque<(Tag, Result<u32, BackendError>)>,
+    /// Reused per call: entries of one operation, completions of one reap.
+    entries: Vec<squeue::Entry>,
+    reaped: Vec<(u64, i32)>,
 }
 
 impl Executor {
@@ -48,6 +51,8 @@ impl Executor {
             watches_ready: Vec::new(),
             backlog: VecDeque::new(),
             done: VecDeque::new(),
+            entries: Vec::new(),
+            reaped: Vec::new(),
         })
     }
 
@@ -109,36 +114,39 @@ impl Executor {
         let fd = types::Fd(file.file.as_raw_fd());
         let user_data = u64::from(tag);
         let mut pending = Pending { op: op.name(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None };
-        let entries: Vec<squeue::Entry> = match op {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.clear();
+        match op {
             BackendOp::Read { offset_bytes, buffer } => {
                 pending.expected_bytes = buffer.len_bytes;
-                vec![opcode::Read::new(fd, buffer.address as *mut u8, buffer.len_bytes).offset(offset_bytes).build()]
+                entries.push(opcode::Read::new(fd, buffer.address as *mut u8, buffer.len_bytes).offset(offset_bytes).build());
             }
             BackendOp::Write { offset_bytes, buffer, durable } => {
                 pending.expected_bytes = buffer.len_bytes;
                 let flags = if durable { libc::RWF_DSYNC } else { 0 };
-                vec![opcode::Write::new(fd, buffer.address as *const u8, buffer.len_bytes).offset(offset_bytes).rw_flags(flags).build()]
+                entries.push(opcode::Write::new(fd, buffer.address as *const u8, buffer.len_bytes).offset(offset_bytes).rw_flags(flags).build());
             }
-            BackendOp::Flush => vec![opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()],
+            BackendOp::Flush => entries.push(opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()),
             BackendOp::WriteZeroes { offset_bytes, len_bytes } => {
                 pending.zero_fallback = Some((fd.0, offset_bytes, len_bytes));
                 let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
-                vec![opcode::Fallocate::new(fd, len_bytes).offset(offset_bytes).mode(mode).build()]
+                entries.push(opcode::Fallocate::new(fd, len_bytes).offset(offset_bytes).mode(mode).build());
             }
             BackendOp::Deallocate { ranges } => {
                 let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-                ranges.iter().map(|&(offset, len)| opcode::Fallocate::new(fd, len).offset(offset).mode(mode).build()).collect()
+                entries.extend(ranges.iter().map(|&(offset, len)| opcode::Fallocate::new(fd, len).offset(offset).mode(mode).build()));
             }
-        };
+        }
         if entries.is_empty() {
             self.done.push_back((tag, Ok(0)));
-            return;
+        } else {
+            pending.remaining = entries.len() as u32;
+            self.pending.insert(tag, pending);
+            for entry in entries.drain(..) {
+                self.push(entry.user_data(user_data));
+            }
         }
-        pending.remaining = entries.len() as u32;
-        self.pending.insert(tag, pending);
-        for entry in entries {
-            self.push(entry.user_data(user_data));
-        }
+        self.entries = entries;
     }
 
     fn push(&mut self, entry: squeue::Entry) {
@@ -178,8 +186,10 @@ impl Executor {
         if self.pending.is_empty() && self.watches_armed.is_empty() {
             return;
         }
-        let completions: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for (user_data, result) in completions {
+        let mut completions = std::mem::take(&mut self.reaped);
+        completions.clear();
+        completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(user_data, result) in &completions {
             if user_data & WATCH != 0 {
                 self.watches_armed.retain(|&armed| armed != user_data);
                 self.watches_ready.push(user_data & !WATCH);
@@ -213,6 +223,7 @@ impl Executor {
                 }
             }
         }
+        self.reaped = completions;
         self.flush().ok();
     }
 }

@@ -74,6 +74,30 @@ struct ServeArgs {
     /// after activity before it sleeps (0 disables).
     #[arg(long, default_value_t = 150)]
     poll_us: u64,
+    /// CPUs to pin queue threads to, as a list with ranges (`0-3,6`): queue i runs on
+    /// the (i mod n)-th. Default: not pinned.
+    #[arg(long, value_parser = parse_cpu_list)]
+    cpus: Option<CpuList>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct CpuList(Vec<usize>);
+
+fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let number = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("`{part}` is not a CPU number or range"));
+        let (first, last) = (number(first)?, number(last)?);
+        if first > last || last >= 1024 {
+            return Err(format!("`{part}` is not a CPU range below 1024"));
+        }
+        cpus.extend(first..=last);
+    }
+    if cpus.is_empty() {
+        return Err("no CPUs listed".into());
+    }
+    Ok(CpuList(cpus))
 }
 
 fn main() -> ExitCode {
@@ -152,6 +176,21 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
         cmb_pool_bytes: args.cmb_pool_mb.map(|mb| mb << 20),
         limits,
         poll_budget: std::time::Duration::from_micros(args.poll_us),
+        cpus: args.cpus.map(|list| list.0).unwrap_or_default(),
     };
     serve::run(config, options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists_take_numbers_and_ranges() {
+        assert_eq!(parse_cpu_list("0-2,5").map(|l| l.0), Ok(vec![0, 1, 2, 5]));
+        assert_eq!(parse_cpu_list("3").map(|l| l.0), Ok(vec![3]));
+        for bad in ["", "2-1", "x", "0-", "4096"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -92,6 +92,8 @@ pub struct Listener {
     pub control: Arc<Control>,
     /// Adaptive polling budget of each queue thread.
     pub poll_budget: Duration,
+    /// CPUs queue threads are pinned to, queue i on `cpus[i % len]`; empty: not pinned.
+    pub cpus: Vec<usize>,
 }
 
 impl Listener {
@@ -107,6 +109,7 @@ impl Listener {
             status: Arc::default(),
             control: Control::new()?,
             poll_budget: Duration::ZERO,
+            cpus: Vec::new(),
         })
     }
 
@@ -263,9 +266,17 @@ impl Listener {
         let peer = connection.id.peer();
         let stats = connection.queue.stats.clone();
         info!(queue = request.queue_id, ?peer, entries, uses_cmb, "queue connected");
+        let cpu = self.cpus.get(usize::from(request.queue_id) % self.cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new()
             .name(format!("p2ptgt-q{}", request.queue_id))
-            .spawn(move || connection.run())
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if let Err(error) = super::pin_to_cpu(cpu) {
+                        warn!(cpu, %error, "could not pin the queue thread");
+                    }
+                }
+                connection.run()
+            })
             .map_err(|e| (None, fail(e, "spawning the queue thread")))?;
         let mut queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
         queues.push(QueueEntry { queue_id: request.queue_id, peer, stats, uses_cmb, control, thread: Some(thread) });

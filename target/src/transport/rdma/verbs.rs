@@ -334,6 +334,9 @@ pub enum SendRequest {
     SendInline { wr_id: u64, data: [u8; 16], invalidate_key: Option<u32> },
 }
 
+/// Work requests chained in one `ibv_post_send`.
+const POST_CHUNK: usize = 16;
+
 /// A borrowed queue pair handle (the CM id owns the QP).
 #[derive(Clone, Copy)]
 pub struct QueuePair(pub(crate) *mut sys::ibv_qp);
@@ -365,26 +368,34 @@ impl QueuePair {
     /// Every local buffer must be registered under its key and stay allocated and
     /// untouched until its request completes (or the QP is flushed).
     pub unsafe fn post_send(&self, requests: &[SendRequest]) -> io::Result<()> {
-        if requests.is_empty() {
+        // Chains of up to POST_CHUNK built on the stack: no allocation per post.
+        for chunk in requests.chunks(POST_CHUNK) {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { self.post_send_chunk(chunk) }?;
+        }
+        Ok(())
+    }
+
+    /// # Safety
+    /// As [`QueuePair::post_send`]; `requests.len() <= POST_CHUNK`.
+    unsafe fn post_send_chunk(&self, requests: &[SendRequest]) -> io::Result<()> {
+        let count = requests.len().min(POST_CHUNK);
+        if count == 0 {
             return Ok(());
         }
         // Inline data is read from `requests` itself, which outlives the call.
-        let mut sges: Vec<sys::ibv_sge> = requests
-            .iter()
-            .map(|request| match request {
+        let mut sges = [sys::ibv_sge { addr: 0, length: 0, lkey: 0 }; POST_CHUNK];
+        // SAFETY: ibv_send_wr is plain data (pointers and unions); zeroed is valid.
+        let mut wrs: [sys::ibv_send_wr; POST_CHUNK] = unsafe { std::mem::zeroed() };
+        let base = wrs.as_mut_ptr();
+        for (index, ((wr, sge), request)) in wrs.iter_mut().zip(sges.iter_mut()).zip(requests).enumerate() {
+            *sge = match request {
                 SendRequest::Read(t) | SendRequest::Write(t) => sys::ibv_sge { addr: t.local, length: t.len, lkey: t.local_key },
                 SendRequest::SendInline { data, .. } => sys::ibv_sge { addr: data.as_ptr() as u64, length: 16, lkey: 0 },
-            })
-            .collect();
-        // SAFETY: ibv_send_wr is plain data (pointers and unions); zeroed is valid.
-        let mut wrs: Vec<sys::ibv_send_wr> = requests.iter().map(|_| unsafe { std::mem::zeroed() }).collect();
-        let count = wrs.len();
-        let base = wrs.as_mut_ptr();
-        for (index, (wr, request)) in wrs.iter_mut().zip(requests).enumerate() {
-            wr.sg_list = &mut sges[index];
+            };
+            wr.sg_list = sge;
             wr.num_sge = 1;
-            // SAFETY: index + 1 <= count, inside the allocation (one past the end is never
-            // dereferenced because the last link is null).
+            // SAFETY: index + 1 < count <= POST_CHUNK stays inside the array.
             wr.next = if index + 1 < count { unsafe { base.add(index + 1) } } else { ptr::null_mut() };
             match *request {
                 SendRequest::Read(t) => {
