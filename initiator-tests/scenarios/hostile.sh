@@ -22,7 +22,7 @@ say "baseline: $BASE_FDS fds, $BASE_RSS KiB RSS"
 
 DEV=$(connect "$NQN" --nr-io-queues=2)
 fio --name=victim --filename="$DEV" --direct=1 --ioengine=libaio --iodepth=8 --rw=randwrite --bsrange=4k-64k \
-    --size=48M --verify=crc32c --verify_fatal=1 --do_verify=1 --output="$WORK/victim.txt" &
+    --size=48M --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 --output="$WORK/victim.txt" &
 FIO=$!
 check "hostile cases get the right answers" "$HOSTILE" "$RXE_ADDR" "$NQN" "$EVIL"
 FIO_STATUS=0

@@ -109,7 +109,7 @@ fio_verify() {
     local dev=$1 size=$2
     shift 2
     fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite \
-        --bsrange=4k-128k --size="$size" --verify=crc32c --verify_fatal=1 --do_verify=1 \
+        --bsrange=4k-128k --size="$size" --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
         --randrepeat=1 --output="$WORK/fio.txt" "$@" && say "fio: $(grep -E 'WRITE:|READ:' "$WORK/fio.txt" | tr -s ' ' | head -2 | tr '\n' ' ')"
 }
 

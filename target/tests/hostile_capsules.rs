@@ -65,6 +65,8 @@ proptest! {
             prop_assert!(answered, "no completion for opcode {:#x}", command.opcode);
             let completion = io.link.responses.back().unwrap();
             prop_assert_eq!(completion.command_id.get(), command.command_id.get());
+            // A receive buffer lent to a write comes back with its response.
+            prop_assert_eq!(io.link.lent_outstanding(), 0);
         }
     }
 
