@@ -215,8 +215,10 @@ impl Client {
         let mut sge = sys::ibv_sge { addr: self.slab.as_ptr() as u64 + (slot * 16) as u64, length: 16, lkey: self.lkey() };
         let mut wr = sys::ibv_recv_wr { wr_id: slot as u64, next: ptr::null_mut(), sg_list: &mut sge, num_sge: 1 };
         let mut bad = ptr::null_mut();
+        // SAFETY: the id stays live while self exists.
+        let qp = unsafe { (*self.id).qp };
         // SAFETY: live QP; the slot is inside our registered slab.
-        if unsafe { sys::ibv_post_recv((*self.id).qp, &mut wr, &mut bad) } != 0 {
+        if unsafe { sys::ibv_post_recv(qp, &mut wr, &mut bad) } != 0 {
             return Err(last_error("ibv_post_recv"));
         }
         Ok(())
@@ -235,8 +237,10 @@ impl Client {
         wr.opcode = sys::ibv_wr_opcode::IBV_WR_SEND;
         wr.send_flags = sys::ibv_send_flags::IBV_SEND_SIGNALED.0;
         let mut bad = ptr::null_mut();
+        // SAFETY: the id stays live while self exists.
+        let qp = unsafe { (*self.id).qp };
         // SAFETY: live QP; sge points into our registered slab.
-        if unsafe { sys::ibv_post_send((*self.id).qp, &mut wr, &mut bad) } != 0 {
+        if unsafe { sys::ibv_post_send(qp, &mut wr, &mut bad) } != 0 {
             return Err(last_error("ibv_post_send"));
         }
         Ok(())

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve namespaces over NVMe/RDMA until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the running target's counters as one JSON object.
     Stats {
         #[arg(long, default_value = DEFAULT_CONTROL)]
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve_command(args),
+        Command::Serve(args) => serve_command(*args),
         Command::Stats { control } => serve::stats(&control).map(|json| println!("{json}")),
     };
     match result {

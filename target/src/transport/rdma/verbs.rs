@@ -296,8 +296,9 @@ impl CompletionQueue {
                 wr_id: wc.wr_id,
                 status: wc.status,
                 byte_len: wc.byte_len,
-                // SAFETY: the union holds the invalidated rkey when the flag says so.
-                invalidated_key: with_invalidate.then(|| unsafe { wc.imm_data_invalidated_rkey_union.invalidated_rkey }),
+                // SAFETY: both union members are a u32, so reading it is always defined; it
+                // means the invalidated rkey only when the flag says so.
+                invalidated_key: with_invalidate.then_some(unsafe { wc.imm_data_invalidated_rkey_union.invalidated_rkey }),
             });
         }
         n
