@@ -74,13 +74,7 @@ impl Executor {
     /// Submits what is queued and sleeps until a completion (I/O or watch) arrives or
     /// `timeout` passes; then collects completions.
     pub fn wait(&mut self, timeout: std::time::Duration) {
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: as in `push`.
-            if unsafe { self.ring.submission().push(entry) }.is_err() {
-                break;
-            }
-            self.backlog.pop_front();
-        }
+        self.drain_backlog();
         if self.ring.completion().is_empty() {
             let timespec = types::Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
             let args = types::SubmitArgs::new().timespec(&timespec);
@@ -158,8 +152,8 @@ impl Executor {
         self.backlog.push_back(entry);
     }
 
-    /// Hands queued entries to the kernel. Call once per batch of `submit`s.
-    pub fn flush(&mut self) -> Result<(), BackendError> {
+    /// Moves entries that found the submission queue full onto it, as room allows.
+    fn drain_backlog(&mut self) {
         while let Some(entry) = self.backlog.front() {
             // SAFETY: as in `push`.
             if unsafe { self.ring.submission().push(entry) }.is_err() {
@@ -167,6 +161,11 @@ impl Executor {
             }
             self.backlog.pop_front();
         }
+    }
+
+    /// Hands queued entries to the kernel. Call once per batch of `submit`s.
+    pub fn flush(&mut self) -> Result<(), BackendError> {
+        self.drain_backlog();
         if !self.ring.submission().is_empty() {
             self.ring.submit().map_err(BackendError::Uring)?;
         }

@@ -114,9 +114,14 @@ impl Connection {
     /// Posts every receive slot. Done before accepting, so the host's first capsule finds one.
     pub fn post_receives(&mut self) -> std::io::Result<()> {
         for slot in 0..self.recv.count {
-            self.recv.post(&self.qp, RECV | u64::from(slot), slot)?;
-            self.recvs_in_flight += 1;
+            self.post_receive(slot)?;
         }
+        Ok(())
+    }
+
+    fn post_receive(&mut self, slot: u32) -> std::io::Result<()> {
+        self.recv.post(&self.qp, RECV | u64::from(slot), slot)?;
+        self.recvs_in_flight += 1;
         Ok(())
     }
 
@@ -289,9 +294,8 @@ impl Connection {
     }
 
     fn repost(&mut self, slot: u32) {
-        match self.recv.post(&self.qp, RECV | u64::from(slot), slot) {
-            Ok(()) => self.recvs_in_flight += 1,
-            Err(_) => self.start_close(),
+        if self.post_receive(slot).is_err() {
+            self.start_close();
         }
     }
 

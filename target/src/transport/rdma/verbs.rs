@@ -472,6 +472,8 @@ pub struct RecvBuffers {
     mr: MemoryRegion,
     memory: memmap2::MmapMut,
     data_bytes: u32,
+    /// Offset of slot 0's data area: the command areas come first, rounded up to a page.
+    data_base: usize,
     data_stride: usize,
     pub count: u32,
 }
@@ -485,12 +487,12 @@ impl RecvBuffers {
     pub fn new(pd: &Arc<ProtectionDomain>, count: u32, data_bytes: u32) -> io::Result<RecvBuffers> {
         let slots = count as usize;
         let data_stride = (data_bytes as usize).div_ceil(DATA_ALIGN) * DATA_ALIGN;
-        let commands = (slots * COMMAND_BYTES).div_ceil(DATA_ALIGN) * DATA_ALIGN;
-        let memory = memmap2::MmapMut::map_anon((commands + slots * data_stride).max(1))?;
+        let data_base = (slots * COMMAND_BYTES).div_ceil(DATA_ALIGN) * DATA_ALIGN;
+        let memory = memmap2::MmapMut::map_anon((data_base + slots * data_stride).max(1))?;
         // SAFETY: the mapping is owned by the returned value and outlives the MR (field
         // order).
         let mr = unsafe { MemoryRegion::register(pd, memory.as_ptr() as u64, memory.len(), Registration::Pinned)? };
-        Ok(RecvBuffers { mr, memory, data_bytes, data_stride, count })
+        Ok(RecvBuffers { mr, memory, data_bytes, data_base, data_stride, count })
     }
 
     fn command_offset(&self, index: u32) -> usize {
@@ -498,7 +500,7 @@ impl RecvBuffers {
     }
 
     fn data_offset(&self, index: u32) -> usize {
-        (self.count as usize * COMMAND_BYTES).div_ceil(DATA_ALIGN) * DATA_ALIGN + index as usize * self.data_stride
+        self.data_base + index as usize * self.data_stride
     }
 
     /// Posts slot `index` (wr_id is the caller's encoding of it).
