@@ -46,6 +46,16 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def context_switches(pid):
+    """Voluntary context switches (sleeps) of all threads of pid."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches"):
+                total += int(line.split()[1])
+    return total
+
+
 def system_ticks():
     """system + irq + softirq ticks of all CPUs (the kernel target's work)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -68,7 +78,9 @@ def fio(device, name, options):
         "mbps": bw,
         "ios": ios,
         "lat_p50_us": pct.get("50.000000", 0) / 1000,
+        "lat_p90_us": pct.get("90.000000", 0) / 1000,
         "lat_p99_us": pct.get("99.000000", 0) / 1000,
+        "lat_p999_us": pct.get("99.900000", 0) / 1000,
     }
 
 
@@ -133,16 +145,17 @@ def p2ptgt_up(mode, nqn, port, p2pmem):
     control = f"/run/{mode}.sock"
     # Modes "p2ptgt-alt", "p2ptgt-alt2"... run another build (P2PTGT_ALT, P2PTGT_ALT2...,
     # default this one) with host buffers and their own arguments (P2PTGT_ALT_ARGS...),
-    # for A/B runs.
+    # and environment (P2PTGT_ALT_ENV="NAME=VALUE ..."), for A/B runs.
     if mode.startswith("p2ptgt-alt"):
         key = "P2PTGT_" + mode.removeprefix("p2ptgt-").upper()
         binary, extra = os.environ.get(key) or str(P2PTGT), os.environ.get(key + "_ARGS", "").split()
+        env = dict(setting.split("=", 1) for setting in os.environ.get(key + "_ENV", "").split())
     else:
-        binary, extra = str(P2PTGT), os.environ.get("P2PTGT_ARGS", "").split()
+        binary, extra, env = str(P2PTGT), os.environ.get("P2PTGT_ARGS", "").split(), {}
     process = subprocess.Popen([binary, "serve", "--listen", f"{ADDR}:{port}", "--subsystem", nqn,
                                 "--namespace", NVME_DEV, "--allow-any-host", "--p2pmem", p2pmem,
                                 "--control", control] + extra,
-                               stderr=log, env={**os.environ, "RUST_LOG": "warn"})
+                               stderr=log, env={**os.environ, "RUST_LOG": "warn", **env})
     for _ in range(200):
         if Path(control).exists():
             return process
@@ -154,11 +167,18 @@ def p2ptgt_stats(mode):
     return json.loads(sh(P2PTGT, "stats", "--control", f"/run/{mode}.sock").stdout)
 
 
-def measure(mode, device, cpu, name, options, metric):
+def measure(mode, device, cpu, name, options, metric, pid=None):
     before = cpu()
+    sleeps = context_switches(pid) if pid else 0
     result = fio(device, name, options)
     used = cpu() - before
     result["cpu_s_per_million_ios"] = used / os.sysconf("SC_CLK_TCK") / max(result["ios"], 1) * 1e6
+    if pid:
+        result["sleeps_per_io"] = (context_switches(pid) - sleeps) / max(result["ios"], 1)
+    if metric == "lat":
+        print(f"  {mode:14} {name:20} p50/90/99/99.9 = {result['lat_p50_us']:.0f}/{result['lat_p90_us']:.0f}/"
+              f"{result['lat_p99_us']:.0f}/{result['lat_p999_us']:.0f} us"
+              + (f", sleeps/IO {result['sleeps_per_io']:.3f}" if pid else ""), flush=True)
     result.update(mode=mode, job=name, metric=metric)
     return result
 
@@ -196,7 +216,8 @@ def main():
         samples = {mode: [] for mode in modes}
         for _ in range(REPEAT):
             for mode in modes:
-                samples[mode].append(measure(mode, devices[mode], cpu[mode], name, options, metric))
+                pid = processes[mode].pid if mode in processes else None
+                samples[mode].append(measure(mode, devices[mode], cpu[mode], name, options, metric, pid))
         for mode in modes:
             row = best(samples[mode])
             print(f"{mode:14} {name:24} iops={row['iops']:9.0f} MB/s={row['mbps']:7.1f} "
@@ -210,6 +231,7 @@ def main():
             "registration": stats["registration"],
             "payload_bytes_host": stats["payload_bytes_host"],
             "payload_bytes_cmb": stats["payload_bytes_cmb"],
+            "polled_ios": stats["polled_ios"],
             "peak_rss_kib": int(peak),
         }
         disconnect(f"{NQN}-{mode}")

@@ -17,7 +17,9 @@ DEV=$(connect "$NQN" --nr-io-queues=2)
 check "connect" test -b "$DEV"
 # FIO_EXTRA (e.g. --bsrange=128k-128k --iodepth=128) overrides the job's shape.
 check "fio write+verify $SIZE ${FIO_EXTRA:-4k-128k QD16} through the CMB" fio_verify "$DEV" "$SIZE" ${FIO_EXTRA:-}
-# fio wrote SIZE and read it back to verify.
+check "fio write+verify at QD1 through the CMB" fio_verify "$DEV" 8M --iodepth=1 --offset=512M
+check "QD1 reads and writes completed by polling the SSD" polled_more_than 100
+# fio wrote SIZE and read it back to verify (and 8M more at QD1).
 BYTES=$(numfmt --from=iec "$SIZE")
 say "payload_bytes_host=$(target_stat payload_bytes_host) payload_bytes_cmb=$(target_stat payload_bytes_cmb) (fio moved $((2 * BYTES)))"
 check "no payload byte went through host memory" bash -c '(( $(target_stat payload_bytes_host) == 0 ))'

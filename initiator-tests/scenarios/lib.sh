@@ -66,6 +66,13 @@ stats() { "$P2PTGT" stats --control "$CONTROL"; }
 # Print one top-level integer field of the stats.
 target_stat() { stats | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
+# True if the guest's SSD has poll queues (the bed sets nvme.poll_queues) and the
+# target completed more than $1 of its reads and writes by polling it.
+polled_more_than() {
+    say "reads and writes completed by polling the SSD: $(target_stat polled_ios)"
+    [[ $(cat "/sys/block/${NVME_DEV#/dev/}/queue/io_poll") == 1 ]] && (( $(target_stat polled_ios) > $1 ))
+}
+
 # Print /dev/NAME of the namespace the kernel host connected for subsystem $1.
 connected_namespace() {
     local ctrl ns

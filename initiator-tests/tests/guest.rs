@@ -14,20 +14,20 @@ fn expect(scenario: &str, vm_args: &[&str], env: &[(&str, &str)], at_least: u32)
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
 fn host_memory_path_with_the_kernel_host() {
-    expect("host-memory.sh", &[], &[], 20);
+    expect("host-memory.sh", &[], &[], 24);
 }
 
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
 fn cmb_path_keeps_payload_out_of_host_memory() {
-    expect("cmb.sh", &[], &[("CMB_TEST_SIZE", "96M")], 8);
+    expect("cmb.sh", &[], &[("CMB_TEST_SIZE", "96M")], 10);
 }
 
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
 fn small_cmb_applies_backpressure() {
     let env = [("CMB_TEST_SIZE", "64M"), ("EXPECT_BUFFER_WAITS", "1"), ("FIO_EXTRA", "--bsrange=128k-128k --iodepth=128")];
-    expect("cmb.sh", &["--cmb-mb", "4"], &env, 9);
+    expect("cmb.sh", &["--cmb-mb", "4"], &env, 11);
 }
 
 #[test]

@@ -30,6 +30,9 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Adaptive polling after activity, before a queue thread sleeps.
     pub poll_budget: std::time::Duration,
+    /// Whether shallow queues may poll the SSD for completions (block devices with
+    /// poll queues; needs `poll_budget`).
+    pub polled_io: bool,
     /// CPUs to pin queue threads to (queue i on `cpus[i % len]`); empty: not pinned.
     pub cpus: Vec<usize>,
 }
@@ -59,6 +62,11 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
             );
             if placement == Placement::Control && provider.is_some() {
                 warn!(nsid = namespace.id, path = %namespace.path.display(), "this namespace's device cannot reach the CMB (a file or another device): its payload uses host memory buffers");
+            }
+            if let Backend::File(file) = &backend {
+                if file.block_device && file.direct && !file.pollable && options.polled_io && !options.poll_budget.is_zero() {
+                    info!(nsid = namespace.id, path = %namespace.path.display(), "the block device has no poll queues (NVMe: the nvme.poll_queues module parameter): its completions come by interrupt");
+                }
             }
             let entry = Namespace {
                 id: namespace.id,
@@ -116,6 +124,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let control = listener.control.clone();
     let mut listener = listener;
     listener.poll_budget = options.poll_budget;
+    listener.polled_io = options.polled_io;
     listener.cpus = options.cpus.clone();
     let mode = listener.open_listening_device();
     let buffers = match (&pools.cmb, mode) {
@@ -210,6 +219,7 @@ impl Report {
             .collect();
         let queues = self.status.queue_reports();
         let buffer_waits: u64 = queues.iter().map(|q| q.stats.buffer_waits.get()).sum();
+        let polled_ios: u64 = queues.iter().map(|q| q.stats.polled_ios.get()).sum();
         let value = json!({
             "listen": self.listen,
             "registration": mode.map_or("unknown".to_string(), |m| format!("{m:?}").to_lowercase()),
@@ -218,6 +228,7 @@ impl Report {
             "host_pool": self.pools.host.stats(),
             "cmb_pool": self.pools.cmb.as_ref().map(|c| c.stats()),
             "buffer_waits": buffer_waits,
+            "polled_ios": polled_ios,
             "subsystems": subsystems,
             "controllers": target.controllers(),
             "queues": queues,

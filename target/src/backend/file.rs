@@ -18,6 +18,9 @@ pub struct FileBackend {
     pub direct: bool,
     pub volatile_write_cache: bool,
     pub pci_device: Option<PathBuf>,
+    /// O_DIRECT on a block device whose queue polls (NVMe with `poll_queues`): reads
+    /// and writes may complete by polling instead of an interrupt.
+    pub pollable: bool,
 }
 
 impl FileBackend {
@@ -44,15 +47,16 @@ impl FileBackend {
         };
         let metadata = file.metadata().map_err(|source| BackendError::Open { path: display.clone(), source })?;
         let block_device = metadata.file_type().is_block_device();
-        let (size_bytes, logical_block_bytes, pci_device, volatile_write_cache) = if block_device {
+        let (size_bytes, logical_block_bytes, pci_device, volatile_write_cache, pollable) = if block_device {
             let sysfs = sysfs_block_dir(&metadata);
             let queue = sysfs.join("queue");
             let size = read_sysfs_u64(&sysfs.join("size"))? * 512;
             let logical = read_sysfs_u64(&queue.join("logical_block_size"))? as u32;
             let cache = std::fs::read_to_string(queue.join("write_cache")).map(|s| s.trim() != "write through").unwrap_or(true);
-            (size, logical, pci_device_of_block(&sysfs), cache)
+            let polls = direct && read_sysfs_u64(&queue.join("io_poll")).is_ok_and(|poll| poll == 1);
+            (size, logical, pci_device_of_block(&sysfs), cache, polls)
         } else if metadata.is_file() {
-            (metadata.len(), block_size_bytes.unwrap_or(512), None, true)
+            (metadata.len(), block_size_bytes.unwrap_or(512), None, true, false)
         } else {
             return Err(BackendError::Unusable { path: display, what: "not a regular file or block device".into() });
         };
@@ -65,7 +69,7 @@ impl FileBackend {
             return Err(BackendError::Unusable { path: display, what: format!("size {size_bytes} bytes is smaller than one block") });
         }
         let size_bytes = size_bytes - size_bytes % u64::from(logical_block_bytes);
-        Ok(FileBackend { path: path.to_owned(), file, size_bytes, block_size_shift, block_device, direct, volatile_write_cache, pci_device })
+        Ok(FileBackend { path: path.to_owned(), file, size_bytes, block_size_shift, block_device, direct, volatile_write_cache, pci_device, pollable })
     }
 
     pub fn describe(&self) -> String {
@@ -75,7 +79,11 @@ impl FileBackend {
             if self.block_device { "block device" } else { "file" },
             self.size_bytes,
             1u32 << self.block_size_shift,
-            if self.direct { "O_DIRECT" } else { "buffered" }
+            match (self.direct, self.pollable) {
+                (true, true) => "O_DIRECT, polled queues",
+                (true, false) => "O_DIRECT",
+                (false, _) => "buffered",
+            }
         )
     }
 }

@@ -2,6 +2,11 @@
 //! sleeps in it: descriptors it watches (completion channel, CM events, its stop
 //! eventfd) are oneshot polls on the same ring, so one `io_uring_enter` submits the
 //! batch and waits for whichever comes first. RAM namespaces complete inline.
+//!
+//! A second ring, set up for polled I/O (`IORING_SETUP_IOPOLL`), takes the reads and
+//! writes of shallow queues on block devices with poll queues: the thread is spinning
+//! through those commands anyway, and a polled completion skips the device interrupt
+//! and the wake-up of this thread that an interrupt-driven one costs.
 #![allow(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -29,6 +34,13 @@ const WATCH: u64 = 1 << 63;
 
 pub struct Executor {
     ring: IoUring,
+    /// The polled ring, if the kernel set one up, and how many entries it has out.
+    polled: Option<IoUring>,
+    polled_in_flight: usize,
+    /// Polled completions not yet taken by `take_polled_count`.
+    polled_done: u64,
+    /// Whether new reads and writes may go to the polled ring (see `prefer_polled`).
+    polling_preferred: bool,
     pending: HashMap<Tag, Pending>,
     /// Tokens of the watch polls armed on the ring.
     watches_armed: Vec<u64>,
@@ -42,10 +54,17 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(entries: u32) -> Result<Executor, BackendError> {
+    /// A ring of `entries`; with `polled_io`, also a polled one for block devices with
+    /// poll queues (if the kernel sets it up; else everything goes on the first).
+    pub fn new(entries: u32, polled_io: bool) -> Result<Executor, BackendError> {
         let ring = IoUring::new(entries.next_power_of_two()).map_err(BackendError::Uring)?;
+        let polled = polled_io.then(|| IoUring::builder().setup_iopoll().build(entries.next_power_of_two()).ok()).flatten();
         Ok(Executor {
             ring,
+            polled,
+            polled_in_flight: 0,
+            polled_done: 0,
+            polling_preferred: false,
             pending: HashMap::new(),
             watches_armed: Vec::new(),
             watches_ready: Vec::new(),
@@ -84,6 +103,24 @@ impl Executor {
         self.reap();
     }
 
+    /// Lets the next reads and writes go to the polled ring (on devices that poll) or
+    /// not. The caller says yes only while it spins anyway: a shallow queue. At depth,
+    /// interrupts batch completions and leave the CPU to the NIC and the host.
+    pub fn prefer_polled(&mut self, preferred: bool) {
+        self.polling_preferred = preferred;
+    }
+
+    /// Whether operations are out on the polled ring: they complete only while this
+    /// thread keeps calling [`Executor::poll_done`], so it must not sleep.
+    pub fn needs_polling(&self) -> bool {
+        self.polled_in_flight > 0
+    }
+
+    /// Reads and writes completed by polling since the last call.
+    pub fn take_polled_count(&mut self) -> u64 {
+        std::mem::take(&mut self.polled_done)
+    }
+
     /// Operations submitted whose completion `poll_done` has not yet returned.
     pub fn in_flight(&self) -> usize {
         self.pending.len() + self.done.len() + self.backlog.len()
@@ -107,6 +144,7 @@ impl Executor {
         };
         let fd = types::Fd(file.file.as_raw_fd());
         let user_data = u64::from(tag);
+        let polled = file.pollable && self.polling_preferred && matches!(op, BackendOp::Read { .. } | BackendOp::Write { .. });
         let mut pending = Pending { op: op.name(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None };
         let mut entries = std::mem::take(&mut self.entries);
         entries.clear();
@@ -137,7 +175,10 @@ impl Executor {
             pending.remaining = entries.len() as u32;
             self.pending.insert(tag, pending);
             for entry in entries.drain(..) {
-                self.push(entry.user_data(user_data));
+                let entry = entry.user_data(user_data);
+                if !(polled && self.push_polled(&entry)) {
+                    self.push(entry);
+                }
             }
         }
         self.entries = entries;
@@ -150,6 +191,15 @@ impl Executor {
             return;
         }
         self.backlog.push_back(entry);
+    }
+
+    /// Queues `entry` on the polled ring; false if there is none or it is full.
+    fn push_polled(&mut self, entry: &squeue::Entry) -> bool {
+        let Some(ring) = self.polled.as_mut() else { return false };
+        // SAFETY: as in `push`; only reads and writes come here.
+        let pushed = unsafe { ring.submission().push(entry) }.is_ok();
+        self.polled_in_flight += usize::from(pushed);
+        pushed
     }
 
     /// Moves entries that found the submission queue full onto it, as room allows.
@@ -169,6 +219,11 @@ impl Executor {
         if !self.ring.submission().is_empty() {
             self.ring.submit().map_err(BackendError::Uring)?;
         }
+        if let Some(ring) = self.polled.as_mut() {
+            if !ring.submission().is_empty() {
+                ring.submit().map_err(BackendError::Uring)?;
+            }
+        }
         Ok(())
     }
 
@@ -180,7 +235,8 @@ impl Executor {
         self.done.pop_front()
     }
 
-    /// Collects completions from the shared ring (no system call).
+    /// Collects completions from the shared rings: no system call, except one that
+    /// polls the device while operations are out on the polled ring.
     fn reap(&mut self) {
         if self.pending.is_empty() && self.watches_armed.is_empty() {
             return;
@@ -188,6 +244,17 @@ impl Executor {
         let mut completions = std::mem::take(&mut self.reaped);
         completions.clear();
         completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        if let Some(ring) = self.polled.as_mut().filter(|_| self.polled_in_flight > 0) {
+            // On a polled ring, submit enters with GETEVENTS and waits for nothing: it
+            // polls the device queues once. Errors (EINTR, EAGAIN) mean "nothing this
+            // time"; the next reap polls again.
+            let _ = ring.submit();
+            let before = completions.len();
+            completions.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+            let polled = completions.len() - before;
+            self.polled_in_flight -= polled;
+            self.polled_done += polled as u64;
+        }
         for &(user_data, result) in &completions {
             if user_data & WATCH != 0 {
                 self.watches_armed.retain(|&armed| armed != user_data);

@@ -74,6 +74,11 @@ struct ServeArgs {
     /// after activity before it sleeps (0 disables).
     #[arg(long, default_value_t = 150)]
     poll_us: u64,
+    /// Keep the SSD's reads and writes on interrupts even where its block device has
+    /// poll queues. By default a polling queue thread (see --poll-us) with at most two
+    /// commands in flight polls the SSD for their completions too.
+    #[arg(long)]
+    no_polled_io: bool,
     /// CPUs to pin queue threads to, as a list with ranges (`0-3,6`): queue i runs on
     /// the (i mod n)-th. Default: not pinned.
     #[arg(long, value_parser = parse_cpu_list)]
@@ -176,6 +181,7 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
         cmb_pool_bytes: args.cmb_pool_mb.map(|mb| mb << 20),
         limits,
         poll_budget: std::time::Duration::from_micros(args.poll_us),
+        polled_io: !args.no_polled_io,
         cpus: args.cpus.map(|list| list.0).unwrap_or_default(),
     };
     serve::run(config, options)

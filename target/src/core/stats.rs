@@ -55,4 +55,6 @@ pub struct IoStats {
     pub errors: Counter,
     /// Times a command waited for a free data buffer.
     pub buffer_waits: Counter,
+    /// Backend reads and writes completed by polling the device, not by an interrupt.
+    pub polled_ios: Counter,
 }

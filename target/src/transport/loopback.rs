@@ -40,7 +40,7 @@ impl Loopback {
         Loopback {
             queue: Queue::new(target, config, Box::new(pools.handle(false))),
             memory: pools.handle(false),
-            executor: Executor::new(256).expect("io_uring for the loopback transport"),
+            executor: Executor::new(256, false).expect("io_uring for the loopback transport"),
             remote: HashMap::new(),
             next_key: 0x100,
             responses: VecDeque::new(),

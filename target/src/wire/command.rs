@@ -165,8 +165,7 @@ mod tests {
 
     #[test]
     fn block_count_is_one_based() {
-        let mut command = RawCommand::default();
-        command.cdw12 = U32::new(0xFFFF);
+        let mut command = RawCommand { cdw12: U32::new(0xFFFF), ..RawCommand::default() };
         assert_eq!(command.block_count(), 65536);
         command.cdw12 = U32::new(0xFFFF_0000);
         assert_eq!(command.block_count(), 1, "upper bits are not NLB");

@@ -190,11 +190,13 @@ mod tests {
 
     #[test]
     fn property_fields() {
-        let mut command = RawCommand::default();
-        command.cdw10 = U32::new(1);
-        command.cdw11 = U32::new(property::CC);
-        command.cdw12 = U32::new(0x0046_0001);
-        command.cdw13 = U32::new(2);
+        let mut command = RawCommand {
+            cdw10: U32::new(1),
+            cdw11: U32::new(property::CC),
+            cdw12: U32::new(0x0046_0001),
+            cdw13: U32::new(2),
+            ..RawCommand::default()
+        };
         let access = PropertyAccess::parse(&command);
         assert!(access.eight_bytes);
         assert_eq!(access.offset, 0x14);

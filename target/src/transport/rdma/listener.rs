@@ -92,6 +92,8 @@ pub struct Listener {
     pub control: Arc<Control>,
     /// Adaptive polling budget of each queue thread.
     pub poll_budget: Duration,
+    /// Whether queue threads may poll the SSD for completions.
+    pub polled_io: bool,
     /// CPUs queue threads are pinned to, queue i on `cpus[i % len]`; empty: not pinned.
     pub cpus: Vec<usize>,
 }
@@ -109,6 +111,7 @@ impl Listener {
             status: Arc::default(),
             control: Control::new()?,
             poll_budget: Duration::ZERO,
+            polled_io: false,
             cpus: Vec::new(),
         })
     }
@@ -229,7 +232,7 @@ impl Listener {
             Ok(r) => r,
             Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
         };
-        let executor = match Executor::new(entries * 2) {
+        let executor = match Executor::new(entries * 2, self.polled_io && !self.poll_budget.is_zero()) {
             Ok(e) => e,
             Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
         };
