@@ -303,3 +303,46 @@ fn finish(pending: Pending) -> Result<u32, BackendError> {
     }
     Ok(pending.transferred)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::FileBackend;
+    use crate::core::buffer::{Buffer, Region};
+
+    /// A file cannot complete on a polled ring (the kernel refuses buffered or
+    /// non-block I/O there): with polling preferred, its reads still go by the
+    /// interrupt ring, and nothing waits on polling.
+    #[test]
+    fn files_never_go_to_the_polled_ring() {
+        let dir = std::env::temp_dir().join(format!("p2ptgt-uring-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ns");
+        std::fs::write(&path, vec![0x5Au8; 8192]).unwrap();
+        let backend = Backend::File(FileBackend::open(&path, Some(4096)).unwrap());
+        let Backend::File(file) = &backend else { unreachable!() };
+        assert!(!file.pollable);
+        let mut executor = Executor::new(8, true).unwrap();
+        executor.prefer_polled(true);
+        let mut data = vec![0u8; 8192];
+        // O_DIRECT wants an aligned buffer: the first 4 KiB boundary inside the 8 KiB.
+        let aligned = (data.as_mut_ptr() as u64).next_multiple_of(4096);
+        let buffer = Buffer { region: Region::Host, offset_bytes: 0, len_bytes: 4096, address: aligned, local_key: 0 };
+        // SAFETY: `data` outlives the operation, which is reaped below before it drops.
+        unsafe { executor.submit(7, &backend, BackendOp::Read { offset_bytes: 4096, buffer }) };
+        executor.flush().unwrap();
+        assert!(!executor.needs_polling());
+        let done = loop {
+            if let Some(done) = executor.poll_done() {
+                break done;
+            }
+            executor.wait(std::time::Duration::from_millis(100));
+        };
+        assert_eq!(done.0, 7);
+        assert_eq!(done.1.unwrap(), 4096);
+        assert_eq!(executor.take_polled_count(), 0);
+        let start = (aligned - data.as_ptr() as u64) as usize;
+        assert!(data[start..start + 4096].iter().all(|&b| b == 0x5A));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
