@@ -169,8 +169,9 @@ impl Connection {
                 continue;
             }
             // Adaptive polling: right after activity, keep polling the CQ and the
-            // io_uring ring (both shared memory, no system call) for a short budget
-            // before paying for arm + poll + wake-up.
+            // io_uring rings (shared memory; the polled ring, one non-blocking system
+            // call) for a short budget before paying for arm + poll + wake-up. Polled
+            // SSD operations are only found by polling, so they hold the thread awake.
             // Only in the latency-bound regime (at most a couple of commands in flight):
             // deeper queues amortise wake-ups over batches, and spinning would take the
             // CPU that the host and the NIC need. Each poll yields the CPU, so a worker
