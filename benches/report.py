@@ -68,11 +68,15 @@ def main():
                 median = median_ratio(table[(job, m)], base) if (job, m) in table else None
                 ratios.append((f"{r:.2f}×" if r else "") + (f" ({median:.2f}×)" if median else ""))
         lines.append(f"| {job} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-    lines += ["", "CPU seconds per million I/Os (p2ptgt: its user+sys; kernel target and local: system+irq+softirq of the guest):", ""]
-    lines.append("| job | " + " | ".join(modes) + " |")
-    lines.append("|---" * (1 + len(modes)) + "|")
-    for job in jobs:
-        lines.append(f"| {job} | " + " | ".join(f"{table[(job, m)]['cpu_s_per_million_ios']:.0f}" if (job, m) in table else "" for m in modes) + " |")
+    for key, title in [("cpu_s_per_million_ios", "CPU seconds per million I/Os (p2ptgt: its user+sys; kernel target and local: system+irq+softirq of the guest)"),
+                       ("guest_cpu_s_per_million_ios", "Whole-guest CPU seconds per million I/Os (target, rxe, kernel host, fio: all non-idle time)")]:
+        if not any(key in row for row in table.values()):
+            continue
+        lines += ["", f"{title}:", ""]
+        lines.append("| job | " + " | ".join(modes) + " |")
+        lines.append("|---" * (1 + len(modes)) + "|")
+        for job in jobs:
+            lines.append(f"| {job} | " + " | ".join(f"{table[(job, m)][key]:.0f}" if (job, m) in table and key in table[(job, m)] else "" for m in modes) + " |")
     if results.get("p2ptgt"):
         lines += ["", "| p2ptgt mode | registration | payload bytes via host memory | via CMB | SSD I/Os completed by polling | peak RSS |", "|---|---|---|---|---|---|"]
         for mode, info in results["p2ptgt"].items():
