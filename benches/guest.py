@@ -56,16 +56,21 @@ def context_switches(pid):
     return total
 
 
+def all_cpu_ticks():
+    """The aggregate "cpu" line of /proc/stat: user, nice, system, idle, iowait, irq, softirq..."""
+    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
 def busy_ticks():
     """Non-idle ticks of all CPUs: the whole guest's work (target, NIC, host side, fio)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    fields = all_cpu_ticks()
     return sum(fields) - fields[3] - fields[4]
 
 
 def system_ticks():
     """system + irq + softirq ticks of all CPUs (the kernel target's work)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    return int(fields[2]) + int(fields[5]) + int(fields[6])
+    fields = all_cpu_ticks()
+    return fields[2] + fields[5] + fields[6]
 
 
 def fio(device, name, options):

@@ -95,6 +95,14 @@ struct Request {
     in_capsule: Option<Vec<u8>>,
 }
 
+impl Request {
+    /// Takes the request's buffer if the pool owns it; a lent receive buffer goes back
+    /// to the transport instead.
+    fn take_pool_buffer(&mut self) -> Option<Buffer> {
+        self.buffer.take().filter(|_| !self.lent)
+    }
+}
+
 /// A received command capsule: the 64-byte command and the in-capsule data after it.
 #[derive(Clone, Copy, Debug)]
 pub struct Capsule<'a> {
@@ -598,18 +606,18 @@ impl Queue {
     }
 
     fn release_buffer(&mut self, tag: Tag) {
-        let request = self.request(tag);
-        let buffer = request.buffer.take().filter(|_| !request.lent);
-        if let Some(buffer) = buffer {
-            self.pool.release(buffer);
-            self.wake_buffer_waiters();
-        }
+        let buffer = self.request(tag).take_pool_buffer();
+        self.return_to_pool(buffer);
     }
 
     fn free(&mut self, tag: Tag) {
-        let Some(request) = self.requests.get_mut(usize::from(tag)).and_then(Option::take) else { return };
+        let Some(mut request) = self.requests.get_mut(usize::from(tag)).and_then(Option::take) else { return };
         self.free_tags.push(tag);
-        if let Some(buffer) = request.buffer.filter(|_| !request.lent) {
+        self.return_to_pool(request.take_pool_buffer());
+    }
+
+    fn return_to_pool(&mut self, buffer: Option<Buffer>) {
+        if let Some(buffer) = buffer {
             self.pool.release(buffer);
             self.wake_buffer_waiters();
         }

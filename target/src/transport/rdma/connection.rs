@@ -153,7 +153,8 @@ impl Connection {
                 self.queue.handle_timeout(now);
                 next_tick = now + IDLE_TICK;
             }
-            self.executor.prefer_polled(!self.poll_budget.is_zero() && self.queue.outstanding() <= SPIN_OUTSTANDING_MAX);
+            // (Without polling, the listener gave the executor no polled ring.)
+            self.executor.prefer_polled(self.shallow());
             self.perform_actions();
             if let Err(error) = self.executor.flush() {
                 warn!(queue = queue_id, %error, "backend submission failed");
@@ -179,8 +180,7 @@ impl Connection {
             // woken on this CPU (the NIC's, the host's) runs at once instead of waiting for
             // the spinner's time slice to end: without it the QD1 p99 was 15-20% worse.
             let spin_started = *idle_since.get_or_insert_with(Instant::now);
-            let shallow = self.queue.outstanding() <= SPIN_OUTSTANDING_MAX;
-            let spinning = self.closing.is_none() && shallow && spin_started.elapsed() < self.spin_budget();
+            let spinning = self.closing.is_none() && self.shallow() && spin_started.elapsed() < self.spin_budget();
             if spinning || self.executor.needs_polling() {
                 std::thread::yield_now();
                 continue;
@@ -197,6 +197,11 @@ impl Connection {
             self.wait(wait);
         }
         info!(queue = queue_id, ?peer, "queue closed");
+    }
+
+    /// The latency-bound regime, where polling pays: at most a couple of commands out.
+    fn shallow(&self) -> bool {
+        self.queue.outstanding() <= SPIN_OUTSTANDING_MAX
     }
 
     /// How long to poll since the last progress before sleeping: the idle budget, or
