@@ -28,13 +28,15 @@ impl FileBackend {
     /// files use `block_size_bytes` (default 512).
     pub fn open(path: &Path, block_size_bytes: Option<u32>) -> Result<FileBackend, BackendError> {
         let display = path.display().to_string();
+        let open_with = |flags: i32| OpenOptions::new().read(true).write(true).custom_flags(flags).open(path);
+        // O_NOATIME: reads need not update the access time (checked on every read, a
+        // block device's too). Only the owner or CAP_FOWNER may ask: EPERM retries without.
         let open = |direct: bool| {
-            let mut options = OpenOptions::new();
-            options.read(true).write(true);
-            if direct {
-                options.custom_flags(libc::O_DIRECT);
+            let flags = if direct { libc::O_DIRECT } else { 0 };
+            match open_with(flags | libc::O_NOATIME) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_with(flags),
+                opened => opened,
             }
-            options.open(path)
         };
         let (file, direct) = match open(true) {
             Ok(file) => (file, true),

@@ -7,15 +7,21 @@
 //! writes of shallow queues on block devices with poll queues: the thread is spinning
 //! through those commands anyway, and a polled completion skips the device interrupt
 //! and the wake-up of this thread that an interrupt-driven one costs.
+//!
+//! The host buffer pool is registered with both rings once (io_uring fixed buffer 0):
+//! reads and writes into it then skip pinning and unpinning their page on every
+//! operation. Other memory (CMB, lent receive buffers) goes as plain reads and writes.
 #![allow(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{Backend, BackendError, BackendOp};
+use crate::core::buffer::Buffer;
 use crate::core::Tag;
 
 /// What an in-flight tag is waiting for.
@@ -32,6 +38,9 @@ struct Pending {
 /// user_data of watch polls: above any tag.
 const WATCH: u64 = 1 << 63;
 
+/// Index of the registered host pool among the rings' fixed buffers.
+const FIXED_BUFFER: u16 = 0;
+
 pub struct Executor {
     ring: IoUring,
     /// The polled ring, if the kernel set one up, and how many entries it has out.
@@ -41,6 +50,8 @@ pub struct Executor {
     polled_done: u64,
     /// Whether new reads and writes may go to the polled ring (see `prefer_polled`).
     polling_preferred: bool,
+    /// Addresses registered as fixed buffer 0 on every ring (see `register_buffers`).
+    fixed: Option<Range<u64>>,
     pending: HashMap<Tag, Pending>,
     /// Tokens of the watch polls armed on the ring.
     watches_armed: Vec<u64>,
@@ -65,6 +76,7 @@ impl Executor {
             polled_in_flight: 0,
             polled_done: 0,
             polling_preferred: false,
+            fixed: None,
             pending: HashMap::new(),
             watches_armed: Vec::new(),
             watches_ready: Vec::new(),
@@ -73,6 +85,35 @@ impl Executor {
             entries: Vec::new(),
             reaped: Vec::new(),
         })
+    }
+
+    /// Registers `len_bytes` at `address` as fixed buffer 0 of every ring; reads and
+    /// writes inside it then use it. On failure nothing is registered (and plain reads
+    /// and writes serve everything, as before).
+    ///
+    /// # Safety
+    /// `address..address + len_bytes` must be a mapping of this process (the kernel
+    /// pins its pages, which then stay valid until the rings go).
+    pub unsafe fn register_buffers(&mut self, address: u64, len_bytes: usize) -> io::Result<()> {
+        let iovec = libc::iovec { iov_base: address as *mut libc::c_void, iov_len: len_bytes };
+        // SAFETY: forwarded from this function's contract; the pinned pages outlive
+        // every operation, since they are only released with the ring.
+        unsafe { self.ring.submitter().register_buffers(&[iovec]) }?;
+        if let Some(polled) = &self.polled {
+            // SAFETY: as above.
+            if let Err(error) = unsafe { polled.submitter().register_buffers(&[iovec]) } {
+                self.ring.submitter().unregister_buffers().ok();
+                return Err(error);
+            }
+        }
+        self.fixed = Some(address..address.saturating_add(len_bytes as u64));
+        Ok(())
+    }
+
+    /// Whether `buffer` lies inside the registered fixed buffer.
+    fn is_fixed(&self, buffer: &Buffer) -> bool {
+        let end = buffer.address.saturating_add(u64::from(buffer.len_bytes));
+        self.fixed.as_ref().is_some_and(|fixed| fixed.start <= buffer.address && end <= fixed.end)
     }
 
     /// Arms a oneshot poll for `fd` readable under `token` (< 2^63), unless one is armed.
@@ -151,12 +192,22 @@ impl Executor {
         match op {
             BackendOp::Read { offset_bytes, buffer } => {
                 pending.expected_bytes = buffer.len_bytes;
-                entries.push(opcode::Read::new(fd, buffer.address as *mut u8, buffer.len_bytes).offset(offset_bytes).build());
+                let (address, len) = (buffer.address as *mut u8, buffer.len_bytes);
+                entries.push(if self.is_fixed(&buffer) {
+                    opcode::ReadFixed::new(fd, address, len, FIXED_BUFFER).offset(offset_bytes).build()
+                } else {
+                    opcode::Read::new(fd, address, len).offset(offset_bytes).build()
+                });
             }
             BackendOp::Write { offset_bytes, buffer, durable } => {
                 pending.expected_bytes = buffer.len_bytes;
                 let flags = if durable { libc::RWF_DSYNC } else { 0 };
-                entries.push(opcode::Write::new(fd, buffer.address as *const u8, buffer.len_bytes).offset(offset_bytes).rw_flags(flags).build());
+                let (address, len) = (buffer.address as *const u8, buffer.len_bytes);
+                entries.push(if self.is_fixed(&buffer) {
+                    opcode::WriteFixed::new(fd, address, len, FIXED_BUFFER).offset(offset_bytes).rw_flags(flags).build()
+                } else {
+                    opcode::Write::new(fd, address, len).offset(offset_bytes).rw_flags(flags).build()
+                });
             }
             BackendOp::Flush => entries.push(opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()),
             BackendOp::WriteZeroes { offset_bytes, len_bytes } => {
@@ -310,26 +361,62 @@ mod tests {
     use crate::backend::FileBackend;
     use crate::core::buffer::{Buffer, Region};
 
+    /// A scratch file of `len` bytes of `fill` in its own directory (removed on drop).
+    struct Scratch {
+        dir: std::path::PathBuf,
+        backend: Backend,
+    }
+
+    impl Scratch {
+        fn new(name: &str, len: usize, fill: u8) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("p2ptgt-uring-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("ns");
+            std::fs::write(&path, vec![fill; len]).unwrap();
+            Scratch { backend: Backend::File(FileBackend::open(&path, Some(4096)).unwrap()), dir }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Submits one read of `buffer` at `offset` and waits for its result.
+    fn read_once(executor: &mut Executor, backend: &Backend, offset: u64, buffer: Buffer) -> Result<u32, BackendError> {
+        // SAFETY: the callers keep the buffer's memory alive past this call, which
+        // reaps the operation before returning.
+        unsafe { executor.submit(7, backend, BackendOp::Read { offset_bytes: offset, buffer }) };
+        executor.flush().unwrap();
+        loop {
+            if let Some((tag, result)) = executor.poll_done() {
+                assert_eq!(tag, 7);
+                return result;
+            }
+            executor.wait(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn host_buffer(address: u64, len_bytes: u32) -> Buffer {
+        Buffer { region: Region::Host, offset_bytes: 0, len_bytes, address, local_key: 0 }
+    }
+
     /// A file cannot complete on a polled ring (the kernel refuses buffered or
     /// non-block I/O there): with polling preferred, its reads still go by the
     /// interrupt ring, and nothing waits on polling.
     #[test]
     fn files_never_go_to_the_polled_ring() {
-        let dir = std::env::temp_dir().join(format!("p2ptgt-uring-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ns");
-        std::fs::write(&path, vec![0x5Au8; 8192]).unwrap();
-        let backend = Backend::File(FileBackend::open(&path, Some(4096)).unwrap());
-        let Backend::File(file) = &backend else { unreachable!() };
+        let scratch = Scratch::new("polled", 8192, 0x5A);
+        let Backend::File(file) = &scratch.backend else { unreachable!() };
         assert!(!file.pollable);
         let mut executor = Executor::new(8, true).unwrap();
         executor.prefer_polled(true);
         let mut data = vec![0u8; 8192];
         // O_DIRECT wants an aligned buffer: the first 4 KiB boundary inside the 8 KiB.
         let aligned = (data.as_mut_ptr() as u64).next_multiple_of(4096);
-        let buffer = Buffer { region: Region::Host, offset_bytes: 0, len_bytes: 4096, address: aligned, local_key: 0 };
-        // SAFETY: `data` outlives the operation, which is reaped below before it drops.
-        unsafe { executor.submit(7, &backend, BackendOp::Read { offset_bytes: 4096, buffer }) };
+        // SAFETY: `data` outlives the read, which is reaped below.
+        unsafe { executor.submit(7, &scratch.backend, BackendOp::Read { offset_bytes: 4096, buffer: host_buffer(aligned, 4096) }) };
         executor.flush().unwrap();
         assert!(!executor.needs_polling());
         let done = loop {
@@ -343,6 +430,30 @@ mod tests {
         assert_eq!(executor.take_polled_count(), 0);
         let start = (aligned - data.as_ptr() as u64) as usize;
         assert!(data[start..start + 4096].iter().all(|&b| b == 0x5A));
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Reads into the registered region go as fixed-buffer reads; a buffer reaching past
+    /// its end must not (the kernel would fail it with EFAULT), and reads outside it
+    /// still work as plain reads.
+    #[test]
+    fn fixed_buffer_only_inside_the_registered_region() {
+        let scratch = Scratch::new("fixed", 16384, 0xC3);
+        let mut executor = Executor::new(8, false).unwrap();
+        let mut data = vec![0u8; 5 * 4096];
+        let base = (data.as_mut_ptr() as u64).next_multiple_of(4096);
+        // SAFETY: `data` is this process's memory and outlives the executor.
+        unsafe { executor.register_buffers(base, 2 * 4096) }.unwrap();
+        let inside = host_buffer(base + 4096, 4096);
+        let straddling = host_buffer(base + 4096, 2 * 4096);
+        let outside = host_buffer(base + 3 * 4096, 4096);
+        assert!(executor.is_fixed(&inside));
+        assert!(!executor.is_fixed(&straddling));
+        assert!(!executor.is_fixed(&outside));
+        assert_eq!(read_once(&mut executor, &scratch.backend, 0, inside).unwrap(), 4096);
+        assert_eq!(read_once(&mut executor, &scratch.backend, 4096, straddling).unwrap(), 8192);
+        assert_eq!(read_once(&mut executor, &scratch.backend, 12288, outside).unwrap(), 4096);
+        let start = (base - data.as_ptr() as u64) as usize;
+        assert!(data[start + 4096..start + 4 * 4096].iter().all(|&b| b == 0xC3));
+        drop(executor);
     }
 }

@@ -232,10 +232,18 @@ impl Listener {
             Ok(r) => r,
             Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
         };
-        let executor = match Executor::new(entries * 2, self.polled_io && !self.poll_budget.is_zero()) {
+        let mut executor = match Executor::new(entries * 2, self.polled_io && !self.poll_budget.is_zero()) {
             Ok(e) => e,
             Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
         };
+        let host = &self.pools.host.memory;
+        #[allow(unsafe_code)]
+        // SAFETY: the host pool is a mapping of this process (the pools live as long as
+        // the listener); the rings pin its pages for as long as they exist.
+        let registered = unsafe { executor.register_buffers(host.address(), host.len_bytes()) };
+        if let Err(error) = registered {
+            info!(queue = request.queue_id, %error, "io_uring did not take the host pool as a fixed buffer: reads and writes pin their pages each time");
+        }
         let events = match EventChannel::new() {
             Ok(e) => e,
             Err(e) => return Err((Some(id), fail(e, "event channel"))),
