@@ -8,9 +8,9 @@
 //! through those commands anyway, and a polled completion skips the device interrupt
 //! and the wake-up of this thread that an interrupt-driven one costs.
 //!
-//! The host buffer pool is registered with both rings once (io_uring fixed buffer 0):
-//! reads and writes into it then skip pinning and unpinning their page on every
-//! operation. Other memory (CMB, lent receive buffers) goes as plain reads and writes.
+//! The host buffer pool and the queue's receive buffers are registered with both rings
+//! once (io_uring fixed buffers): reads and writes in them then skip pinning and
+//! unpinning their pages on every operation. CMB buffers go as plain reads and writes.
 #![allow(unsafe_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -38,9 +38,6 @@ struct Pending {
 /// user_data of watch polls: above any tag.
 const WATCH: u64 = 1 << 63;
 
-/// Index of the registered host pool among the rings' fixed buffers.
-const FIXED_BUFFER: u16 = 0;
-
 pub struct Executor {
     ring: IoUring,
     /// The polled ring, if the kernel set one up, and how many entries it has out.
@@ -50,8 +47,8 @@ pub struct Executor {
     polled_done: u64,
     /// Whether new reads and writes may go to the polled ring (see `prefer_polled`).
     polling_preferred: bool,
-    /// Addresses registered as fixed buffer 0 on every ring (see `register_buffers`).
-    fixed: Option<Range<u64>>,
+    /// Address ranges of the rings' fixed buffers, by index (see `register_buffers`).
+    fixed: Vec<Range<u64>>,
     pending: HashMap<Tag, Pending>,
     /// Tokens of the watch polls armed on the ring.
     watches_armed: Vec<u64>,
@@ -76,7 +73,7 @@ impl Executor {
             polled_in_flight: 0,
             polled_done: 0,
             polling_preferred: false,
-            fixed: None,
+            fixed: Vec::new(),
             pending: HashMap::new(),
             watches_armed: Vec::new(),
             watches_ready: Vec::new(),
@@ -87,33 +84,35 @@ impl Executor {
         })
     }
 
-    /// Registers `len_bytes` at `address` as fixed buffer 0 of every ring; reads and
-    /// writes inside it then use it. On failure nothing is registered (and plain reads
-    /// and writes serve everything, as before).
+    /// Registers `regions` (address, length) as the rings' fixed buffers, in order;
+    /// reads and writes inside one of them then use it. On failure nothing is
+    /// registered (and plain reads and writes serve everything, as before).
     ///
     /// # Safety
-    /// `address..address + len_bytes` must be a mapping of this process (the kernel
-    /// pins its pages, which then stay valid until the rings go).
-    pub unsafe fn register_buffers(&mut self, address: u64, len_bytes: usize) -> io::Result<()> {
-        let iovec = libc::iovec { iov_base: address as *mut libc::c_void, iov_len: len_bytes };
+    /// Every region must be a mapping of this process (the kernel pins its pages,
+    /// which then stay valid until the rings go).
+    pub unsafe fn register_buffers(&mut self, regions: &[(u64, usize)]) -> io::Result<()> {
+        let iovecs: Vec<libc::iovec> =
+            regions.iter().map(|&(address, len_bytes)| libc::iovec { iov_base: address as *mut libc::c_void, iov_len: len_bytes }).collect();
         // SAFETY: forwarded from this function's contract; the pinned pages outlive
         // every operation, since they are only released with the ring.
-        unsafe { self.ring.submitter().register_buffers(&[iovec]) }?;
+        unsafe { self.ring.submitter().register_buffers(&iovecs) }?;
         if let Some(polled) = &self.polled {
             // SAFETY: as above.
-            if let Err(error) = unsafe { polled.submitter().register_buffers(&[iovec]) } {
+            if let Err(error) = unsafe { polled.submitter().register_buffers(&iovecs) } {
                 self.ring.submitter().unregister_buffers().ok();
                 return Err(error);
             }
         }
-        self.fixed = Some(address..address.saturating_add(len_bytes as u64));
+        self.fixed = regions.iter().map(|&(address, len_bytes)| address..address.saturating_add(len_bytes as u64)).collect();
         Ok(())
     }
 
-    /// Whether `buffer` lies inside the registered fixed buffer.
-    fn is_fixed(&self, buffer: &Buffer) -> bool {
+    /// The index of the fixed buffer that holds all of `buffer`, if one does.
+    fn fixed_index(&self, buffer: &Buffer) -> Option<u16> {
         let end = buffer.address.saturating_add(u64::from(buffer.len_bytes));
-        self.fixed.as_ref().is_some_and(|fixed| fixed.start <= buffer.address && end <= fixed.end)
+        let index = self.fixed.iter().position(|fixed| fixed.start <= buffer.address && end <= fixed.end)?;
+        u16::try_from(index).ok()
     }
 
     /// Arms a oneshot poll for `fd` readable under `token` (< 2^63), unless one is armed.
@@ -193,20 +192,18 @@ impl Executor {
             BackendOp::Read { offset_bytes, buffer } => {
                 pending.expected_bytes = buffer.len_bytes;
                 let (address, len) = (buffer.address as *mut u8, buffer.len_bytes);
-                entries.push(if self.is_fixed(&buffer) {
-                    opcode::ReadFixed::new(fd, address, len, FIXED_BUFFER).offset(offset_bytes).build()
-                } else {
-                    opcode::Read::new(fd, address, len).offset(offset_bytes).build()
+                entries.push(match self.fixed_index(&buffer) {
+                    Some(index) => opcode::ReadFixed::new(fd, address, len, index).offset(offset_bytes).build(),
+                    None => opcode::Read::new(fd, address, len).offset(offset_bytes).build(),
                 });
             }
             BackendOp::Write { offset_bytes, buffer, durable } => {
                 pending.expected_bytes = buffer.len_bytes;
                 let flags = if durable { libc::RWF_DSYNC } else { 0 };
                 let (address, len) = (buffer.address as *const u8, buffer.len_bytes);
-                entries.push(if self.is_fixed(&buffer) {
-                    opcode::WriteFixed::new(fd, address, len, FIXED_BUFFER).offset(offset_bytes).rw_flags(flags).build()
-                } else {
-                    opcode::Write::new(fd, address, len).offset(offset_bytes).rw_flags(flags).build()
+                entries.push(match self.fixed_index(&buffer) {
+                    Some(index) => opcode::WriteFixed::new(fd, address, len, index).offset(offset_bytes).rw_flags(flags).build(),
+                    None => opcode::Write::new(fd, address, len).offset(offset_bytes).rw_flags(flags).build(),
                 });
             }
             BackendOp::Flush => entries.push(opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()),
@@ -432,9 +429,9 @@ mod tests {
         assert!(data[start..start + 4096].iter().all(|&b| b == 0x5A));
     }
 
-    /// Reads into the registered region go as fixed-buffer reads; a buffer reaching past
-    /// its end must not (the kernel would fail it with EFAULT), and reads outside it
-    /// still work as plain reads.
+    /// Reads into a registered region go as reads of that fixed buffer; a buffer reaching
+    /// past its end must not (the kernel would fail it with EFAULT), and reads outside
+    /// every region still work as plain reads.
     #[test]
     fn fixed_buffer_only_inside_the_registered_region() {
         let scratch = Scratch::new("fixed", 16384, 0xC3);
@@ -442,13 +439,14 @@ mod tests {
         let mut data = vec![0u8; 5 * 4096];
         let base = (data.as_mut_ptr() as u64).next_multiple_of(4096);
         // SAFETY: `data` is this process's memory and outlives the executor.
-        unsafe { executor.register_buffers(base, 2 * 4096) }.unwrap();
+        unsafe { executor.register_buffers(&[(base + 4 * 4096, 4096), (base, 2 * 4096)]) }.unwrap();
         let inside = host_buffer(base + 4096, 4096);
         let straddling = host_buffer(base + 4096, 2 * 4096);
         let outside = host_buffer(base + 3 * 4096, 4096);
-        assert!(executor.is_fixed(&inside));
-        assert!(!executor.is_fixed(&straddling));
-        assert!(!executor.is_fixed(&outside));
+        assert_eq!(executor.fixed_index(&inside), Some(1));
+        assert_eq!(executor.fixed_index(&host_buffer(base + 4 * 4096, 4096)), Some(0));
+        assert_eq!(executor.fixed_index(&straddling), None);
+        assert_eq!(executor.fixed_index(&outside), None);
         assert_eq!(read_once(&mut executor, &scratch.backend, 0, inside).unwrap(), 4096);
         assert_eq!(read_once(&mut executor, &scratch.backend, 4096, straddling).unwrap(), 8192);
         assert_eq!(read_once(&mut executor, &scratch.backend, 12288, outside).unwrap(), 4096);

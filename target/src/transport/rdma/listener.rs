@@ -237,12 +237,14 @@ impl Listener {
             Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
         };
         let host = &self.pools.host.memory;
+        // (The admin queue takes no in-capsule data: its data region is empty.)
+        let fixed: Vec<(u64, usize)> = [(host.address(), host.len_bytes()), recv.data_region()].into_iter().filter(|&(_, len)| len > 0).collect();
         #[allow(unsafe_code)]
-        // SAFETY: the host pool is a mapping of this process (the pools live as long as
-        // the listener); the rings pin its pages for as long as they exist.
-        let registered = unsafe { executor.register_buffers(host.address(), host.len_bytes()) };
+        // SAFETY: the host pool and the receive buffers are mappings of this process;
+        // the rings pin their pages for as long as they exist.
+        let registered = unsafe { executor.register_buffers(&fixed) };
         if let Err(error) = registered {
-            info!(queue = request.queue_id, %error, "io_uring did not take the host pool as a fixed buffer: reads and writes pin their pages each time");
+            info!(queue = request.queue_id, %error, "io_uring did not take the data buffers as fixed buffers: reads and writes pin their pages each time");
         }
         let events = match EventChannel::new() {
             Ok(e) => e,

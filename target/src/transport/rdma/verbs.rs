@@ -495,6 +495,12 @@ impl RecvBuffers {
         Ok(RecvBuffers { mr, memory, data_bytes, data_base, data_stride, count })
     }
 
+    /// Address and length of the in-capsule data areas (all slots), for the backend.
+    pub fn data_region(&self) -> (u64, usize) {
+        let len = self.memory.len().saturating_sub(self.data_base);
+        (self.memory.as_ptr() as u64 + self.data_base as u64, len)
+    }
+
     fn command_offset(&self, index: u32) -> usize {
         index as usize * COMMAND_BYTES
     }
