@@ -243,9 +243,10 @@ impl Listener {
         // SAFETY: the host pool and the receive buffers are mappings of this process;
         // the rings pin their pages for as long as they exist.
         let registered = unsafe { executor.register_buffers(&fixed) };
-        if let Err(error) = registered {
+        if let Err(error) = &registered {
             info!(queue = request.queue_id, %error, "io_uring did not take the data buffers as fixed buffers: reads and writes pin their pages each time");
         }
+        let fixed_buffers = registered.is_ok();
         let events = match EventChannel::new() {
             Ok(e) => e,
             Err(e) => return Err((Some(id), fail(e, "event channel"))),
@@ -278,7 +279,7 @@ impl Listener {
         }
         let peer = connection.id.peer();
         let stats = connection.queue.stats.clone();
-        info!(queue = request.queue_id, ?peer, entries, uses_cmb, "queue connected");
+        info!(queue = request.queue_id, ?peer, entries, initiator_depth, uses_cmb, fixed_buffers, "queue connected");
         let cpu = self.cpus.get(usize::from(request.queue_id) % self.cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new()
             .name(format!("p2ptgt-q{}", request.queue_id))
