@@ -11,5 +11,6 @@
 //! - `Disconnect`: close the connection, drain what is in flight, `handle_close`, and
 //!   drop the queue only when neither the NIC nor the backend holds a buffer.
 
+pub mod depth;
 pub mod loopback;
 pub mod rdma;

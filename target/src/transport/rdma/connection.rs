@@ -15,6 +15,7 @@ use zerocopy::IntoBytes;
 use super::cm::{CmEventKind, CmId, EventChannel};
 use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, Transfer, WorkCompletion};
 use crate::backend::Executor;
+use crate::transport::depth::DepthHistory;
 use crate::core::{Action, Buffer, CapsuleUse, Queue, Tag};
 use crate::wire::KeyedSgl;
 
@@ -89,6 +90,7 @@ pub struct Connection {
     closing: Option<Instant>,
     sends: Vec<SendRequest>,
     completions: Vec<WorkCompletion>,
+    depth: DepthHistory,
 }
 
 impl Connection {
@@ -112,6 +114,7 @@ impl Connection {
             closing: None,
             sends: Vec::new(),
             completions: Vec::with_capacity(32),
+            depth: DepthHistory::new(SPIN_OUTSTANDING_MAX, Instant::now()),
         }
     }
 
@@ -148,6 +151,7 @@ impl Connection {
             }
             self.handle_watches();
             let now = Instant::now();
+            self.depth.note(now, self.queue.outstanding());
             let deadline = self.queue.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
             if now >= deadline {
                 self.queue.handle_timeout(now);
@@ -199,9 +203,10 @@ impl Connection {
         info!(queue = queue_id, ?peer, "queue closed");
     }
 
-    /// The latency-bound regime, where polling pays: at most a couple of commands out.
+    /// The latency-bound regime, where polling pays: at most a couple of commands out,
+    /// now and through the last window (see [`DepthHistory`]).
     fn shallow(&self) -> bool {
-        self.queue.outstanding() <= SPIN_OUTSTANDING_MAX
+        self.depth.shallow(self.queue.outstanding())
     }
 
     /// How long to poll since the last progress before sleeping: the idle budget, or

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Runs inside the test-bed guest: where the guest's CPU time goes per I/O, for the
+kernel target and p2ptgt with host buffers, on one fio job, in one boot.
+
+    rxe-setup/vm/run -- python3 benches/profile.py [JOB] [ROUNDS]
+
+JOB is one of benches/guest.py's jobs (default randread-4k-qd16). Each round samples
+the whole guest with `perf record -e cpu-clock` during the job on each target and prints
+microseconds per I/O by thread class (the target's own threads, rxe's workers, fio,
+idle), then the target threads' top symbols. Needs perf (Debian's linux-perf)."""
+
+import collections
+import os
+import re
+import subprocess
+import sys
+
+import guest
+
+FREQUENCY = 1000
+
+
+def thread_class(comm):
+    """Which part of the stack a thread's samples belong to."""
+    if comm.startswith("p2ptgt"):
+        return "target"
+    if comm.startswith("kworker"):
+        # Workqueue names are cut to 15 characters: rxe_wq shows as "-rx" or "+rx";
+        # nvmet-rdma completes in ib_cq ("ib") and submits bios through kblockd ("kb").
+        suffix = comm[-3:]
+        if suffix in ("-rx", "+rx"):
+            return "rxe"
+        if suffix in ("-ib", "+ib", "-kb", "+kb"):
+            return "target"
+        return "other kworkers"
+    if comm == "swapper":
+        return "idle"
+    if comm.startswith("ksoftirqd"):
+        return "softirq"
+    return comm if comm == "fio" else "other"
+
+
+def report(data, *args):
+    command = ["perf", "report", "-i", data, "--stdio", "-n", "--no-children", "-g", "none", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def samples(text):
+    """(samples, key) for each row of a `perf report -n` table."""
+    for line in text.splitlines():
+        match = re.match(r"\s+[\d.]+%\s+(\d+)\s+(.*\S)\s*$", line)
+        if match:
+            yield int(match[1]), match[2]
+
+
+def profile(mode, device, options, data):
+    recorder = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", str(FREQUENCY), "-a", "-o", data],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = guest.fio(device, "profile", options)
+    recorder.send_signal(2)
+    recorder.wait()
+    # perf also samples fio's ramp-up second; scale the I/O count to the same span.
+    ios = result["ios"] * (guest.RUNTIME + 1) / guest.RUNTIME
+    per_class = collections.Counter()
+    comms = collections.defaultdict(set)
+    for count, comm in samples(report(data, "--sort", "comm")):
+        per_class[thread_class(comm)] += count
+        comms[thread_class(comm)].add(comm)
+    us_per_io = lambda count: count * 1e6 / FREQUENCY / ios
+    print(f"{mode}: {result['iops']:.0f} IOPS; µs of guest CPU per I/O: "
+          + ", ".join(f"{name} {us_per_io(count):.1f}" for name, count in per_class.most_common()), flush=True)
+    target = report(data, "--comms", ",".join(sorted(comms["target"])), "--sort", "sym", "--percent-limit", "0.3")
+    for count, symbol in list(samples(target))[:12]:
+        print(f"    {us_per_io(count):5.1f}  {symbol}")
+
+
+def main():
+    job = sys.argv[1] if len(sys.argv) > 1 else "randread-4k-qd16"
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    options = next((options for name, options, _ in guest.JOBS if name == job), None)
+    if options is None:
+        sys.exit(f"unknown job {job}; one of {', '.join(name for name, _, _ in guest.JOBS)}")
+    guest.OUT.mkdir(parents=True, exist_ok=True)
+    for setting, value in [("kptr_restrict", "0"), ("perf_event_paranoid", "-1")]:
+        with open(f"/proc/sys/kernel/{setting}", "w") as knob:
+            knob.write(value)
+    guest.nvmet_up()
+    devices = {"kernel-target": guest.connect(guest.NQN, "4420")}
+    process = guest.p2ptgt_up("p2ptgt-host", f"{guest.NQN}-p2ptgt-host", "4421", "off")
+    try:
+        devices["p2ptgt-host"] = guest.connect(f"{guest.NQN}-p2ptgt-host", "4421")
+        for _ in range(rounds):
+            for mode, device in devices.items():
+                profile(mode, device, options, f"/tmp/{mode}.perf")
+    finally:
+        guest.disconnect(f"{guest.NQN}-p2ptgt-host")
+        guest.disconnect(guest.NQN)
+        process.terminate()
+        process.wait(timeout=30)
+        guest.nvmet_down()
+
+
+if __name__ == "__main__":
+    main()
