@@ -31,10 +31,18 @@ pub struct ServeOptions {
     /// Adaptive polling after activity, before a queue thread sleeps.
     pub poll_budget: std::time::Duration,
     /// Whether shallow queues may poll the SSD for completions (block devices with
-    /// poll queues; needs `poll_budget`).
+    /// poll queues; needs `poll_budget`, see [`ServeOptions::polls_ssd`]).
     pub polled_io: bool,
     /// CPUs to pin queue threads to (queue i on `cpus[i % len]`); empty: not pinned.
     pub cpus: Vec<usize>,
+}
+
+impl ServeOptions {
+    /// Whether queue threads poll the SSD for completions: asked for, and only a
+    /// thread that polls at all (a poll budget) is awake to find them.
+    pub fn polls_ssd(&self) -> bool {
+        self.polled_io && !self.poll_budget.is_zero()
+    }
 }
 
 pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError> {
@@ -64,7 +72,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
                 warn!(nsid = namespace.id, path = %namespace.path.display(), "this namespace's device cannot reach the CMB (a file or another device): its payload uses host memory buffers");
             }
             if let Backend::File(file) = &backend {
-                if file.block_device && file.direct && !file.pollable && options.polled_io && !options.poll_budget.is_zero() {
+                if file.block_device && file.direct && !file.pollable && options.polls_ssd() {
                     info!(nsid = namespace.id, path = %namespace.path.display(), "the block device has no poll queues (NVMe: the nvme.poll_queues module parameter): its completions come by interrupt");
                 }
             }
@@ -124,7 +132,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let control = listener.control.clone();
     let mut listener = listener;
     listener.poll_budget = options.poll_budget;
-    listener.polled_io = options.polled_io;
+    listener.polled_io = options.polls_ssd();
     listener.cpus = options.cpus.clone();
     let mode = listener.open_listening_device();
     let buffers = match (&pools.cmb, mode) {

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 const WINDOW: Duration = Duration::from_millis(1);
 
 pub struct DepthHistory {
-    /// Most commands outstanding: the deepest is kept per window.
+    /// Most commands outstanding that still count as shallow.
     limit: usize,
     window_start: Instant,
+    /// Deepest outstanding count seen in the current window and in the one before.
     peak: usize,
     previous_peak: usize,
 }

@@ -15,8 +15,8 @@ use zerocopy::IntoBytes;
 use super::cm::{CmEventKind, CmId, EventChannel};
 use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, Transfer, WorkCompletion};
 use crate::backend::Executor;
-use crate::transport::depth::DepthHistory;
 use crate::core::{Action, Buffer, CapsuleUse, Queue, Tag};
+use crate::transport::depth::DepthHistory;
 use crate::wire::KeyedSgl;
 
 /// Kinds of work request, in bits 48..56 of the wr_id; the low bits carry a tag or slot.

@@ -92,7 +92,7 @@ pub struct Listener {
     pub control: Arc<Control>,
     /// Adaptive polling budget of each queue thread.
     pub poll_budget: Duration,
-    /// Whether queue threads may poll the SSD for completions.
+    /// Whether queue threads poll the SSD for completions (a polled ring each).
     pub polled_io: bool,
     /// CPUs queue threads are pinned to, queue i on `cpus[i % len]`; empty: not pinned.
     pub cpus: Vec<usize>,
@@ -232,7 +232,7 @@ impl Listener {
             Ok(r) => r,
             Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
         };
-        let mut executor = match Executor::new(entries * 2, self.polled_io && !self.poll_budget.is_zero()) {
+        let mut executor = match Executor::new(entries * 2, self.polled_io) {
             Ok(e) => e,
             Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
         };
