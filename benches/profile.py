@@ -7,7 +7,7 @@ kernel target and p2ptgt with host buffers, on one fio job, in one boot.
 JOB is one of benches/guest.py's jobs (default randread-4k-qd16). Each round samples
 the whole guest with `perf record -e cpu-clock` during the job on each target and prints
 microseconds per I/O by thread class (the target's own threads, rxe's workers, fio,
-idle), then the target threads' top symbols. Needs perf (Debian's linux-perf)."""
+idle), then the top symbols of the target's threads and of rxe's workers. Needs perf (Debian's linux-perf)."""
 
 import collections
 import os
@@ -69,9 +69,13 @@ def profile(mode, device, options, data):
     us_per_io = lambda count: count * 1e6 / FREQUENCY / ios
     print(f"{mode}: {result['iops']:.0f} IOPS; µs of guest CPU per I/O: "
           + ", ".join(f"{name} {us_per_io(count):.1f}" for name, count in per_class.most_common()), flush=True)
-    target = report(data, "--comms", ",".join(sorted(comms["target"])), "--sort", "sym", "--percent-limit", "0.3")
-    for count, symbol in list(samples(target))[:12]:
-        print(f"    {us_per_io(count):5.1f}  {symbol}")
+    for name in ("target", "rxe"):
+        if not comms[name]:
+            continue
+        print(f"  {name} threads' top symbols, µs per I/O:")
+        table = report(data, "--comms", ",".join(sorted(comms[name])), "--sort", "sym", "--percent-limit", "0.3")
+        for count, symbol in list(samples(table))[:12]:
+            print(f"    {us_per_io(count):5.1f}  {symbol}")
 
 
 def main():

@@ -14,3 +14,4 @@
 pub mod depth;
 pub mod loopback;
 pub mod rdma;
+pub mod sends;

@@ -17,6 +17,7 @@ use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, S
 use crate::backend::Executor;
 use crate::core::{Action, Buffer, CapsuleUse, Queue, Tag};
 use crate::transport::depth::DepthHistory;
+use crate::transport::sends::SendsInFlight;
 use crate::wire::KeyedSgl;
 
 /// Kinds of work request, in bits 48..56 of the wr_id; the low bits carry a tag or slot.
@@ -83,7 +84,9 @@ pub struct Connection {
     pub send_with_invalidate: bool,
     /// How long to keep polling after the last completion before sleeping.
     pub poll_budget: Duration,
-    signalled_in_flight: usize,
+    reads_in_flight: usize,
+    /// Only the last SEND of a post is signalled (see [`SendsInFlight`]).
+    sends_in_flight: SendsInFlight,
     recvs_in_flight: u32,
     /// Receive slots lent to requests, by tag: posted again once the response is sent.
     lent_slots: Vec<Option<u32>>,
@@ -108,7 +111,8 @@ impl Connection {
             control,
             send_with_invalidate,
             poll_budget: Duration::ZERO,
-            signalled_in_flight: 0,
+            reads_in_flight: 0,
+            sends_in_flight: SendsInFlight::default(),
             recvs_in_flight: 0,
             lent_slots: Vec::new(),
             closing: None,
@@ -293,7 +297,7 @@ impl Connection {
                 }
             }
             READ => {
-                self.signalled_in_flight = self.signalled_in_flight.saturating_sub(1);
+                self.reads_in_flight = self.reads_in_flight.saturating_sub(1);
                 if !completion.ok() {
                     warn!(queue = self.queue.queue_id(), status = completion.status, "RDMA READ of host data failed");
                 }
@@ -303,24 +307,33 @@ impl Connection {
                 }
             }
             SEND => {
-                self.signalled_in_flight = self.signalled_in_flight.saturating_sub(1);
                 if !completion.ok() {
                     if self.closing.is_none() {
                         warn!(queue = self.queue.queue_id(), status = completion.status, "response send failed");
                     }
                     self.start_close();
                 }
-                self.queue.handle_response_sent(tag);
-                if let Some(slot) = self.lent_slots.get_mut(usize::from(tag)).and_then(Option::take) {
-                    if self.closing.is_none() {
-                        self.repost(slot);
-                    }
-                }
+                self.sends_completed_through(tag);
             }
             // Unsignalled RDMA WRITEs report only failures; the SEND after them follows.
             WRITE if !completion.ok() => self.start_close(),
             _ => {}
         }
+    }
+
+    /// The SEND for `tag` and those posted before it are done: their requests may go,
+    /// and receive slots lent to them are posted again.
+    fn sends_completed_through(&mut self, tag: u16) {
+        let mut sends = std::mem::take(&mut self.sends_in_flight);
+        for done in sends.completed_through(tag) {
+            self.queue.handle_response_sent(done);
+            if let Some(slot) = self.lent_slots.get_mut(usize::from(done)).and_then(Option::take) {
+                if self.closing.is_none() {
+                    self.repost(slot);
+                }
+            }
+        }
+        self.sends_in_flight = sends;
     }
 
     fn repost(&mut self, slot: u32) {
@@ -338,7 +351,7 @@ impl Connection {
                     let mut data = [0u8; 16];
                     data.copy_from_slice(completion.as_bytes());
                     let invalidate_key = invalidate_key.filter(|_| self.send_with_invalidate);
-                    self.sends.push(SendRequest::SendInline { wr_id: SEND | u64::from(tag), data, invalidate_key });
+                    self.sends.push(SendRequest::SendInline { wr_id: SEND | u64::from(tag), data, invalidate_key, signalled: false });
                 }
                 Action::Submit { tag, namespace, op } => {
                     // SAFETY: the core keeps the request's buffer allocated until it sees
@@ -368,12 +381,23 @@ impl Connection {
             }
             return;
         }
-        let signalled = self.sends.iter().filter(|r| !matches!(r, SendRequest::Write(_))).count();
+        // One completion per post reports all its SENDs (and the WRITEs before them).
+        if let Some(SendRequest::SendInline { signalled, .. }) = self.sends.iter_mut().rev().find(|r| matches!(r, SendRequest::SendInline { .. })) {
+            *signalled = true;
+        }
         // SAFETY: every local buffer belongs to a request the core keeps alive until the
-        // matching completion (READ, SEND) comes back through `complete`; inline data is
-        // copied at post time.
+        // completion that reports it (its READ's, or a later signalled SEND's) comes back
+        // through `complete`; inline data is copied at post time.
         match unsafe { self.qp.post_send(&self.sends) } {
-            Ok(()) => self.signalled_in_flight += signalled,
+            Ok(()) => {
+                for request in &self.sends {
+                    match request {
+                        SendRequest::Read(_) => self.reads_in_flight += 1,
+                        SendRequest::SendInline { wr_id, .. } => self.sends_in_flight.posted((wr_id & 0xFFFF) as u16),
+                        SendRequest::Write(_) => {}
+                    }
+                }
+            }
             Err(error) => {
                 warn!(queue = self.queue.queue_id(), %error, "posting work requests failed");
                 self.sends.clear();
@@ -396,7 +420,7 @@ impl Connection {
 
     fn finished(&self) -> bool {
         let Some(since) = self.closing else { return false };
-        let nic_idle = self.signalled_in_flight == 0 && self.recvs_in_flight == 0;
+        let nic_idle = self.reads_in_flight == 0 && self.sends_in_flight.is_empty() && self.recvs_in_flight == 0;
         let nic_done = nic_idle || since.elapsed() > FLUSH_TIMEOUT;
         // Backend operations write into pool buffers: always wait for them.
         nic_done && self.executor.in_flight() == 0

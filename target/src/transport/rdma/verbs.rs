@@ -331,8 +331,10 @@ pub enum SendRequest {
     Read(Transfer),
     /// RDMA WRITE of local memory to the host; unsignalled (the SEND after it reports).
     Write(Transfer),
-    /// SEND of a small inline message, optionally invalidating a host key.
-    SendInline { wr_id: u64, data: [u8; 16], invalidate_key: Option<u32> },
+    /// SEND of a small inline message, optionally invalidating a host key. Unsignalled
+    /// SENDs complete silently, unless in error: a later signalled work request's
+    /// completion reports them (a queue pair completes its sends in order).
+    SendInline { wr_id: u64, data: [u8; 16], invalidate_key: Option<u32>, signalled: bool },
 }
 
 /// Work requests chained in one `ibv_post_send`.
@@ -410,9 +412,12 @@ impl QueuePair {
                     wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
                     wr.wr.rdma = sys::rdma_t { remote_addr: t.remote, rkey: t.remote_key };
                 }
-                SendRequest::SendInline { wr_id, invalidate_key, .. } => {
+                SendRequest::SendInline { wr_id, invalidate_key, signalled, .. } => {
                     wr.wr_id = wr_id;
-                    wr.send_flags = sys::ibv_send_flags::IBV_SEND_SIGNALED.0 | sys::ibv_send_flags::IBV_SEND_INLINE.0;
+                    wr.send_flags = sys::ibv_send_flags::IBV_SEND_INLINE.0;
+                    if signalled {
+                        wr.send_flags |= sys::ibv_send_flags::IBV_SEND_SIGNALED.0;
+                    }
                     match invalidate_key {
                         Some(key) => {
                             wr.opcode = sys::ibv_wr_opcode::IBV_WR_SEND_WITH_INV;

@@ -1,0 +1,75 @@
+//! Responses in flight on a reliable connection that signals only some of its SENDs.
+//! A queue pair completes its send queue in order, so the completion of one signalled
+//! SEND also completes every SEND posted before it; only a SEND that fails (or is
+//! flushed when the connection closes) reports on its own. Signalling one SEND per post
+//! halves the completions a queue handles per command and the wake-ups they cause.
+
+use std::collections::VecDeque;
+
+/// Tags of the SENDs posted and not yet known complete, in posting order.
+#[derive(Default)]
+pub struct SendsInFlight {
+    tags: VecDeque<u16>,
+}
+
+impl SendsInFlight {
+    pub fn posted(&mut self, tag: u16) {
+        self.tags.push_back(tag);
+    }
+
+    /// The SEND for `tag` completed: takes it and every SEND posted before it, oldest
+    /// first. A tag not in flight (a stray or repeated completion) completes nothing.
+    pub fn completed_through(&mut self, tag: u16) -> impl Iterator<Item = u16> + '_ {
+        let count = self.tags.iter().position(|&posted| posted == tag).map_or(0, |index| index + 1);
+        self.tags.drain(..count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posted(tags: &[u16]) -> SendsInFlight {
+        let mut sends = SendsInFlight::default();
+        tags.iter().for_each(|&tag| sends.posted(tag));
+        sends
+    }
+
+    #[test]
+    fn a_signalled_completion_takes_the_sends_before_it() {
+        let mut sends = posted(&[4, 9, 2, 7]);
+        assert_eq!(sends.completed_through(2).collect::<Vec<_>>(), [4, 9, 2]);
+        assert_eq!(sends.completed_through(7).collect::<Vec<_>>(), [7]);
+        assert!(sends.is_empty());
+    }
+
+    #[test]
+    fn flushed_sends_report_one_by_one() {
+        let mut sends = posted(&[1, 2, 3]);
+        for tag in [1, 2, 3] {
+            assert_eq!(sends.completed_through(tag).collect::<Vec<_>>(), [tag]);
+        }
+        assert!(sends.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_tag_completes_nothing() {
+        let mut sends = posted(&[5, 6]);
+        assert_eq!(sends.completed_through(8).count(), 0);
+        assert_eq!(sends.completed_through(6).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(sends.completed_through(6).count(), 0);
+    }
+
+    #[test]
+    fn a_reused_tag_completes_its_oldest_posting_first() {
+        let mut sends = posted(&[3, 1]);
+        assert_eq!(sends.completed_through(3).collect::<Vec<_>>(), [3]);
+        sends.posted(3);
+        assert_eq!(sends.completed_through(3).collect::<Vec<_>>(), [1, 3]);
+        assert!(sends.is_empty());
+    }
+}
