@@ -27,6 +27,11 @@ const WRITE: u64 = 3 << 48;
 const SEND: u64 = 4 << 48;
 const KIND_MASK: u64 = 0xFF << 48;
 
+/// The request tag in the low bits of a READ, WRITE or SEND wr_id.
+fn tag_of(wr_id: u64) -> Tag {
+    (wr_id & 0xFFFF) as Tag
+}
+
 /// How long a closing connection waits for the NIC to flush its work requests.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tokens of the descriptors a queue thread sleeps on.
@@ -273,7 +278,7 @@ impl Connection {
     }
 
     fn complete(&mut self, completion: WorkCompletion) {
-        let tag = (completion.wr_id & 0xFFFF) as u16;
+        let tag = tag_of(completion.wr_id);
         match completion.wr_id & KIND_MASK {
             RECV => {
                 self.recvs_in_flight = self.recvs_in_flight.saturating_sub(1);
@@ -323,7 +328,7 @@ impl Connection {
 
     /// The SEND for `tag` and those posted before it are done: their requests may go,
     /// and receive slots lent to them are posted again.
-    fn sends_completed_through(&mut self, tag: u16) {
+    fn sends_completed_through(&mut self, tag: Tag) {
         let mut sends = std::mem::take(&mut self.sends_in_flight);
         for done in sends.completed_through(tag) {
             self.queue.handle_response_sent(done);
@@ -376,7 +381,7 @@ impl Connection {
             // Nothing more goes out; give the tags back so the buffers return.
             for request in self.sends.drain(..) {
                 if let SendRequest::SendInline { wr_id, .. } = request {
-                    self.queue.handle_response_sent((wr_id & 0xFFFF) as u16);
+                    self.queue.handle_response_sent(tag_of(wr_id));
                 }
             }
             return;
@@ -393,7 +398,7 @@ impl Connection {
                 for request in &self.sends {
                     match request {
                         SendRequest::Read(_) => self.reads_in_flight += 1,
-                        SendRequest::SendInline { wr_id, .. } => self.sends_in_flight.posted((wr_id & 0xFFFF) as u16),
+                        SendRequest::SendInline { wr_id, .. } => self.sends_in_flight.posted(tag_of(*wr_id)),
                         SendRequest::Write(_) => {}
                     }
                 }
