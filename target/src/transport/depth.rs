@@ -51,10 +51,15 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A history with limit 2, started now.
+    fn started() -> (Instant, DepthHistory) {
+        let start = Instant::now();
+        (start, DepthHistory::new(2, start))
+    }
+
     #[test]
     fn a_qd1_stream_is_shallow() {
-        let start = Instant::now();
-        let mut history = DepthHistory::new(2, start);
+        let (start, mut history) = started();
         for step in 0..10 {
             history.note(start + Duration::from_micros(300 * step), 1);
             assert!(history.shallow(1));
@@ -65,8 +70,7 @@ mod tests {
 
     #[test]
     fn a_drain_at_depth_is_not_shallow_until_a_window_passes() {
-        let start = Instant::now();
-        let mut history = DepthHistory::new(2, start);
+        let (start, mut history) = started();
         history.note(start, 12);
         assert!(!history.shallow(12));
         history.note(start + Duration::from_micros(500), 1);
@@ -79,8 +83,7 @@ mod tests {
 
     #[test]
     fn idle_time_forgets_depth() {
-        let start = Instant::now();
-        let mut history = DepthHistory::new(2, start);
+        let (start, mut history) = started();
         history.note(start + Duration::from_micros(900), 16);
         history.note(start + ms(5), 1);
         assert!(history.shallow(1));
@@ -88,8 +91,7 @@ mod tests {
 
     #[test]
     fn more_than_the_limit_now_is_never_shallow() {
-        let start = Instant::now();
-        let mut history = DepthHistory::new(2, start);
+        let (start, mut history) = started();
         history.note(start, 3);
         assert!(!history.shallow(3));
         assert!(!history.shallow(2), "the window's peak is 3");
