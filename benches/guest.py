@@ -73,6 +73,24 @@ def system_ticks():
     return fields[2] + fields[5] + fields[6]
 
 
+def rxe_counters():
+    """rxe's hardware counters, summed over devices and ports: packets, and the
+    retransmissions, RNR NAKs and sequence errors that would show a transport problem."""
+    totals = {}
+    for counter in Path("/sys/class/infiniband").glob("*/ports/*/hw_counters/*"):
+        try:
+            totals[counter.name] = totals.get(counter.name, 0) + int(counter.read_text())
+        except (OSError, ValueError):
+            pass
+    return totals
+
+
+# rxe counters that stay at zero on a healthy link; any other value is printed.
+RXE_TROUBLE = ("rcvd_rnr_err", "send_rnr_err", "retry_exceeded_err", "retry_rnr_exceeded_err",
+               "rcvd_seq_err", "duplicate_request", "out_of_sequence", "completer_retry_err",
+               "send_err", "rdma_sends_err", "link_downed")
+
+
 def fio(device, name, options):
     args = ["fio", f"--name={name}", f"--filename={device}", "--direct=1", "--ioengine=libaio",
             "--time_based", f"--runtime={RUNTIME}", "--ramp_time=1", "--group_reporting",
@@ -181,13 +199,21 @@ def p2ptgt_stats(mode):
 def measure(mode, device, cpu, name, options, metric, pid=None):
     before, busy_before = cpu(), busy_ticks()
     sleeps = context_switches(pid) if pid else 0
+    counters = rxe_counters()
     result = fio(device, name, options)
     used, busy = cpu() - before, busy_ticks() - busy_before
+    counted = rxe_counters()
+    delta = {name_: counted[name_] - counters.get(name_, 0) for name_ in counted}
     per_million = lambda ticks: ticks / os.sysconf("SC_CLK_TCK") / max(result["ios"], 1) * 1e6
     result["cpu_s_per_million_ios"] = per_million(used)
     result["guest_cpu_s_per_million_ios"] = per_million(busy)
     if pid:
         result["sleeps_per_io"] = (context_switches(pid) - sleeps) / max(result["ios"], 1)
+    if "sent_pkts" in delta:
+        result["rxe_packets_per_io"] = delta["sent_pkts"] / max(result["ios"], 1)
+    result["rxe_trouble"] = {key: value for key, value in delta.items() if key in RXE_TROUBLE and value}
+    if result["rxe_trouble"]:
+        print(f"  {mode:14} {name:20} rxe counters moved: {result['rxe_trouble']}", flush=True)
     if metric == "lat":
         print(f"  {mode:14} {name:20} p50/90/99/99.9 = {result['lat_p50_us']:.0f}/{result['lat_p90_us']:.0f}/"
               f"{result['lat_p99_us']:.0f}/{result['lat_p999_us']:.0f} us"
