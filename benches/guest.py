@@ -95,6 +95,8 @@ def fio(device, name, options):
     args = ["fio", f"--name={name}", f"--filename={device}", "--direct=1", "--ioengine=libaio",
             "--time_based", f"--runtime={RUNTIME}", "--ramp_time=1", "--group_reporting",
             "--randrepeat=0", "--norandommap", "--size=512M", "--output-format=json"] + options
+    if os.environ.get("BENCH_FIO_CPUS"):
+        args.append(f"--cpus_allowed={os.environ['BENCH_FIO_CPUS']}")
     result = json.loads(sh(*args).stdout)
     job = result["jobs"][0]
     ios = job["read"]["total_ios"] + job["write"]["total_ios"]
