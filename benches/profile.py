@@ -40,6 +40,9 @@ def thread_class(comm):
     return comm if comm == "fio" else "other"
 
 
+SWITCH_SYMBOLS = re.compile(r"\b(switch_mm\w*|__switch_to\w*|finish_task_switch\S*|__schedule|native_write_cr3)$")
+
+
 def report(data, *args):
     command = ["perf", "report", "-i", data, "--stdio", "-n", "--no-children", "-g", "none", *args]
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -76,6 +79,14 @@ def profile(mode, device, options, data):
         table = report(data, "--comms", ",".join(sorted(comms[name])), "--sort", "sym", "--percent-limit", "0.3")
         for count, symbol in list(samples(table))[:12]:
             print(f"    {us_per_io(count):5.1f}  {symbol}")
+    # Context switches, in every thread: loading another address space (a user-space
+    # target's threads have their own; kernel threads borrow the loaded one) is costly
+    # under TCG, which drops its software TLB there.
+    switches = [(count, symbol) for count, symbol in samples(report(data, "--sort", "sym"))
+                if SWITCH_SYMBOLS.search(symbol)]
+    if switches:
+        print("  context-switch symbols, all threads, µs per I/O: "
+              + ", ".join(f"{symbol.split()[-1]} {us_per_io(count):.1f}" for count, symbol in switches))
 
 
 def main():
