@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Runs inside the test-bed guest: where the guest's CPU time goes per I/O, for the
-kernel target and p2ptgt with host buffers, on one fio job, in one boot.
+kernel target and p2ptgt with host buffers (or the MODEs named: kernel-target,
+p2ptgt-host, p2ptgt-cmb), on one fio job, in one boot.
 
-    rxe-setup/vm/run -- python3 benches/profile.py [JOB] [ROUNDS]
+    rxe-setup/vm/run -- python3 benches/profile.py [JOB] [ROUNDS] [MODE...]
 
 JOB is one of benches/guest.py's jobs (default randread-4k-qd16). Each round samples
 the whole guest with `perf record -e cpu-clock` during the job on each target and prints
@@ -99,20 +100,32 @@ def main():
     for setting, value in [("kptr_restrict", "0"), ("perf_event_paranoid", "-1")]:
         with open(f"/proc/sys/kernel/{setting}", "w") as knob:
             knob.write(value)
-    guest.nvmet_up()
-    devices = {"kernel-target": guest.connect(guest.NQN, "4420")}
-    process = guest.p2ptgt_up("p2ptgt-host", f"{guest.NQN}-p2ptgt-host", "4421", "off")
+    modes = sys.argv[3:] or ["kernel-target", "p2ptgt-host"]
+    ports = {"p2ptgt-host": ("4421", "off"), "p2ptgt-cmb": ("4422", "auto")}
+    unknown = [mode for mode in modes if mode != "kernel-target" and mode not in ports]
+    if unknown:
+        sys.exit(f"unknown mode {unknown[0]}; one of kernel-target, {', '.join(ports)}")
+    devices, processes = {}, []
     try:
-        devices["p2ptgt-host"] = guest.connect(f"{guest.NQN}-p2ptgt-host", "4421")
+        for mode in modes:
+            if mode == "kernel-target":
+                guest.nvmet_up()
+                devices[mode] = guest.connect(guest.NQN, "4420")
+                continue
+            port, p2pmem = ports[mode]
+            processes.append(guest.p2ptgt_up(mode, f"{guest.NQN}-{mode}", port, p2pmem))
+            devices[mode] = guest.connect(f"{guest.NQN}-{mode}", port)
         for _ in range(rounds):
             for mode, device in devices.items():
                 profile(mode, device, options, f"/tmp/{mode}.perf")
     finally:
-        guest.disconnect(f"{guest.NQN}-p2ptgt-host")
-        guest.disconnect(guest.NQN)
-        process.terminate()
-        process.wait(timeout=30)
-        guest.nvmet_down()
+        for mode in modes:
+            guest.disconnect(guest.NQN if mode == "kernel-target" else f"{guest.NQN}-{mode}")
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+        if "kernel-target" in modes:
+            guest.nvmet_down()
 
 
 if __name__ == "__main__":
