@@ -291,25 +291,32 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // SAFETY: tear down in reverse order of creation; each pointer is ours or null.
-        unsafe {
-            if !self.closed {
-                sys::rdma_disconnect(self.id);
-            }
-            if !(*self.id).qp.is_null() {
-                sys::rdma_destroy_qp(self.id);
-            }
-            if !self.mr.is_null() {
-                sys::ibv_dereg_mr(self.mr);
-            }
-            if !self.cq.is_null() {
-                sys::ibv_destroy_cq(self.cq);
-            }
-            if !self.pd.is_null() {
-                sys::ibv_dealloc_pd(self.pd);
-            }
-            sys::rdma_destroy_id(self.id);
-            sys::rdma_destroy_event_channel(self.channel);
+        // Tear down in reverse order of creation. Every pointer below was created by
+        // this client and is destroyed once, here; the nullable ones are checked.
+        if !self.closed {
+            // SAFETY: `id` is this client's live CM id.
+            unsafe { sys::rdma_disconnect(self.id) };
         }
+        // SAFETY: `id` is live until `rdma_destroy_id` below.
+        if !unsafe { (*self.id).qp }.is_null() {
+            // SAFETY: the id has a QP, created by this client.
+            unsafe { sys::rdma_destroy_qp(self.id) };
+        }
+        if !self.mr.is_null() {
+            // SAFETY: this client's MR, no longer used by a QP (destroyed above).
+            unsafe { sys::ibv_dereg_mr(self.mr) };
+        }
+        if !self.cq.is_null() {
+            // SAFETY: this client's CQ; its QP is gone.
+            unsafe { sys::ibv_destroy_cq(self.cq) };
+        }
+        if !self.pd.is_null() {
+            // SAFETY: this client's PD; its MR and QP are gone.
+            unsafe { sys::ibv_dealloc_pd(self.pd) };
+        }
+        // SAFETY: the id has no QP left; destroyed once.
+        unsafe { sys::rdma_destroy_id(self.id) };
+        // SAFETY: the channel's only id is destroyed above.
+        unsafe { sys::rdma_destroy_event_channel(self.channel) };
     }
 }
