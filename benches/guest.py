@@ -130,7 +130,7 @@ def connected_device(nqn):
     return None
 
 
-def connect(nqn, port, queues=2):
+def connect(nqn, port, queues=int(os.environ.get("BENCH_IO_QUEUES") or 2)):
     sh("nvme", "connect", "-t", "rdma", "-a", ADDR, "-s", port, "-n", nqn, "-q", HOSTNQN, f"--nr-io-queues={queues}")
     for _ in range(100):
         device = connected_device(nqn)
