@@ -20,6 +20,8 @@ NQN = "nqn.2026-11.io.p2ptgt:bench"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:b3b3b3b3-0000-4000-8000-000000000001"
 RUNTIME = int(os.environ.get("BENCH_RUNTIME", "10"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "1"))
+FIO_CPUS = os.environ.get("BENCH_FIO_CPUS", "")
+IO_QUEUES = int(os.environ.get("BENCH_IO_QUEUES") or 2)
 NVMET = Path("/sys/kernel/config/nvmet")
 
 JOBS = [
@@ -95,8 +97,8 @@ def fio(device, name, options):
     args = ["fio", f"--name={name}", f"--filename={device}", "--direct=1", "--ioengine=libaio",
             "--time_based", f"--runtime={RUNTIME}", "--ramp_time=1", "--group_reporting",
             "--randrepeat=0", "--norandommap", "--size=512M", "--output-format=json"] + options
-    if os.environ.get("BENCH_FIO_CPUS"):
-        args.append(f"--cpus_allowed={os.environ['BENCH_FIO_CPUS']}")
+    if FIO_CPUS:
+        args.append(f"--cpus_allowed={FIO_CPUS}")
     result = json.loads(sh(*args).stdout)
     job = result["jobs"][0]
     ios = job["read"]["total_ios"] + job["write"]["total_ios"]
@@ -130,7 +132,7 @@ def connected_device(nqn):
     return None
 
 
-def connect(nqn, port, queues=int(os.environ.get("BENCH_IO_QUEUES") or 2)):
+def connect(nqn, port, queues=IO_QUEUES):
     sh("nvme", "connect", "-t", "rdma", "-a", ADDR, "-s", port, "-n", nqn, "-q", HOSTNQN, f"--nr-io-queues={queues}")
     for _ in range(100):
         device = connected_device(nqn)
@@ -171,7 +173,16 @@ def nvmet_down():
     subsystem.rmdir()
 
 
-def p2ptgt_up(mode, nqn, port, p2pmem):
+def p2ptgt_endpoint(mode):
+    """Subsystem NQN and port of a p2ptgt mode: host buffers on 4421, CMB buffers on
+    4422, the A/B alternatives from 4423."""
+    port = {"p2ptgt-host": "4421", "p2ptgt-cmb": "4422"}.get(mode) or str(4423 + int(mode.removeprefix("p2ptgt-alt") or 0))
+    return f"{NQN}-{mode}", port
+
+
+def p2ptgt_up(mode):
+    nqn, port = p2ptgt_endpoint(mode)
+    p2pmem = "auto" if mode.startswith("p2ptgt-cmb") else "off"
     log = open(OUT / f"{mode}.log", "w")
     control = f"/run/{mode}.sock"
     # Modes "p2ptgt-alt", "p2ptgt-alt2"... run another build (P2PTGT_ALT, P2PTGT_ALT2...,
@@ -205,7 +216,7 @@ def measure(mode, device, cpu, name, options, metric, pid=None):
     result = fio(device, name, options)
     used, busy = cpu() - before, busy_ticks() - busy_before
     counted = rxe_counters()
-    delta = {name_: counted[name_] - counters.get(name_, 0) for name_ in counted}
+    delta = {key: value - counters.get(key, 0) for key, value in counted.items()}
     per_million = lambda ticks: ticks / os.sysconf("SC_CLK_TCK") / max(result["ios"], 1) * 1e6
     result["cpu_s_per_million_ios"] = per_million(used)
     result["guest_cpu_s_per_million_ios"] = per_million(busy)
@@ -247,11 +258,9 @@ def main():
             nvmet_up()
             devices[mode], cpu[mode] = connect(NQN, "4420"), system_ticks
         else:
-            port = {"p2ptgt-host": "4421", "p2ptgt-cmb": "4422"}.get(mode) or str(4423 + int(mode.removeprefix("p2ptgt-alt") or 0))
-            nqn = f"{NQN}-{mode}"
-            process = p2ptgt_up(mode, nqn, port, "auto" if mode.startswith("p2ptgt-cmb") else "off")
+            process = p2ptgt_up(mode)
             processes[mode] = process
-            devices[mode] = connect(nqn, port)
+            devices[mode] = connect(*p2ptgt_endpoint(mode))
             cpu[mode] = (lambda pid: lambda: cpu_ticks(pid))(process.pid)
     for name, options, metric in JOBS:
         samples = {mode: [] for mode in modes}
@@ -275,7 +284,7 @@ def main():
             "polled_ios": stats["polled_ios"],
             "peak_rss_kib": int(peak),
         }
-        disconnect(f"{NQN}-{mode}")
+        disconnect(p2ptgt_endpoint(mode)[0])
         process.terminate()
         process.wait(timeout=30)
     if "kernel-target" in modes:

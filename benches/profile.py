@@ -101,10 +101,10 @@ def main():
         with open(f"/proc/sys/kernel/{setting}", "w") as knob:
             knob.write(value)
     modes = sys.argv[3:] or ["kernel-target", "p2ptgt-host"]
-    ports = {"p2ptgt-host": ("4421", "off"), "p2ptgt-cmb": ("4422", "auto")}
-    unknown = [mode for mode in modes if mode != "kernel-target" and mode not in ports]
+    known = ("kernel-target", "p2ptgt-host", "p2ptgt-cmb")
+    unknown = [mode for mode in modes if mode not in known]
     if unknown:
-        sys.exit(f"unknown mode {unknown[0]}; one of kernel-target, {', '.join(ports)}")
+        sys.exit(f"unknown mode {unknown[0]}; one of {', '.join(known)}")
     devices, processes = {}, []
     try:
         for mode in modes:
@@ -112,15 +112,14 @@ def main():
                 guest.nvmet_up()
                 devices[mode] = guest.connect(guest.NQN, "4420")
                 continue
-            port, p2pmem = ports[mode]
-            processes.append(guest.p2ptgt_up(mode, f"{guest.NQN}-{mode}", port, p2pmem))
-            devices[mode] = guest.connect(f"{guest.NQN}-{mode}", port)
+            processes.append(guest.p2ptgt_up(mode))
+            devices[mode] = guest.connect(*guest.p2ptgt_endpoint(mode))
         for _ in range(rounds):
             for mode, device in devices.items():
                 profile(mode, device, options, f"/tmp/{mode}.perf")
     finally:
         for mode in modes:
-            guest.disconnect(guest.NQN if mode == "kernel-target" else f"{guest.NQN}-{mode}")
+            guest.disconnect(guest.NQN if mode == "kernel-target" else guest.p2ptgt_endpoint(mode)[0])
         for process in processes:
             process.terminate()
             process.wait(timeout=30)
