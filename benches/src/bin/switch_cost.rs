@@ -14,8 +14,7 @@ use std::time::Instant;
 const DEFAULT_ROUND_TRIPS: u32 = 20_000;
 
 fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let first = args.next();
+    let first = std::env::args().nth(1);
     if first.as_deref() == Some("echo") {
         // Child side: answer every byte on stdin with the same byte on stdout.
         return echo(&mut std::io::stdin().lock(), &mut std::io::stdout().lock());

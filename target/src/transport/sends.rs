@@ -6,20 +6,22 @@
 
 use std::collections::VecDeque;
 
+use crate::core::Tag;
+
 /// Tags of the SENDs posted and not yet known complete, in posting order.
 #[derive(Default)]
 pub struct SendsInFlight {
-    tags: VecDeque<u16>,
+    tags: VecDeque<Tag>,
 }
 
 impl SendsInFlight {
-    pub fn posted(&mut self, tag: u16) {
+    pub fn posted(&mut self, tag: Tag) {
         self.tags.push_back(tag);
     }
 
     /// The SEND for `tag` completed: takes it and every SEND posted before it, oldest
     /// first. A tag not in flight (a stray or repeated completion) completes nothing.
-    pub fn completed_through(&mut self, tag: u16) -> impl Iterator<Item = u16> + '_ {
+    pub fn completed_through(&mut self, tag: Tag) -> impl Iterator<Item = Tag> + '_ {
         let count = self.tags.iter().position(|&posted| posted == tag).map_or(0, |index| index + 1);
         self.tags.drain(..count)
     }
@@ -33,7 +35,7 @@ impl SendsInFlight {
 mod tests {
     use super::*;
 
-    fn posted(tags: &[u16]) -> SendsInFlight {
+    fn posted(tags: &[Tag]) -> SendsInFlight {
         let mut sends = SendsInFlight::default();
         tags.iter().for_each(|&tag| sends.posted(tag));
         sends
