@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs inside the test-bed guest: where the guest's CPU time goes per I/O, for the
 kernel target and p2ptgt with host buffers (or the MODEs named: kernel-target,
-p2ptgt-host, p2ptgt-cmb), on one fio job, in one boot.
+p2ptgt-host, p2ptgt-cmb, and p2ptgt-alt... as benches/run takes them), on one fio job,
+in one boot.
 
     rxe-setup/vm/run -- python3 benches/profile.py [JOB] [ROUNDS] [MODE...]
 
@@ -101,8 +102,8 @@ def main():
         with open(f"/proc/sys/kernel/{setting}", "w") as knob:
             knob.write(value)
     modes = sys.argv[3:] or ["kernel-target", "p2ptgt-host"]
-    known = ("kernel-target", "p2ptgt-host", "p2ptgt-cmb")
-    unknown = [mode for mode in modes if mode not in known]
+    known = ("kernel-target", "p2ptgt-host", "p2ptgt-cmb", "p2ptgt-alt")
+    unknown = [mode for mode in modes if mode not in known and not mode.startswith("p2ptgt-alt")]
     if unknown:
         sys.exit(f"unknown mode {unknown[0]}; one of {', '.join(known)}")
     devices, processes = {}, []
