@@ -205,6 +205,28 @@ def p2ptgt_up(mode):
     raise RuntimeError(f"{mode} did not start")
 
 
+def target_up(mode):
+    """Brings up the kernel target or p2ptgt `mode` and connects the host to it:
+    (block device, the p2ptgt process or None)."""
+    if mode == "kernel-target":
+        nvmet_up()
+        return connect(NQN, "4420"), None
+    process = p2ptgt_up(mode)
+    return connect(*p2ptgt_endpoint(mode)), process
+
+
+def target_down(mode, process=None):
+    """Disconnects the host from a target that `target_up` brought up, and stops it."""
+    if mode == "kernel-target":
+        disconnect(NQN)
+        nvmet_down()
+        return
+    disconnect(p2ptgt_endpoint(mode)[0])
+    if process:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def p2ptgt_stats(mode):
     return json.loads(sh(P2PTGT, "stats", "--control", f"/run/{mode}.sock").stdout)
 
@@ -254,14 +276,13 @@ def main():
     for mode in modes:
         if mode == "local":
             devices[mode], cpu[mode] = NVME_DEV, system_ticks
-        elif mode == "kernel-target":
-            nvmet_up()
-            devices[mode], cpu[mode] = connect(NQN, "4420"), system_ticks
         else:
-            process = p2ptgt_up(mode)
-            processes[mode] = process
-            devices[mode] = connect(*p2ptgt_endpoint(mode))
-            cpu[mode] = (lambda pid: lambda: cpu_ticks(pid))(process.pid)
+            devices[mode], process = target_up(mode)
+            if process:
+                processes[mode] = process
+                cpu[mode] = (lambda pid: lambda: cpu_ticks(pid))(process.pid)
+            else:
+                cpu[mode] = system_ticks
     for name, options, metric in JOBS:
         samples = {mode: [] for mode in modes}
         for _ in range(REPEAT):
@@ -284,12 +305,9 @@ def main():
             "polled_ios": stats["polled_ios"],
             "peak_rss_kib": int(peak),
         }
-        disconnect(p2ptgt_endpoint(mode)[0])
-        process.terminate()
-        process.wait(timeout=30)
+        target_down(mode, process)
     if "kernel-target" in modes:
-        disconnect(NQN)
-        nvmet_down()
+        target_down("kernel-target")
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT / 'results.json'}")
 

@@ -106,26 +106,16 @@ def main():
     unknown = [mode for mode in modes if mode not in known and not mode.startswith("p2ptgt-alt")]
     if unknown:
         sys.exit(f"unknown mode {unknown[0]}; one of {', '.join(known)}")
-    devices, processes = {}, []
+    devices, processes = {}, {}
     try:
         for mode in modes:
-            if mode == "kernel-target":
-                guest.nvmet_up()
-                devices[mode] = guest.connect(guest.NQN, "4420")
-                continue
-            processes.append(guest.p2ptgt_up(mode))
-            devices[mode] = guest.connect(*guest.p2ptgt_endpoint(mode))
+            devices[mode], processes[mode] = guest.target_up(mode)
         for _ in range(rounds):
             for mode, device in devices.items():
                 profile(mode, device, options, f"/tmp/{mode}.perf")
     finally:
         for mode in modes:
-            guest.disconnect(guest.NQN if mode == "kernel-target" else guest.p2ptgt_endpoint(mode)[0])
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=30)
-        if "kernel-target" in modes:
-            guest.nvmet_down()
+            guest.target_down(mode, processes.get(mode))
 
 
 if __name__ == "__main__":
