@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Runs inside the test-bed guest (benches/run boots it): the same fio jobs, in one
 boot, interleaved, against the local SSD, the kernel target (nvmet-rdma via configfs), p2ptgt with
-host buffers and p2ptgt with CMB buffers. Writes build/bench/results.json."""
+host buffers and p2ptgt with CMB buffers. Writes build/bench/results.json.
+
+In the remote layout (`vm/run --remote`, BENCH_REMOTE=1 for benches/run) the NVMe host
+side (nvme connect, fio) runs on the initiator guest through `rxe-remote`, so the
+target guest does only the target's work. `guest.py connect NQN PORT QUEUES`, run there,
+connects and prints the block device."""
 
 import json
 import os
@@ -14,8 +19,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "bench"
 P2PTGT = REPO / "build" / "cargo" / "release" / "p2ptgt"
-NVME_DEV = os.environ["NVME_DEV"]
-ADDR = os.environ["RXE_ADDR"]
+NVME_DEV = os.environ.get("NVME_DEV", "")
+# The target's address: on the initiator guest, RXE_ADDR is the initiator's own.
+ADDR = os.environ.get("RXE_TARGET_ADDR") or os.environ["RXE_ADDR"]
+# The target guest of the remote layout (the initiator guest has RXE_TARGET_ADDR).
+REMOTE = os.environ.get("P2PTGT_VM_MODE") == "remote" and "RXE_TARGET_ADDR" not in os.environ
 NQN = "nqn.2026-11.io.p2ptgt:bench"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:b3b3b3b3-0000-4000-8000-000000000001"
 RUNTIME = int(os.environ.get("BENCH_RUNTIME", "10"))
@@ -40,7 +48,17 @@ if os.environ.get("BENCH_JOBS"):
 
 
 def sh(*args, check=True, **kwargs):
-    return subprocess.run(list(map(str, args)), check=check, text=True, capture_output=True, **kwargs)
+    result = subprocess.run(list(map(str, args)), text=True, capture_output=True, **kwargs)
+    if check and result.returncode != 0:
+        sys.stderr.write(result.stderr[-4000:])
+        result.check_returncode()
+    return result
+
+
+def on_host(*args, check=True):
+    """Runs a command of the NVMe host side: here, or on the initiator guest in the
+    remote layout."""
+    return sh(*(["rxe-remote"] if REMOTE else []), *args, check=check)
 
 
 def cpu_ticks(pid):
@@ -93,13 +111,14 @@ RXE_TROUBLE = ("rcvd_rnr_err", "send_rnr_err", "retry_exceeded_err", "retry_rnr_
                "send_err", "rdma_sends_err", "link_downed")
 
 
-def fio(device, name, options):
+def fio(device, name, options, local=False):
+    """fio on `device`: the local SSD, or a target's namespace on the NVMe host side."""
     args = ["fio", f"--name={name}", f"--filename={device}", "--direct=1", "--ioengine=libaio",
             "--time_based", f"--runtime={RUNTIME}", "--ramp_time=1", "--group_reporting",
             "--randrepeat=0", "--norandommap", "--size=512M", "--output-format=json"] + options
     if FIO_CPUS:
         args.append(f"--cpus_allowed={FIO_CPUS}")
-    result = json.loads(sh(*args).stdout)
+    result = json.loads((sh if local else on_host)(*args).stdout)
     job = result["jobs"][0]
     ios = job["read"]["total_ios"] + job["write"]["total_ios"]
     iops = job["read"]["iops"] + job["write"]["iops"]
@@ -133,6 +152,8 @@ def connected_device(nqn):
 
 
 def connect(nqn, port, queues=IO_QUEUES):
+    if REMOTE:
+        return on_host("python3", __file__, "connect", nqn, port, queues).stdout.strip()
     sh("nvme", "connect", "-t", "rdma", "-a", ADDR, "-s", port, "-n", nqn, "-q", HOSTNQN, f"--nr-io-queues={queues}")
     for _ in range(100):
         device = connected_device(nqn)
@@ -143,7 +164,7 @@ def connect(nqn, port, queues=IO_QUEUES):
 
 
 def disconnect(nqn):
-    sh("nvme", "disconnect", "-n", nqn, check=False)
+    on_host("nvme", "disconnect", "-n", nqn, check=False)
 
 
 def nvmet_up():
@@ -235,7 +256,7 @@ def measure(mode, device, cpu, name, options, metric, pid=None):
     before, busy_before = cpu(), busy_ticks()
     sleeps = context_switches(pid) if pid else 0
     counters = rxe_counters()
-    result = fio(device, name, options)
+    result = fio(device, name, options, local=mode == "local")
     used, busy = cpu() - before, busy_ticks() - busy_before
     counted = rxe_counters()
     delta = {key: value - counters.get(key, 0) for key, value in counted.items()}
@@ -271,7 +292,8 @@ def main():
     so drift on this shared machine hits all modes alike."""
     OUT.mkdir(parents=True, exist_ok=True)
     modes = sys.argv[1:] or ["local", "kernel-target", "p2ptgt-host", "p2ptgt-cmb"]
-    results = {"runtime_s": RUNTIME, "repeat": REPEAT, "kernel": os.uname().release, "rows": [], "p2ptgt": {}}
+    results = {"runtime_s": RUNTIME, "repeat": REPEAT, "kernel": os.uname().release, "layout": "remote" if REMOTE else "single",
+               "rows": [], "p2ptgt": {}}
     devices, cpu, processes = {}, {}, {}
     for mode in modes:
         if mode == "local":
@@ -313,4 +335,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["connect"]:
+        print(connect(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    else:
+        main()

@@ -53,7 +53,9 @@ def main():
     jobs = list(dict.fromkeys(r["job"] for r in rows))
     modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
     table = {(r["job"], r["mode"]): r for r in rows}
-    lines = [f"Kernel {results['kernel']}, {results['runtime_s']} s per job, best of {results['repeat']}. "
+    layout = ("NVMe host (fio) on a second guest over a virtual link. " if results.get("layout") == "remote"
+              else "NVMe host (fio) in the target's guest. ")
+    lines = [f"Kernel {results['kernel']}, {results['runtime_s']} s per job, best of {results['repeat']}. " + layout +
              "Latency cells are p50/p99; ratios are to the kernel target (> 1.00 is better; for latency, kernel p99 / ours), "
              "of the best runs and, in parentheses, of the median runs.", ""]
     lines.append("| job | " + " | ".join(modes) + " | " + " | ".join(f"{m} ÷ kernel" for m in modes if m.startswith("p2ptgt")) + " |")

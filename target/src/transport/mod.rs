@@ -12,6 +12,7 @@
 //!   drop the queue only when neither the NIC nor the backend holds a buffer.
 
 pub mod depth;
+pub mod idle;
 pub mod loopback;
 pub mod rdma;
 pub mod sends;

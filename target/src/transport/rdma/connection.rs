@@ -17,6 +17,7 @@ use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, S
 use crate::backend::Executor;
 use crate::core::{Action, Buffer, CapsuleUse, Queue, Tag};
 use crate::transport::depth::DepthHistory;
+use crate::transport::idle::IdleGaps;
 use crate::transport::sends::SendsInFlight;
 use crate::wire::KeyedSgl;
 
@@ -99,6 +100,8 @@ pub struct Connection {
     sends: Vec<SendRequest>,
     completions: Vec<WorkCompletion>,
     depth: DepthHistory,
+    /// How long idle moments have lasted: whether spinning through them pays.
+    idle_gaps: IdleGaps,
 }
 
 impl Connection {
@@ -124,6 +127,7 @@ impl Connection {
             sends: Vec::new(),
             completions: Vec::with_capacity(32),
             depth: DepthHistory::new(SPIN_OUTSTANDING_MAX, Instant::now()),
+            idle_gaps: IdleGaps::default(),
         }
     }
 
@@ -147,7 +151,9 @@ impl Connection {
         let peer = self.id.peer();
         debug!(queue = queue_id, ?peer, "queue thread started");
         let mut next_tick = Instant::now() + IDLE_TICK;
-        let mut idle_since: Option<Instant> = None;
+        let mut spin: Option<Spin> = None;
+        // Start of the first judged spin of the current idle moment, kept through sleeps.
+        let mut judged_since: Option<Instant> = None;
         loop {
             let mut progressed = self.drain_completions();
             while let Some((tag, result)) = self.executor.poll_done() {
@@ -180,7 +186,10 @@ impl Connection {
                 break;
             }
             if progressed {
-                idle_since = None;
+                spin = None;
+                if let Some(start) = judged_since.take() {
+                    self.record_spin(start.elapsed());
+                }
                 continue;
             }
             // Adaptive polling: right after activity, keep polling the CQ and the
@@ -192,13 +201,16 @@ impl Connection {
             // CPU that the host and the NIC need. Each poll yields the CPU, so a worker
             // woken on this CPU (the NIC's, the host's) runs at once instead of waiting for
             // the spinner's time slice to end: without it the QD1 p99 was 15-20% worse.
-            let spin_started = *idle_since.get_or_insert_with(Instant::now);
-            let spinning = self.closing.is_none() && self.shallow() && spin_started.elapsed() < self.spin_budget();
+            let current = *spin.get_or_insert_with(|| self.start_spin());
+            if current.judged {
+                judged_since.get_or_insert(current.started);
+            }
+            let spinning = self.closing.is_none() && self.shallow() && current.started.elapsed() < current.budget;
             if spinning || self.executor.needs_polling() {
                 std::thread::yield_now();
                 continue;
             }
-            idle_since = None;
+            spin = None;
             if self.cq.arm().is_err() {
                 self.start_close();
             }
@@ -218,13 +230,32 @@ impl Connection {
         self.depth.shallow(self.queue.outstanding())
     }
 
-    /// How long to poll since the last progress before sleeping: the idle budget, or
-    /// longer while a backend operation is in flight. Polling off (budget 0) stays off.
-    fn spin_budget(&self) -> Duration {
-        if self.poll_budget.is_zero() || self.executor.in_flight() == 0 {
-            return self.poll_budget;
+    /// The spin for the idle moment starting now: the idle budget, or longer while a
+    /// backend operation is in flight (its completion is due). With the SSD idle in the
+    /// shallow regime, no spin while recent spins mostly ran out their budget (see
+    /// [`IdleGaps`]); those spins are judged. Polling off (budget 0) stays off.
+    fn start_spin(&mut self) -> Spin {
+        let started = Instant::now();
+        let (budget, judged) = if self.poll_budget.is_zero() {
+            (Duration::ZERO, false)
+        } else if self.executor.in_flight() > 0 {
+            (self.poll_budget.max(BACKEND_POLL_MAX), false)
+        } else if !self.shallow() {
+            (self.poll_budget, false)
+        } else if self.idle_gaps.spin_now() {
+            (self.poll_budget, true)
+        } else {
+            (Duration::ZERO, false)
+        };
+        Spin { started, budget, judged }
+    }
+
+    fn record_spin(&mut self, gap: Duration) {
+        let paid = self.idle_gaps.pays();
+        self.idle_gaps.record_gap(gap, self.poll_budget);
+        if paid != self.idle_gaps.pays() {
+            debug!(queue = self.queue.queue_id(), spinning = !paid, "idle spinning switched (see IdleGaps)");
         }
-        self.poll_budget.max(BACKEND_POLL_MAX)
     }
 
     /// Sleeps in the executor's ring until a completion event, a CM event, a stop
@@ -430,6 +461,15 @@ impl Connection {
         // Backend operations write into pool buffers: always wait for them.
         nic_done && self.executor.in_flight() == 0
     }
+}
+
+/// One stretch of polling before a sleep.
+#[derive(Clone, Copy)]
+struct Spin {
+    started: Instant,
+    budget: Duration,
+    /// Whether its outcome goes to `IdleGaps`: an idle-budget spin with the SSD idle.
+    judged: bool,
 }
 
 /// The work request moving `remote`'s bytes to or from `buffer` for request `tag`.
