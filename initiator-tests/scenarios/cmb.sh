@@ -2,7 +2,7 @@
 # The CMB data path: p2ptgt --p2pmem auto on the guest's SSD. Host writes are RDMA-READ
 # into the SSD's CMB and written from there; reads land in the CMB and are RDMA-WRITTEN
 # from it. Checks payload byte counters, not only completion status, and reads the
-# backing device directly afterwards. Run with a small CMB (vm/run --cmb-mb 4) it also
+# backing device directly afterwards. Run with a small CMB (vm/run --cmb-mb 2) it also
 # checks that commands wait for buffers instead of failing (EXPECT_BUFFER_WAITS=1,
 # FIO_EXTRA='--bsrange=128k-128k --iodepth=128').
 source "$(dirname "$0")/lib.sh"

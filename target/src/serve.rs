@@ -138,7 +138,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let buffers = match (&pools.cmb, mode) {
         (Some(cmb), Some(mode)) if mode != crate::transport::rdma::DataPathMode::Host => {
             let provider = provider.as_ref().map_or(String::new(), |p| p.bdf.clone());
-            format!("CMB of {provider} ({} MiB, {mode:?} registration)", cmb.memory.len_bytes() >> 20)
+            format!("CMB of {provider} ({}, {mode:?} registration)", size_text(cmb.memory.len_bytes()))
         }
         (Some(_), None) => "CMB, registration decided at the first connection (listening on a wildcard address)".to_string(),
         _ => {
@@ -317,4 +317,18 @@ pub fn stats(control: &Path) -> Result<String, SetupError> {
     let mut text = String::new();
     stream.read_to_string(&mut text).map_err(fail)?;
     Ok(text.trim_end().to_string())
+}
+
+/// A size in whole MiB when it is one, else in KiB (a 1.75 MiB pool is not "1 MiB").
+fn size_text(bytes: usize) -> String {
+    if bytes.is_multiple_of(1 << 20) { format!("{} MiB", bytes >> 20) } else { format!("{} KiB", bytes >> 10) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_exactly() {
+        assert_eq!(super::size_text(64 << 20), "64 MiB");
+        assert_eq!(super::size_text(1792 << 10), "1792 KiB");
+    }
 }
