@@ -16,8 +16,8 @@
 
 use std::time::Duration;
 
-/// Spin outcomes remembered.
-const REMEMBERED: u32 = 32;
+/// Spin outcomes remembered: the bits of `IdleGaps::caught`, which shifts older ones out.
+const REMEMBERED: u32 = u32::BITS;
 /// Before this many are recorded, spinning stays on.
 const WARM_UP: u32 = 8;
 /// While spinning does not pay, one idle moment in this many is spun through anyway.
@@ -28,7 +28,8 @@ pub const SLACK: u32 = 4;
 /// The outcomes of a queue's recent spins.
 #[derive(Debug, Default)]
 pub struct IdleGaps {
-    /// One bit per spin, newest lowest: set when the event came within the budget.
+    /// One bit per spin, newest lowest: set when it was caught (see [`SLACK`]). Bits
+    /// above `recorded` are still zero.
     caught: u32,
     recorded: u32,
     /// Idle moments slept through since the last spin.
@@ -66,8 +67,7 @@ impl IdleGaps {
         if self.recorded < WARM_UP {
             return true;
         }
-        let mask = if self.recorded >= 32 { u32::MAX } else { (1 << self.recorded) - 1 };
-        (self.caught & mask).count_ones() * 4 >= self.recorded
+        self.caught.count_ones() * 4 >= self.recorded
     }
 }
 
