@@ -12,11 +12,10 @@ use tracing::{info, warn};
 
 use crate::backend::Backend;
 use crate::config::{as_uuid, stable_id, P2pMem, ServeConfig};
-use crate::core::{Limits, Namespace, Placement, Port, Region, Subsystem, Target};
+use crate::core::{Limits, Namespace, Placement, Port, Subsystem, Target};
 use crate::error::SetupError;
-use crate::memory::host::HostRegion;
 use crate::memory::p2pmem::{P2pMemMapping, Provider};
-use crate::memory::{Memory, Pools, RegionPool};
+use crate::memory::{Memory, Pools};
 use crate::transport::rdma::listener::Status;
 use crate::transport::rdma::Listener;
 
@@ -117,8 +116,8 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         info!("CMB data path: in-capsule data disabled on I/O queues (writes are fetched by RDMA READ into the CMB)");
         limits.in_capsule_data_bytes = 0;
     }
-    let host = HostRegion::new(options.host_pool_bytes).map_err(|source| SetupError::Allocate { what: "host buffer pool", source })?;
-    let pools = Pools { host: Arc::new(RegionPool::new(Region::Host, Memory::Host(host))), cmb };
+    let pools = Pools::new(options.host_pool_bytes, cmb).map_err(|source| SetupError::Allocate { what: "host buffer pool", source })?;
+    fit_transfers_to_pools(&pools, &mut limits)?;
     let port = Port {
         id: 1,
         address: config.listen.ip().to_string(),
@@ -138,7 +137,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let buffers = match (&pools.cmb, mode) {
         (Some(cmb), Some(mode)) if mode != crate::transport::rdma::DataPathMode::Host => {
             let provider = provider.as_ref().map_or(String::new(), |p| p.bdf.clone());
-            format!("CMB of {provider} ({}, {mode:?} registration)", size_text(cmb.memory.len_bytes()))
+            format!("CMB of {provider} ({}, {mode:?} registration)", size_text(cmb.capacity_bytes() as usize))
         }
         (Some(_), None) => "CMB, registration decided at the first connection (listening on a wildcard address)".to_string(),
         _ => {
@@ -226,13 +225,15 @@ impl Report {
             })
             .collect();
         let queues = self.status.queue_reports();
-        let buffer_waits: u64 = queues.iter().map(|q| q.stats.buffer_waits.get()).sum();
+        // Pool-wide, so that it still counts the waits of queues that have gone.
+        let buffer_waits: u64 = self.pools.all().map(|(_, pool)| pool.stats().waits).sum();
         let polled_ios: u64 = queues.iter().map(|q| q.stats.polled_ios.get()).sum();
         let value = json!({
             "listen": self.listen,
             "registration": mode.map_or("unknown".to_string(), |m| format!("{m:?}").to_lowercase()),
             "payload_bytes_host": target.payload.payload_bytes_host.get(),
             "payload_bytes_cmb": target.payload.payload_bytes_cmb.get(),
+            "control_pool": self.pools.control.stats(),
             "host_pool": self.pools.host.stats(),
             "cmb_pool": self.pools.cmb.as_ref().map(|c| c.stats()),
             "buffer_waits": buffer_waits,
@@ -294,14 +295,45 @@ fn placement(backend: &Backend, provider: Option<&Provider>, mode: &P2pMem) -> P
     }
 }
 
-fn map_cmb(provider: &Provider, wanted: Option<usize>) -> Result<Arc<RegionPool>, SetupError> {
+fn map_cmb(provider: &Provider, wanted: Option<usize>) -> Result<Memory, SetupError> {
     let available = provider.available_bytes as usize;
     let bytes = wanted.unwrap_or(available).min(available) & !0xFFF;
     if bytes == 0 {
         return Err(SetupError::config("--p2pmem", format!("{} has no p2pmem available", provider.bdf)));
     }
-    let mapping = P2pMemMapping::map(provider, bytes)?;
-    Ok(Arc::new(RegionPool::new(Region::Cmb, Memory::P2p(mapping))))
+    Ok(Memory::P2p(P2pMemMapping::map(provider, bytes)?))
+}
+
+/// Every payload pool must hold one maximum transfer for each I/O queue a controller
+/// may have, or a few queues at full size could wait on each other for good. A pool
+/// too small for that lowers MDTS until it fits, and says so; one that cannot hold a
+/// single 4 KiB transfer per queue is refused.
+fn fit_transfers_to_pools(pools: &Pools, limits: &mut Limits) -> Result<(), SetupError> {
+    let queues = u64::from(limits.io_queues_max.max(1));
+    let smallest = [Some(&pools.host), pools.cmb.as_ref()].into_iter().flatten().map(|pool| pool.capacity_bytes()).min().unwrap_or(0);
+    let wanted = limits.max_transfer_bytes();
+    while u64::from(limits.max_transfer_bytes()) * queues > smallest {
+        if limits.max_transfer_shift == 0 {
+            return Err(SetupError::config(
+                "--host-pool-mb/--cmb-pool-mb",
+                format!("a payload pool of {} cannot hold one 4 KiB transfer for each of {queues} I/O queues", size_text(smallest as usize)),
+            ));
+        }
+        limits.max_transfer_shift -= 1;
+    }
+    if limits.max_transfer_bytes() != wanted {
+        warn!(
+            pool = %size_text(smallest as usize),
+            io_queues = queues,
+            mdts = %size_text(limits.max_transfer_bytes() as usize),
+            "payload pool smaller than one maximum transfer per I/O queue: MDTS lowered to fit"
+        );
+    }
+    let control = pools.control.capacity_bytes();
+    if control < u64::from(limits.max_transfer_bytes()) {
+        return Err(SetupError::config("limits", format!("the control pool ({}) is smaller than one maximum transfer", size_text(control as usize))));
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -32,13 +32,9 @@ impl MemoryBackend {
         self.data.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `op` to completion.
-    ///
-    /// # Safety
-    /// For Read and Write, `buffer.address .. + buffer.len_bytes` must be valid host
-    /// memory owned by the caller's pool for the duration of the call, and the CPU may
-    /// touch it (never a CMB buffer).
-    pub unsafe fn execute(&self, op: &BackendOp) -> Result<u32, BackendError> {
+    /// Runs `op` to completion. RAM namespaces are only paired with host pools, so a
+    /// read's or write's buffer is host memory the CPU may touch.
+    pub fn execute(&self, op: &BackendOp) -> Result<u32, BackendError> {
         let mut data = self.lock();
         let size = data.len();
         let range = |offset: u64, len: u64| -> Result<std::ops::Range<usize>, BackendError> {
@@ -51,16 +47,18 @@ impl MemoryBackend {
         };
         match op {
             BackendOp::Read { offset_bytes, buffer } => {
+                let buffer = buffer.buffer();
                 let r = range(*offset_bytes, buffer.len_bytes.into())?;
-                // SAFETY: the caller guarantees the buffer is valid, CPU-accessible host
-                // memory of len_bytes that nothing else touches during this call; `r` has
-                // exactly that length.
+                // SAFETY: the op owns its buffer (a lease or a slot loan): mapped memory of
+                // len_bytes that nobody else touches while we hold it; `r` has exactly
+                // that length.
                 unsafe { std::ptr::copy_nonoverlapping(data[r].as_ptr(), buffer.address as *mut u8, buffer.len_bytes as usize) };
                 Ok(buffer.len_bytes)
             }
             BackendOp::Write { offset_bytes, buffer, .. } => {
+                let buffer = buffer.buffer();
                 let r = range(*offset_bytes, buffer.len_bytes.into())?;
-                // SAFETY: as for Read; the source is the caller's buffer.
+                // SAFETY: as for Read; the source is the op's own buffer.
                 unsafe { std::ptr::copy_nonoverlapping(buffer.address as *const u8, data[r].as_mut_ptr(), buffer.len_bytes as usize) };
                 Ok(buffer.len_bytes)
             }

@@ -11,7 +11,7 @@ pub mod uring;
 use std::io;
 use std::path::Path;
 
-use crate::core::buffer::Buffer;
+use crate::core::buffer::DataBuffer;
 use crate::wire::Status;
 
 pub use file::FileBackend;
@@ -73,13 +73,14 @@ impl Backend {
 }
 
 /// One operation on a namespace. Offsets and lengths are in bytes and already checked
-/// against the namespace size by the core.
-#[derive(Clone, Debug)]
+/// against the namespace size by the core. A read or write owns its buffer: whoever
+/// runs the operation holds it until the device is done, then gives it back.
+#[derive(Debug)]
 pub enum BackendOp {
     /// Storage to buffer (controller to host data).
-    Read { offset_bytes: u64, buffer: Buffer },
+    Read { offset_bytes: u64, buffer: DataBuffer },
     /// Buffer to storage. With `durable` set the data is on stable media when done.
-    Write { offset_bytes: u64, buffer: Buffer, durable: bool },
+    Write { offset_bytes: u64, buffer: DataBuffer, durable: bool },
     Flush,
     WriteZeroes { offset_bytes: u64, len_bytes: u64 },
     /// Dataset Management deallocate: advisory, ranges already validated.
@@ -87,6 +88,14 @@ pub enum BackendOp {
 }
 
 impl BackendOp {
+    /// The buffer the operation owns, given back when it is done.
+    pub fn into_buffer(self) -> Option<DataBuffer> {
+        match self {
+            BackendOp::Read { buffer, .. } | BackendOp::Write { buffer, .. } => Some(buffer),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             BackendOp::Read { .. } => "read",

@@ -21,8 +21,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::{Backend, BackendError, BackendOp};
-use crate::core::buffer::Buffer;
+use crate::core::buffer::{Buffer, DataBuffer};
 use crate::core::Tag;
+
+/// A finished operation: its result, and the buffer it owned, given back.
+pub type Done = (Tag, Result<u32, BackendError>, Option<DataBuffer>);
 
 /// What an in-flight tag is waiting for.
 struct Pending {
@@ -33,6 +36,8 @@ struct Pending {
     error: Option<BackendError>,
     /// Whether an unsupported zero-range may fall back to punching a hole.
     zero_fallback: Option<(RawFd, u64, u64)>,
+    /// The buffer the kernel reads or writes, held until the operation completes.
+    buffer: Option<DataBuffer>,
 }
 
 /// user_data of watch polls: above any tag.
@@ -55,7 +60,7 @@ pub struct Executor {
     /// Tokens whose descriptor polled readable, for the transport to take.
     watches_ready: Vec<u64>,
     backlog: VecDeque<squeue::Entry>,
-    done: VecDeque<(Tag, Result<u32, BackendError>)>,
+    done: VecDeque<Done>,
     /// Reused per call: entries of one operation, completions of one reap.
     entries: Vec<squeue::Entry>,
     reaped: Vec<(u64, i32)>,
@@ -166,18 +171,14 @@ impl Executor {
         self.pending.len() + self.done.len() + self.backlog.len()
     }
 
-    /// Queues `op` on `backend` for `tag`.
-    ///
-    /// # Safety
-    /// For Read and Write, the buffer must stay valid and untouched by anyone else until
-    /// this tag comes back from [`Executor::poll_done`].
-    pub unsafe fn submit(&mut self, tag: Tag, backend: &Backend, op: BackendOp) {
+    /// Queues `op` on `backend` for `tag`. The executor owns the op's buffer until the
+    /// op comes back from [`Executor::poll_done`] with it; an executor dropped with
+    /// operations out never gives their buffers back (see `Drop`).
+    pub fn submit(&mut self, tag: Tag, backend: &Backend, op: BackendOp) {
         let file = match backend {
             Backend::Memory(memory) => {
-                // SAFETY: forwarded from this function's contract; RAM backends are only
-                // paired with host pools.
-                let result = unsafe { memory.execute(&op) };
-                self.done.push_back((tag, result));
+                let result = memory.execute(&op);
+                self.done.push_back((tag, result, op.into_buffer()));
                 return;
             }
             Backend::File(file) => file,
@@ -185,20 +186,24 @@ impl Executor {
         let fd = types::Fd(file.file.as_raw_fd());
         let user_data = u64::from(tag);
         let polled = file.pollable && self.polling_preferred && matches!(op, BackendOp::Read { .. } | BackendOp::Write { .. });
-        let mut pending = Pending { op: op.name(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None };
+        let mut pending = Pending { op: op.name(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None, buffer: None };
         let mut entries = std::mem::take(&mut self.entries);
         entries.clear();
         match op {
-            BackendOp::Read { offset_bytes, buffer } => {
+            BackendOp::Read { offset_bytes, buffer: owned } => {
+                let buffer = owned.buffer();
                 pending.expected_bytes = buffer.len_bytes;
+                pending.buffer = Some(owned);
                 let (address, len) = (buffer.address as *mut u8, buffer.len_bytes);
                 entries.push(match self.fixed_index(&buffer) {
                     Some(index) => opcode::ReadFixed::new(fd, address, len, index).offset(offset_bytes).build(),
                     None => opcode::Read::new(fd, address, len).offset(offset_bytes).build(),
                 });
             }
-            BackendOp::Write { offset_bytes, buffer, durable } => {
+            BackendOp::Write { offset_bytes, buffer: owned, durable } => {
+                let buffer = owned.buffer();
                 pending.expected_bytes = buffer.len_bytes;
+                pending.buffer = Some(owned);
                 let flags = if durable { libc::RWF_DSYNC } else { 0 };
                 let (address, len) = (buffer.address as *const u8, buffer.len_bytes);
                 entries.push(match self.fixed_index(&buffer) {
@@ -218,7 +223,7 @@ impl Executor {
             }
         }
         if entries.is_empty() {
-            self.done.push_back((tag, Ok(0)));
+            self.done.push_back((tag, Ok(0), pending.buffer.take()));
         } else {
             pending.remaining = entries.len() as u32;
             self.pending.insert(tag, pending);
@@ -233,8 +238,9 @@ impl Executor {
     }
 
     fn push(&mut self, entry: squeue::Entry) {
-        // SAFETY: the entry's buffers are covered by `submit`'s contract; fallocate and
-        // fsync entries point at no memory.
+        // SAFETY: a read's or write's buffer is owned by its `Pending` entry until the
+        // completion is reaped (or leaked with the executor), so it stays mapped and no
+        // one else touches it; fallocate and fsync entries point at no memory.
         if self.backlog.is_empty() && unsafe { self.ring.submission().push(&entry) }.is_ok() {
             return;
         }
@@ -276,7 +282,7 @@ impl Executor {
     }
 
     /// The next finished operation, if any.
-    pub fn poll_done(&mut self) -> Option<(Tag, Result<u32, BackendError>)> {
+    pub fn poll_done(&mut self) -> Option<Done> {
         if self.done.is_empty() {
             self.reap();
         }
@@ -332,13 +338,26 @@ impl Executor {
             }
             pending.remaining -= 1;
             if pending.remaining == 0 {
-                if let Some(pending) = self.pending.remove(&tag) {
-                    self.done.push_back((tag, finish(pending)));
+                if let Some(mut pending) = self.pending.remove(&tag) {
+                    let buffer = pending.buffer.take();
+                    self.done.push_back((tag, finish(pending), buffer));
                 }
             }
         }
         self.reaped = completions;
         self.flush().ok();
+    }
+}
+
+impl Drop for Executor {
+    /// Operations still out may write their buffers until the kernel completes them;
+    /// closing the ring does not stop a direct I/O already at the device. Their buffers
+    /// are leaked, never given back: lost pages, never pages with two owners.
+    fn drop(&mut self) {
+        let leaked: usize = self.pending.values_mut().filter_map(|pending| pending.buffer.take()).map(std::mem::forget).count();
+        if leaked > 0 {
+            tracing::warn!(leaked, "queue torn down with backend operations out: their buffers stay out of the pool");
+        }
     }
 }
 
@@ -356,7 +375,8 @@ fn finish(pending: Pending) -> Result<u32, BackendError> {
 mod tests {
     use super::*;
     use crate::backend::FileBackend;
-    use crate::core::buffer::{Buffer, Region};
+    use crate::core::buffer::{Buffer, Region, SlotLoan};
+    use std::sync::Arc;
 
     /// A scratch file of `len` bytes of `fill` in its own directory (removed on drop).
     struct Scratch {
@@ -381,22 +401,25 @@ mod tests {
     }
 
     /// Submits one read of `buffer` at `offset` and waits for its result.
-    fn read_once(executor: &mut Executor, backend: &Backend, offset: u64, buffer: Buffer) -> Result<u32, BackendError> {
-        // SAFETY: the callers keep the buffer's memory alive past this call, which
-        // reaps the operation before returning.
-        unsafe { executor.submit(7, backend, BackendOp::Read { offset_bytes: offset, buffer }) };
+    fn read_once(executor: &mut Executor, backend: &Backend, offset: u64, buffer: DataBuffer) -> Result<u32, BackendError> {
+        executor.submit(7, backend, BackendOp::Read { offset_bytes: offset, buffer });
         executor.flush().unwrap();
         loop {
-            if let Some((tag, result)) = executor.poll_done() {
+            if let Some((tag, result, buffer)) = executor.poll_done() {
                 assert_eq!(tag, 7);
+                assert!(buffer.is_some(), "the read gives its buffer back");
                 return result;
             }
             executor.wait(std::time::Duration::from_millis(100));
         }
     }
 
-    fn host_buffer(address: u64, len_bytes: u32) -> Buffer {
-        Buffer { region: Region::Host, offset_bytes: 0, len_bytes, address, local_key: 0 }
+    /// A loan over test memory that the caller keeps alive until the op is reaped.
+    fn host_buffer(address: u64, len_bytes: u32) -> DataBuffer {
+        let buffer = Buffer { region: Region::Host, len_bytes, address, local_key: 0 };
+        // SAFETY: each test owns the memory at `address`, keeps it alive until the
+        // operation is reaped, and lends each range once.
+        DataBuffer::Slot(unsafe { SlotLoan::new(buffer, 0, Arc::new(())) })
     }
 
     /// A file cannot complete on a polled ring (the kernel refuses buffered or
@@ -412,8 +435,7 @@ mod tests {
         let mut data = vec![0u8; 8192];
         // O_DIRECT wants an aligned buffer: the first 4 KiB boundary inside the 8 KiB.
         let aligned = (data.as_mut_ptr() as u64).next_multiple_of(4096);
-        // SAFETY: `data` outlives the read, which is reaped below.
-        unsafe { executor.submit(7, &scratch.backend, BackendOp::Read { offset_bytes: 4096, buffer: host_buffer(aligned, 4096) }) };
+        executor.submit(7, &scratch.backend, BackendOp::Read { offset_bytes: 4096, buffer: host_buffer(aligned, 4096) });
         executor.flush().unwrap();
         assert!(!executor.needs_polling());
         let done = loop {
@@ -443,10 +465,10 @@ mod tests {
         let inside = host_buffer(base + 4096, 4096);
         let straddling = host_buffer(base + 4096, 2 * 4096);
         let outside = host_buffer(base + 3 * 4096, 4096);
-        assert_eq!(executor.fixed_index(&inside), Some(1));
-        assert_eq!(executor.fixed_index(&host_buffer(base + 4 * 4096, 4096)), Some(0));
-        assert_eq!(executor.fixed_index(&straddling), None);
-        assert_eq!(executor.fixed_index(&outside), None);
+        assert_eq!(executor.fixed_index(&inside.buffer()), Some(1));
+        assert_eq!(executor.fixed_index(&host_buffer(base + 4 * 4096, 4096).buffer()), Some(0));
+        assert_eq!(executor.fixed_index(&straddling.buffer()), None);
+        assert_eq!(executor.fixed_index(&outside.buffer()), None);
         assert_eq!(read_once(&mut executor, &scratch.backend, 0, inside).unwrap(), 4096);
         assert_eq!(read_once(&mut executor, &scratch.backend, 4096, straddling).unwrap(), 8192);
         assert_eq!(read_once(&mut executor, &scratch.backend, 12288, outside).unwrap(), 4096);

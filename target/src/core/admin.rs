@@ -154,7 +154,14 @@ fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) ->
         }
     };
     match request.window(&log) {
-        Ok(window) => Outcome::send(window.to_vec()),
+        Ok(window) => {
+            // Bytes asked for past the log's end read as zeroes (bounded by MDTS; the
+            // data pointer bounds the transfer itself).
+            let asked = request.length_bytes.min(u64::from(queue.target.limits.max_transfer_bytes()));
+            let mut reply = window.to_vec();
+            reply.resize(reply.len().max(usize::try_from(asked).unwrap_or(0)), 0);
+            Outcome::send(reply)
+        }
         Err(status) => Outcome::status(status),
     }
 }

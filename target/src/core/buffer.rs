@@ -1,6 +1,25 @@
-//! The contract between the core and the data buffer pools (`crate::memory`). The core
-//! asks for buffers and copies control data (Connect data, Identify pages, DSM ranges)
-//! through the pool; it never forms pointers into the memory itself.
+//! The contract between the core and the data buffer pools (`crate::memory`), and the
+//! ownership rule every device access relies on.
+//!
+//! A data buffer is owned by exactly one party at a time, and that is expressed by who
+//! holds a value, not by bookkeeping:
+//!
+//! - A [`Lease`] is a range of pool memory. Only a pool mints one; it cannot be copied,
+//!   and dropping it is the only way its pages go back to the pool.
+//! - A [`SlotLoan`] is a transport's receive slot lent to an in-capsule write. It is never
+//!   pool memory: it has no way into a pool, and only its transport takes it back.
+//!
+//! Whoever holds the value is the one party allowed to let a device (the NIC, the SSD)
+//! or the CPU touch the bytes: the core while it computes, the transport while an RDMA
+//! transfer is posted, the backend while an operation is out. A holder that cannot be
+//! sure the hardware is done (a ring torn down with operations out) leaks the value
+//! rather than drop it.
+// The constructors are `unsafe fn`s: minting ownership is the pools' and transports' job.
+#![allow(unsafe_code)]
+
+use std::sync::Arc;
+
+pub use super::Tag;
 
 /// Where a buffer's bytes live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -14,35 +33,147 @@ pub enum Region {
 /// What a buffer will carry; the pool decides the region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
-    /// Command data the CPU must read or write (admin data, DSM ranges): host memory.
+    /// Command data the CPU must read or write (Connect data, admin pages, DSM ranges):
+    /// the small reserved control pool in host memory.
     Control,
     /// Read/Write payload that only the NIC and the SSD touch: CMB when the pool has one.
     Payload,
 }
 
-/// A handle to pool memory. Transports and backends reach the bytes through `address`
-/// and `local_key`; the core treats the handle as opaque.
+/// Where a buffer's bytes are, for work requests and backend I/O. It owns nothing: the
+/// [`Lease`] or [`SlotLoan`] it was read from does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Buffer {
     pub region: Region,
-    /// Offset inside the pool's region, for the pool's own bookkeeping.
-    pub offset_bytes: u64,
-    pub len_bytes: u32,
-    /// Virtual address of the first byte, for work requests and backend I/O.
+    /// Virtual address of the first byte.
     pub address: u64,
+    pub len_bytes: u32,
     /// Local key of the memory region that covers the buffer (0 without RDMA).
     pub local_key: u32,
 }
 
-/// A pool of data buffers, sized once at start-up.
+/// Where a lease's pages go back to.
+pub trait LeaseHome: Send + Sync {
+    /// The range `offset_bytes .. + len_bytes` that a lease held is free again.
+    fn give_back(&self, offset_bytes: u64, len_bytes: u32);
+}
+
+/// Exclusive ownership of a range of pool memory; dropping it returns the range.
+pub struct Lease {
+    buffer: Buffer,
+    offset_bytes: u64,
+    home: Arc<dyn LeaseHome>,
+}
+
+impl Lease {
+    /// # Safety
+    /// Only a pool calls this, for a range of its memory that no other lease covers and
+    /// that stays mapped while `home` lives; `home` frees exactly that range.
+    pub unsafe fn new(buffer: Buffer, offset_bytes: u64, home: Arc<dyn LeaseHome>) -> Lease {
+        Lease { buffer, offset_bytes, home }
+    }
+
+    pub fn buffer(&self) -> Buffer {
+        self.buffer
+    }
+
+    /// Offset inside the pool's memory, for the pool's own bookkeeping and copies.
+    pub fn offset_bytes(&self) -> u64 {
+        self.offset_bytes
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.home.give_back(self.offset_bytes, self.buffer.len_bytes);
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("buffer", &self.buffer).field("offset_bytes", &self.offset_bytes).finish()
+    }
+}
+
+/// A transport's receive slot, lent to the request whose in-capsule write data it holds.
+/// The memory stays alive as long as the loan does (`keep_alive`), so a loan leaked by a
+/// holder that could not wait for the hardware never points at unmapped memory.
+pub struct SlotLoan {
+    buffer: Buffer,
+    slot: u32,
+    _keep_alive: Arc<dyn Send + Sync>,
+}
+
+impl SlotLoan {
+    /// # Safety
+    /// Only the transport that owns receive slot `slot` calls this, once per received
+    /// capsule, for the slot's data bytes; it posts the slot again only after it has the
+    /// loan back. `keep_alive` keeps the slot's memory mapped.
+    pub unsafe fn new(buffer: Buffer, slot: u32, keep_alive: Arc<dyn Send + Sync>) -> SlotLoan {
+        SlotLoan { buffer, slot, _keep_alive: keep_alive }
+    }
+
+    pub fn buffer(&self) -> Buffer {
+        self.buffer
+    }
+
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The loan narrowed to `len_bytes` at `offset_bytes` inside it (the data an SGL
+    /// names); the loan unchanged as the error if that reaches past the slot's data.
+    pub fn narrow(mut self, offset_bytes: u32, len_bytes: u32) -> Result<SlotLoan, SlotLoan> {
+        match offset_bytes.checked_add(len_bytes) {
+            Some(end) if end <= self.buffer.len_bytes => {
+                self.buffer.address = self.buffer.address.wrapping_add(u64::from(offset_bytes));
+                self.buffer.len_bytes = len_bytes;
+                Ok(self)
+            }
+            _ => Err(self),
+        }
+    }
+}
+
+impl std::fmt::Debug for SlotLoan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotLoan").field("buffer", &self.buffer).field("slot", &self.slot).finish()
+    }
+}
+
+/// A request's data buffer: pool memory, or the receive slot its data arrived in.
+#[derive(Debug)]
+pub enum DataBuffer {
+    Pool(Lease),
+    Slot(SlotLoan),
+}
+
+impl DataBuffer {
+    pub fn buffer(&self) -> Buffer {
+        match self {
+            DataBuffer::Pool(lease) => lease.buffer(),
+            DataBuffer::Slot(loan) => loan.buffer(),
+        }
+    }
+}
+
+/// A pool of data buffers shared by every queue, as one queue sees it. Requests that
+/// find the pool short wait in one line across all queues, in arrival order: a buffer
+/// that comes free goes to the oldest waiter that fits, whichever queue it is on, and
+/// the pool wakes that queue (see [`BufferPool::take_grant`]).
 pub trait BufferPool: Send {
-    /// A buffer of at least `len_bytes`, or `None` while the pool is exhausted (the
-    /// request waits; it never fails for lack of buffers).
-    fn allocate(&mut self, len_bytes: u32, placement: Placement) -> Option<Buffer>;
-    /// Gives a buffer back. Called only once nothing (NIC, SSD) uses it any more.
-    fn release(&mut self, buffer: Buffer);
-    /// Copies `out.len()` bytes from the start of the buffer.
-    fn read(&self, buffer: &Buffer, out: &mut [u8]);
-    /// Copies `data` to the start of the buffer.
-    fn write(&mut self, buffer: &Buffer, data: &[u8]);
+    /// The largest buffer `placement` can ever get (a longer request would wait forever).
+    fn capacity_bytes(&self, placement: Placement) -> u64;
+    /// A buffer of at least `len_bytes` now, or `None`: then request `waiter` of this
+    /// queue is in line, and its lease comes later through `take_grant`. A request never
+    /// fails for lack of buffers. While anyone waits, new requests line up behind them.
+    fn allocate(&mut self, len_bytes: u32, placement: Placement, waiter: Tag) -> Option<Lease>;
+    /// A lease granted to one of this queue's waiters since the last call.
+    fn take_grant(&mut self) -> Option<(Tag, Lease)>;
+    /// This queue leaves every line; leases granted and not yet taken go back.
+    fn cancel_waits(&mut self);
+    /// Copies `out.len()` bytes from the start of the lease.
+    fn read(&self, lease: &Lease, out: &mut [u8]);
+    /// Copies `data` to the start of the lease.
+    fn write(&self, lease: &Lease, data: &[u8]);
 }

@@ -2,7 +2,7 @@
 //! timer, pending asynchronous events and which I/O queues are connected. Shared by the
 //! controller's queues, which may run on different threads.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -80,7 +80,8 @@ pub struct Controller {
     /// Set by any command (traffic based keep-alive, CTRATT.TBKAS).
     traffic_seen: AtomicBool,
     events: Mutex<Events>,
-    io_queues: Mutex<BTreeSet<u16>>,
+    /// Connected I/O queues and the reset generation each connected in.
+    io_queues: Mutex<BTreeMap<u16, u32>>,
     write_cache_enabled: AtomicBool,
     /// Set when keep-alive expired, the admin queue went away or a reset asks the I/O
     /// queues to leave: every queue of the controller disconnects.
@@ -104,7 +105,7 @@ impl Controller {
             keep_alive: Mutex::new(KeepAlive { timeout, deadline: later(now, timeout.unwrap_or_default()) }),
             traffic_seen: AtomicBool::new(false),
             events: Mutex::new(Events::default()),
-            io_queues: Mutex::new(BTreeSet::new()),
+            io_queues: Mutex::new(BTreeMap::new()),
             write_cache_enabled: AtomicBool::new(true),
             dead: AtomicBool::new(false),
             reset_generation: Default::default(),
@@ -281,13 +282,24 @@ impl Controller {
         }
     }
 
-    /// Claims I/O queue `queue_id`; false if it is already connected.
-    pub fn attach_io_queue(&self, queue_id: u16) -> bool {
-        lock(&self.io_queues).insert(queue_id)
+    /// Claims I/O queue `queue_id` in the current reset generation, which it returns;
+    /// `None` if the queue is already connected.
+    pub fn attach_io_queue(&self, queue_id: u16) -> Option<u32> {
+        let mut queues = lock(&self.io_queues);
+        let generation = self.reset_generation();
+        match queues.entry(queue_id) {
+            std::collections::btree_map::Entry::Occupied(_) => None,
+            std::collections::btree_map::Entry::Vacant(slot) => Some(*slot.insert(generation)),
+        }
     }
 
-    pub fn detach_io_queue(&self, queue_id: u16) {
-        lock(&self.io_queues).remove(&queue_id);
+    /// Gives up I/O queue `queue_id` as claimed in `generation`: a queue left over from
+    /// before a reset never releases the id of the queue that replaced it.
+    pub fn detach_io_queue(&self, queue_id: u16, generation: u32) {
+        let mut queues = lock(&self.io_queues);
+        if queues.get(&queue_id) == Some(&generation) {
+            queues.remove(&queue_id);
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use zerocopy::FromBytes;
 
 use super::controller::{ControllerKind, csts};
-use super::queue::{Outcome, Queue, Work};
+use super::queue::{Inbound, Outcome, Queue, Work};
 use super::subsystem::DISCOVERY_NQN;
 use crate::wire::command::fabrics_type;
 use crate::wire::fabrics::{invalid_parameter_location, property, ConnectCommand, ConnectData, PropertyAccess, CONNECT_DATA_BYTES, DYNAMIC_CONTROLLER_ID};
@@ -27,7 +27,7 @@ pub(crate) fn execute(queue: &mut Queue, command: &RawCommand, data: DataPointer
             if data.length_bytes() as usize != CONNECT_DATA_BYTES {
                 return Outcome::status(Status::SGL_INVALID_DATA.dnr());
             }
-            Outcome::Transfer { work: Work::Connect, namespace: None }
+            Outcome::Transfer(Work::Inbound(Inbound::Connect))
         }
         fabrics_type::PROPERTY_GET | fabrics_type::PROPERTY_SET => property(queue, command),
         _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
@@ -100,7 +100,8 @@ fn connect_admin(queue: &mut Queue, now: Instant, command: &ConnectCommand, data
     };
     info!(controller = controller.id, subsystem = subsystem_nqn, host = host_nqn, keep_alive_ms = command.keep_alive_timeout_ms, "controller created");
     let id = controller.id;
-    queue.associate(controller, command.disable_sq_flow_control);
+    let generation = controller.reset_generation();
+    queue.associate(controller, generation, command.disable_sq_flow_control);
     Outcome::success(u64::from(id))
 }
 
@@ -120,11 +121,11 @@ fn connect_io(queue: &mut Queue, command: &ConnectCommand, data: &ConnectData, s
     if !controller.is_ready() {
         return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
     }
-    if !controller.attach_io_queue(command.queue_id) {
+    let Some(generation) = controller.attach_io_queue(command.queue_id) else {
         return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
-    }
+    };
     let id = controller.id;
-    queue.associate(controller, command.disable_sq_flow_control);
+    queue.associate(controller, generation, command.disable_sq_flow_control);
     Outcome::success(u64::from(id))
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::controller::Controller;
-use super::queue::{Outcome, Queue, Work};
+use super::queue::{Inbound, Outcome, Queue, Work};
 use super::subsystem::Namespace;
 use crate::backend::BackendOp;
 use crate::wire::bytes;
@@ -46,12 +46,12 @@ pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawC
             namespace_commands.add(1);
             namespace_bytes.add(len_bytes);
             let work = if to_host {
-                Work::Read { offset_bytes }
+                Work::Read { namespace, offset_bytes }
             } else {
                 let durable = command.force_unit_access() || !controller.write_cache_enabled();
-                Work::Write { offset_bytes, durable }
+                Work::Inbound(Inbound::Write { namespace, offset_bytes, durable })
             };
-            Outcome::Transfer { work, namespace: Some(namespace) }
+            Outcome::Transfer(work)
         }
         opcode::FLUSH => {
             stats.other_commands.add(1);
@@ -75,7 +75,7 @@ pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawC
             if data.length_bytes() < ranges.saturating_mul(16) {
                 return Outcome::status(Status::SGL_INVALID_DATA.dnr());
             }
-            Outcome::Transfer { work: Work::Deallocate { ranges }, namespace: Some(namespace) }
+            Outcome::Transfer(Work::Inbound(Inbound::Deallocate { namespace, ranges }))
         }
         _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
     }

@@ -20,31 +20,42 @@ use std::sync::Arc;
 use crate::backend::BackendOp;
 use crate::wire::{Completion, KeyedSgl};
 
-pub use buffer::{Buffer, BufferPool, Placement, Region};
+pub use buffer::{Buffer, BufferPool, DataBuffer, Lease, LeaseHome, Placement, Region, SlotLoan};
 pub use controller::Controller;
-pub use queue::{Capsule, CapsuleUse, Queue, QueueConfig};
+pub use queue::{Capsule, Queue, QueueConfig};
 pub use subsystem::{Limits, Namespace, Port, Subsystem, Target, DISCOVERY_NQN};
 
 /// Identifies a request inside one queue from capsule arrival until its response has
 /// been sent.
 pub type Tag = u16;
 
-/// What the core asks its transport to do.
+/// What the core asks its transport to do. Buffers travel inside the actions: the
+/// transport holds each until the hardware is done with it, then hands it back through
+/// the matching `handle_*` call or, with a response, lets it go itself.
 #[derive(Debug)]
 pub enum Action {
-    /// Host to controller data: RDMA READ `remote` into `buffer`, then call
-    /// [`Queue::handle_data_fetched`].
-    FetchData { tag: Tag, remote: KeyedSgl, buffer: Buffer },
-    /// Run `op` on `namespace`, then call [`Queue::handle_backend_done`].
+    /// Host to controller data: RDMA READ `remote` into `lease`, then give the lease
+    /// back through [`Queue::handle_data_fetched`].
+    FetchData { tag: Tag, remote: KeyedSgl, lease: Lease },
+    /// Run `op` (which owns its buffer, if any) on `namespace`, then give the result and
+    /// the buffer back through [`Queue::handle_backend_done`].
     Submit { tag: Tag, namespace: Arc<Namespace>, op: BackendOp },
-    /// Controller to host data: RDMA WRITE `buffer` to `remote`. Always followed by the
-    /// request's `Respond`, which must not overtake it.
-    PushData { tag: Tag, remote: KeyedSgl, buffer: Buffer },
-    /// Send the response capsule, invalidating `invalidate_key` if set, then call
-    /// [`Queue::handle_response_sent`].
-    Respond { tag: Tag, completion: Completion, invalidate_key: Option<u32> },
+    /// Send the response capsule, after `data`'s RDMA WRITE if any, invalidating
+    /// `invalidate_key` if set; once the NIC reports it done (or flushed), let go of
+    /// `data`'s buffer and call [`Queue::handle_response_sent`].
+    Respond { tag: Tag, completion: Completion, invalidate_key: Option<u32>, data: Option<ResponseData> },
     /// A fatal error for this queue: close the connection.
     Disconnect { reason: DisconnectReason },
+}
+
+/// What a response carries besides the completion.
+#[derive(Debug)]
+pub enum ResponseData {
+    /// RDMA WRITE `buffer` to `remote` before the response; the write must land first.
+    Push { remote: KeyedSgl, buffer: DataBuffer },
+    /// The receive slot an in-capsule write's data arrived in: post it again once the
+    /// response is sent.
+    ReturnSlot(SlotLoan),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,22 +1,41 @@
-//! One submission/completion queue pair and its requests, sans I/O. Each request moves
-//! through named states (SPDK's request states): it may wait for a buffer, fetch its
-//! data from the host, execute on the backend, push its data to the host and respond.
+//! One submission/completion queue pair and its requests, sans I/O.
+//!
+//! A request's life is an explicit state machine (after SPDK's request states). Each
+//! state carries what the request needs next, and buffers move with the work, never
+//! stay behind in a copy:
+//!
+//! ```text
+//!            capsule ──► decode + execute
+//!                          │
+//!    ┌─────────────────────┼───────────────────────┬────────────────────┐
+//!    ▼                     ▼                       ▼                    ▼
+//! AwaitingBuffer ──► Fetching (NIC has lease) ─► Executing (backend ─► Responding (NIC has
+//!  (in the pool's        │                    has the buffer)          the reply and its
+//!   line; the lease      └─► CPU reads the lease (Connect,             buffer) ──► free
+//!   comes as a grant)        DSM ranges), drops it       AwaitingEvent ─┘
+//! ```
+//!
+//! The queue itself holds no buffer between calls: a lease is in an action not yet
+//! taken (dropping it then is safe: no device has seen it), with the transport while an
+//! RDMA transfer or response is out, or with the backend while an operation is. Each
+//! returns it with the completion that reports the hardware done. Time comes in as an
+//! argument; the queue never reads the clock.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 use zerocopy::little_endian::U16;
 
-use super::buffer::{Buffer, BufferPool, Placement};
+use super::buffer::{BufferPool, DataBuffer, Lease, Placement, SlotLoan};
 use super::controller::Controller;
 use super::stats::IoStats;
 use super::subsystem::{Namespace, Target};
-use super::{Action, DisconnectReason, Tag};
+use super::{Action, DisconnectReason, ResponseData, Tag};
 use crate::backend::{BackendError, BackendOp};
 use crate::wire::command::FABRICS;
-use crate::wire::{Completion, DataPointer, RawCommand, Status};
+use crate::wire::{Completion, DataPointer, KeyedSgl, RawCommand, Status};
 
 /// Fixed per connection by the RDMA CM exchange.
 #[derive(Clone, Copy, Debug)]
@@ -26,33 +45,23 @@ pub struct QueueConfig {
     pub entries: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RequestState {
-    /// Waiting for the pool to free a data buffer.
-    NeedBuffer,
-    /// Buffer allocated; in-capsule data about to be copied from the receive buffer.
-    Receiving,
-    /// RDMA READ of host data in flight.
-    Fetching,
-    /// On the backend.
-    Executing,
-    /// Asynchronous Event Request held until an event occurs.
-    AwaitingEvent,
-    /// Response (after any pushed data) handed to the transport.
-    Responding,
+/// Data coming from the host, and what happens once it is here.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// Connect data, then the queue associates with a controller.
+    Connect,
+    /// Dataset Management ranges, then they are deallocated.
+    Deallocate { namespace: Arc<Namespace>, ranges: u32 },
+    /// Payload, then written to the namespace.
+    Write { namespace: Arc<Namespace>, offset_bytes: u64, durable: bool },
 }
 
-/// What a request does once its buffer and data are in place.
+/// What a request does once it has a buffer.
 #[derive(Debug)]
 pub(crate) enum Work {
-    /// Connect data arrives, then the queue associates with a controller.
-    Connect,
-    /// Dataset Management ranges arrive, then they are deallocated.
-    Deallocate { ranges: u32 },
-    /// Payload from the host, then written to the namespace.
-    Write { offset_bytes: u64, durable: bool },
+    Inbound(Inbound),
     /// Payload read from the namespace, then pushed to the host.
-    Read { offset_bytes: u64 },
+    Read { namespace: Arc<Namespace>, offset_bytes: u64 },
     /// Bytes computed by the controller, pushed to the host.
     Send { data: Vec<u8> },
 }
@@ -61,9 +70,9 @@ pub(crate) enum Work {
 #[derive(Debug)]
 pub(crate) enum Outcome {
     Complete { status: Status, result: u64 },
-    /// Needs a buffer of the data pointer's length and then `work`.
-    Transfer { work: Work, namespace: Option<Arc<Namespace>> },
-    /// A backend operation without data (Flush, Write Zeroes).
+    /// Needs a buffer for the data pointer, then `work`.
+    Transfer(Work),
+    /// A backend operation without data (Flush, Write Zeroes, Deallocate).
     Backend { namespace: Arc<Namespace>, op: BackendOp },
     HoldForEvent,
 }
@@ -76,59 +85,67 @@ impl Outcome {
         Outcome::Complete { status: Status::SUCCESS, result }
     }
     pub(crate) fn send(data: Vec<u8>) -> Outcome {
-        Outcome::Transfer { work: Work::Send { data }, namespace: None }
+        Outcome::Transfer(Work::Send { data })
     }
+}
+
+/// Where a request stands; each state holds what its next step needs.
+#[derive(Debug)]
+enum State {
+    /// In the pool's line. In-capsule data the CPU needs is kept here meanwhile.
+    AwaitingBuffer { work: Work, in_capsule: Option<Vec<u8>>, since: Instant },
+    /// RDMA READ of host data in flight; the transport holds the lease.
+    Fetching { work: Inbound },
+    /// On the backend, which holds the buffer if there is one. `read` pushes the data
+    /// to the host afterwards.
+    Executing { namespace: Arc<Namespace>, read: bool },
+    /// Asynchronous Event Request held until an event occurs.
+    AwaitingEvent,
+    /// Response handed to the transport, with any data and buffer it carries.
+    Responding,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitingBuffer { .. } => "awaiting-buffer",
+            State::Fetching { .. } => "fetching",
+            State::Executing { .. } => "executing",
+            State::AwaitingEvent => "awaiting-event",
+            State::Responding => "responding",
+        }
+    }
+}
+
+/// What a request keeps from its capsule for its whole life.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    command: RawCommand,
+    data: DataPointer,
 }
 
 #[derive(Debug)]
 struct Request {
-    command: RawCommand,
-    state: RequestState,
-    data: DataPointer,
-    work: Option<Work>,
-    namespace: Option<Arc<Namespace>>,
-    buffer: Option<Buffer>,
-    /// `buffer` is the transport's receive buffer, lent for this request: it goes back
-    /// to the transport, not to the pool.
-    lent: bool,
-    /// In-capsule data kept while the request waits for a buffer.
-    in_capsule: Option<Vec<u8>>,
-}
-
-impl Request {
-    /// Takes the request's buffer if the pool owns it; a lent receive buffer goes back
-    /// to the transport instead.
-    fn take_pool_buffer(&mut self) -> Option<Buffer> {
-        self.buffer.take().filter(|_| !self.lent)
-    }
+    header: Header,
+    state: State,
 }
 
 /// A received command capsule: the 64-byte command and the in-capsule data after it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Capsule<'a> {
     pub command: &'a [u8],
     pub data: &'a [u8],
-    /// Where `data` lies in registered memory, when the transport can lend it until the
+    /// The receive slot holding `data`, when the transport can lend it until the
     /// response is sent (in-capsule write data then goes to the backend without a copy).
-    pub lendable: Option<Buffer>,
+    pub loan: Option<SlotLoan>,
 }
 
 impl<'a> Capsule<'a> {
     /// A capsule received into one contiguous buffer that cannot be lent.
     pub fn contiguous(bytes: &'a [u8]) -> Capsule<'a> {
         let split = bytes.len().min(64);
-        Capsule { command: bytes.get(..split).unwrap_or(&[]), data: bytes.get(split..).unwrap_or(&[]), lendable: None }
+        Capsule { command: bytes.get(..split).unwrap_or(&[]), data: bytes.get(split..).unwrap_or(&[]), loan: None }
     }
-}
-
-/// Whether the core kept a lent receive buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CapsuleUse {
-    /// The receive buffer may be reused at once.
-    Done,
-    /// The buffer holds data for request `tag`: reuse it after that request's response
-    /// is sent (or the queue is closed).
-    LentTo(Tag),
 }
 
 /// Where this queue stands in its association with a controller.
@@ -143,9 +160,10 @@ pub struct Queue {
     pub(crate) target: Arc<Target>,
     pub(crate) config: QueueConfig,
     association: Association,
+    /// Live requests by tag. A slot is empty between a request's transitions only
+    /// inside one call.
     requests: Vec<Option<Request>>,
     free_tags: Vec<Tag>,
-    waiting_for_buffer: VecDeque<Tag>,
     held_events: Vec<Tag>,
     actions: VecDeque<Action>,
     pool: Box<dyn BufferPool>,
@@ -165,7 +183,6 @@ impl Queue {
             association: Association::AwaitingConnect,
             requests: (0..slots).map(|_| None).collect(),
             free_tags: (0..slots as Tag).rev().collect(),
-            waiting_for_buffer: VecDeque::new(),
             held_events: Vec::new(),
             actions: VecDeque::new(),
             pool,
@@ -211,70 +228,66 @@ impl Queue {
     /// Keep-alive and controller teardown checks. Call at `poll_timeout` and
     /// periodically.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let Association::Live { controller, reset_generation } = &self.association else { return };
+        let Association::Live { controller, .. } = &self.association else { return };
         let controller = controller.clone();
         if self.config.queue_id == 0 && controller.check_keep_alive(now) {
             warn!(controller = controller.id, host = %controller.host_nqn, "keep-alive timeout expired; tearing the controller down");
             self.disconnect(DisconnectReason::KeepAliveExpired);
             return;
         }
-        let stale = self.config.queue_id != 0 && controller.reset_generation() != *reset_generation;
-        if controller.is_dead() || stale {
+        if controller.is_dead() || self.stale() {
             self.disconnect(DisconnectReason::ControllerGone);
             return;
         }
         self.deliver_events();
     }
 
+    /// An I/O queue connected before the controller's last reset or shutdown.
+    fn stale(&self) -> bool {
+        match &self.association {
+            Association::Live { controller, reset_generation } => {
+                self.config.queue_id != 0 && controller.reset_generation() != *reset_generation
+            }
+            _ => false,
+        }
+    }
+
     /// A command capsule arrived in one buffer: the 64-byte command and any in-capsule
     /// data after it.
     pub fn handle_capsule(&mut self, now: Instant, capsule: &[u8]) {
-        self.receive(now, Capsule::contiguous(capsule));
+        let unused = self.receive(now, Capsule::contiguous(capsule));
+        debug_assert!(unused.is_none(), "a contiguous capsule lends nothing");
     }
 
-    /// A command capsule arrived. Says whether the core keeps the capsule's data buffer.
-    pub fn receive(&mut self, now: Instant, capsule: Capsule<'_>) -> CapsuleUse {
+    /// A command capsule arrived. Returns the capsule's slot loan unless the request
+    /// keeps it (then it comes back with the request's response).
+    pub fn receive(&mut self, now: Instant, capsule: Capsule<'_>) -> Option<SlotLoan> {
+        let Capsule { command, data: in_capsule, loan } = capsule;
         if matches!(self.association, Association::Closed) {
-            return CapsuleUse::Done;
+            return loan;
         }
-        let Some(command) = RawCommand::from_capsule(capsule.command) else {
-            self.disconnect(DisconnectReason::ShortCapsule { len: capsule.command.len().saturating_add(capsule.data.len()) });
-            return CapsuleUse::Done;
+        let Some(command) = RawCommand::from_capsule(command) else {
+            self.disconnect(DisconnectReason::ShortCapsule { len: command.len().saturating_add(in_capsule.len()) });
+            return loan;
         };
         let Some(tag) = self.free_tags.pop() else {
             self.disconnect(DisconnectReason::TooManyCommands);
-            return CapsuleUse::Done;
+            return loan;
         };
         self.submission_queue_head = advance(self.submission_queue_head, self.config.entries);
         if let Some(controller) = self.controller() {
             controller.note_traffic();
         }
-        let request = Request {
-            command,
-            state: RequestState::Executing,
-            data: DataPointer::None,
-            work: None,
-            namespace: None,
-            buffer: None,
-            lent: false,
-            in_capsule: None,
+        let (data, outcome) = match self.decode(&command) {
+            Ok(data) => (data, self.execute(now, &command, data)),
+            Err(status) => (DataPointer::None, Outcome::status(status)),
         };
-        if let Some(slot) = self.requests.get_mut(usize::from(tag)) {
-            *slot = Some(request);
+        let unused = self.begin(now, tag, Header { command, data }, outcome, in_capsule, loan);
+        if self.stale() {
+            self.disconnect(DisconnectReason::ControllerGone);
         }
-        let outcome = match self.decode(&command) {
-            Ok(data) => {
-                self.request(tag).data = data;
-                self.execute(now, &command, data)
-            }
-            Err(status) => Outcome::status(status),
-        };
-        self.apply(tag, outcome, capsule);
         self.deliver_events();
-        match self.requests.get(usize::from(tag)).and_then(|r| r.as_ref()) {
-            Some(request) if request.lent => CapsuleUse::LentTo(tag),
-            _ => CapsuleUse::Done,
-        }
+        unused
     }
 
     /// Checks common to all commands and decodes the data pointer.
@@ -296,6 +309,11 @@ impl Queue {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
         };
         let controller = controller.clone();
+        if self.stale() {
+            // The controller was reset under this queue: it is gone for the host, which
+            // connects a new one. Nothing more runs on it (`receive` closes it).
+            return Outcome::status(Status::ABORTED_SQ_DELETION);
+        }
         if !controller.is_ready() {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
         }
@@ -306,199 +324,208 @@ impl Queue {
         }
     }
 
-    /// Moves a request on according to what execution decided.
-    fn apply(&mut self, tag: Tag, outcome: Outcome, capsule: Capsule<'_>) {
+    /// A new request (or one whose CPU step just ended) moves on according to
+    /// `outcome`. Returns `loan` unless the request kept it.
+    fn begin(&mut self, now: Instant, tag: Tag, header: Header, outcome: Outcome, in_capsule: &[u8], loan: Option<SlotLoan>) -> Option<SlotLoan> {
         match outcome {
-            Outcome::Complete { status, result } => self.respond(tag, status, result),
+            Outcome::Complete { status, result } => self.respond(tag, header, status, result, None),
             Outcome::HoldForEvent => {
-                self.request(tag).state = RequestState::AwaitingEvent;
+                self.put(tag, Request { header, state: State::AwaitingEvent });
                 self.held_events.push(tag);
             }
             Outcome::Backend { namespace, op } => {
-                self.request(tag).state = RequestState::Executing;
+                self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read: false } });
                 self.actions.push_back(Action::Submit { tag, namespace, op });
             }
-            Outcome::Transfer { work, namespace } => {
-                let request = self.request(tag);
-                request.work = Some(work);
-                request.namespace = namespace;
-                let DataPointer::InCapsule { offset_bytes, length_bytes } = request.data else {
-                    self.start_transfer(tag);
-                    return;
-                };
-                let start = offset_bytes as usize;
-                let Some(bytes) = capsule.data.get(start..).and_then(|rest| rest.get(..length_bytes as usize)) else {
-                    // The capsule was shorter than its SGL claims.
-                    self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0);
-                    return;
-                };
-                // Write data the transport can lend goes to the backend from where it was
-                // received; everything else the CPU reads is copied into a pool buffer.
-                let lent = capsule.lendable.filter(|_| matches!(request.work, Some(Work::Write { .. })) && length_bytes > 0);
-                if let Some(received) = lent {
-                    let buffer = Buffer { address: received.address.wrapping_add(u64::from(offset_bytes)), len_bytes: length_bytes, ..received };
-                    request.buffer = Some(buffer);
-                    request.lent = true;
-                    self.in_capsule_arrived(tag, buffer, bytes.len());
-                    return;
-                }
-                // The receive buffer is reposted when this call returns: copy the data
-                // into the request's buffer now, or keep a copy while it waits for one.
-                self.start_transfer(tag);
-                match self.requests.get_mut(usize::from(tag)).and_then(|r| r.as_mut()) {
-                    Some(request) if request.state == RequestState::NeedBuffer => request.in_capsule = Some(bytes.to_vec()),
-                    Some(request) if request.state == RequestState::Receiving => {
-                        let Some(buffer) = request.buffer else { return };
-                        self.pool.write(&buffer, bytes);
-                        self.in_capsule_arrived(tag, buffer, bytes.len());
-                    }
-                    _ => {}
-                }
-            }
+            Outcome::Transfer(work) => return self.begin_transfer(now, tag, header, work, in_capsule, loan),
         }
+        loan
     }
 
-    /// Allocates the request's buffer, or parks it until one is released.
-    fn start_transfer(&mut self, tag: Tag) {
-        let request = self.request(tag);
-        let length = request.data.length_bytes();
-        let placement = match (&request.work, &request.namespace) {
-            (Some(Work::Read { .. } | Work::Write { .. }), Some(namespace)) => namespace.payload_placement,
-            _ => Placement::Control,
-        };
+    /// A request that moves data: in-capsule data, or a buffer to fetch into or push from.
+    fn begin_transfer(&mut self, now: Instant, tag: Tag, header: Header, work: Work, in_capsule: &[u8], loan: Option<SlotLoan>) -> Option<SlotLoan> {
+        let length = header.data.length_bytes();
         if length == 0 {
             // No data pointer for a command that needs one.
-            self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0);
+            self.respond(tag, header, Status::SGL_INVALID_DATA.dnr(), 0, None);
+            return loan;
+        }
+        let DataPointer::InCapsule { offset_bytes, length_bytes } = header.data else {
+            self.allocate(now, tag, header, work, None);
+            return loan;
+        };
+        let bytes = usize::try_from(offset_bytes)
+            .ok()
+            .and_then(|start| in_capsule.get(start..)?.get(..usize::try_from(length_bytes).ok()?));
+        let Some(bytes) = bytes else {
+            // The capsule was shorter than its SGL claims.
+            self.respond(tag, header, Status::SGL_INVALID_DATA.dnr(), 0, None);
+            return loan;
+        };
+        match (work, loan) {
+            // Write data the transport can lend goes to the backend from its receive slot.
+            (Work::Inbound(Inbound::Write { namespace, offset_bytes: at, durable }), Some(loan)) => {
+                match loan.narrow(offset_bytes, length_bytes) {
+                    Ok(loan) => {
+                        self.target.payload.count(loan.buffer().region, u64::from(length_bytes));
+                        self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read: false } });
+                        let op = BackendOp::Write { offset_bytes: at, buffer: DataBuffer::Slot(loan), durable };
+                        self.actions.push_back(Action::Submit { tag, namespace, op });
+                        None
+                    }
+                    Err(loan) => {
+                        self.respond(tag, header, Status::SGL_INVALID_DATA.dnr(), 0, None);
+                        Some(loan)
+                    }
+                }
+            }
+            // Everything else is copied: the slot is reposted when this call returns.
+            (work, loan) => {
+                self.allocate(now, tag, header, work, Some(bytes));
+                loan
+            }
+        }
+    }
+
+    /// Takes a buffer for the request, or puts it in the pool's line.
+    fn allocate(&mut self, now: Instant, tag: Tag, header: Header, work: Work, in_capsule: Option<&[u8]>) {
+        let (placement, len_bytes) = match &work {
+            Work::Inbound(Inbound::Write { namespace, .. }) | Work::Read { namespace, .. } => {
+                (namespace.payload_placement, header.data.length_bytes())
+            }
+            // A reply takes what it holds, not what the host offered room for.
+            Work::Send { data } => (Placement::Control, header.data.length_bytes().min(u32::try_from(data.len()).unwrap_or(u32::MAX))),
+            Work::Inbound(_) => (Placement::Control, header.data.length_bytes()),
+        };
+        if len_bytes == 0 {
+            // An empty reply: nothing to push.
+            self.respond(tag, header, Status::SUCCESS, 0, None);
             return;
         }
-        let Some(buffer) = self.pool.allocate(length, placement) else {
-            let request = self.request(tag);
-            let first_wait = request.state != RequestState::NeedBuffer;
-            request.state = RequestState::NeedBuffer;
-            if first_wait {
-                if let Some(namespace) = &request.namespace {
+        if u64::from(len_bytes) > self.pool.capacity_bytes(placement) {
+            warn!(queue = self.config.queue_id, len_bytes, "transfer larger than its whole pool");
+            self.respond(tag, header, Status::INVALID_FIELD.dnr(), 0, None);
+            return;
+        }
+        match self.pool.allocate(len_bytes, placement, tag) {
+            Some(lease) => self.with_buffer(now, tag, header, work, lease, in_capsule),
+            None => {
+                self.stats.buffer_waits.add(1);
+                if let Work::Inbound(Inbound::Write { namespace, .. }) | Work::Read { namespace, .. } = &work {
                     namespace.stats.buffer_waits.add(1);
                 }
-                self.stats.buffer_waits.add(1);
+                let in_capsule = in_capsule.map(<[u8]>::to_vec);
+                self.put(tag, Request { header, state: State::AwaitingBuffer { work, in_capsule, since: now } });
             }
-            self.waiting_for_buffer.push_back(tag);
-            return;
-        };
-        self.request(tag).buffer = Some(buffer);
-        self.transfer(tag, buffer);
+        }
     }
 
-    fn transfer(&mut self, tag: Tag, buffer: Buffer) {
-        let request = self.request(tag);
-        let data = request.data;
-        match request.work.take() {
-            Some(Work::Send { data: bytes }) => {
-                let DataPointer::Keyed(remote) = data else {
-                    self.respond(tag, Status::INVALID_FIELD.dnr(), 0);
+    /// Leases the pool granted to requests in its line: they move on. Call on every
+    /// pass of the transport's loop (and when the pool's wake-up arrives).
+    pub fn poll_grants(&mut self, now: Instant) {
+        while let Some((tag, lease)) = self.pool.take_grant() {
+            let Some(request) = self.take(tag) else { continue };
+            let Request { header, state: State::AwaitingBuffer { work, in_capsule, since } } = request else {
+                // Not waiting (cannot happen: a waiter leaves the line only by a grant or
+                // by closing). The lease goes back.
+                self.put(tag, request);
+                continue;
+            };
+            let waited = now.saturating_duration_since(since);
+            self.stats.longest_buffer_wait_us.set_max(waited.as_micros() as u64);
+            self.with_buffer(now, tag, header, work, lease, in_capsule.as_deref());
+        }
+    }
+
+    /// The request has its buffer: fetch into it, fill it, or hand it to the backend.
+    fn with_buffer(&mut self, now: Instant, tag: Tag, header: Header, work: Work, lease: Lease, in_capsule: Option<&[u8]>) {
+        match (work, header.data) {
+            (Work::Send { data }, DataPointer::Keyed(remote)) => {
+                self.pool.write(&lease, &data);
+                let remote = KeyedSgl { length_bytes: lease.buffer().len_bytes, ..remote };
+                let reply = ResponseData::Push { remote, buffer: DataBuffer::Pool(lease) };
+                self.respond(tag, header, Status::SUCCESS, 0, Some(reply));
+            }
+            (Work::Read { namespace, offset_bytes }, DataPointer::Keyed(_)) => {
+                self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read: true } });
+                let op = BackendOp::Read { offset_bytes, buffer: DataBuffer::Pool(lease) };
+                self.actions.push_back(Action::Submit { tag, namespace, op });
+            }
+            (Work::Inbound(work), DataPointer::Keyed(remote)) => {
+                self.put(tag, Request { header, state: State::Fetching { work } });
+                self.actions.push_back(Action::FetchData { tag, remote, lease });
+            }
+            (Work::Inbound(work), DataPointer::InCapsule { .. }) => {
+                let Some(bytes) = in_capsule else {
+                    self.respond(tag, header, Status::SGL_INVALID_DATA.dnr(), 0, None);
                     return;
                 };
-                let mut bytes = bytes;
-                bytes.resize(buffer.len_bytes.min(remote.length_bytes) as usize, 0);
-                self.pool.write(&buffer, &bytes);
-                let remote = crate::wire::KeyedSgl { length_bytes: bytes.len() as u32, ..remote };
-                self.push_and_respond(tag, remote, buffer);
+                self.pool.write(&lease, bytes);
+                self.data_arrived(now, tag, header, work, lease);
             }
-            Some(Work::Read { offset_bytes }) => {
-                let request = self.request(tag);
-                request.work = Some(Work::Read { offset_bytes });
-                request.state = RequestState::Executing;
-                let namespace = request.namespace.clone();
-                if let Some(namespace) = namespace {
-                    self.actions.push_back(Action::Submit { tag, namespace, op: BackendOp::Read { offset_bytes, buffer } });
-                }
-            }
-            Some(work) => {
-                let request = self.request(tag);
-                request.work = Some(work);
-                match (data, request.in_capsule.take()) {
-                    (DataPointer::Keyed(remote), _) => {
-                        request.state = RequestState::Fetching;
-                        self.actions.push_back(Action::FetchData { tag, remote, buffer });
-                    }
-                    (DataPointer::InCapsule { .. }, Some(bytes)) => {
-                        self.pool.write(&buffer, &bytes);
-                        self.in_capsule_arrived(tag, buffer, bytes.len());
-                    }
-                    // In-capsule data still in the receive buffer: `apply` copies it.
-                    (DataPointer::InCapsule { .. }, None) => request.state = RequestState::Receiving,
-                    _ => self.respond(tag, Status::SGL_INVALID_DATA.dnr(), 0),
-                }
-            }
-            None => self.respond(tag, Status::INTERNAL_ERROR, 0),
+            // Data to the host needs a keyed SGL (reads in capsules are refused earlier).
+            _ => self.respond(tag, header, Status::INVALID_FIELD.dnr(), 0, None),
         }
     }
 
-    /// In-capsule data was copied into the request's buffer.
-    fn in_capsule_arrived(&mut self, tag: Tag, buffer: Buffer, len: usize) {
-        if matches!(self.request(tag).work, Some(Work::Write { .. })) {
-            self.target.payload.count(buffer.region, len as u64);
-        }
-        self.data_arrived(tag);
-    }
-
-    /// The RDMA READ of a request's data finished.
-    pub fn handle_data_fetched(&mut self, tag: Tag, result: Result<(), ()>) {
-        let Some(request) = self.requests.get(usize::from(tag)).and_then(|r| r.as_ref()) else { return };
-        if request.state != RequestState::Fetching {
+    /// The RDMA READ of a request's data finished; the transport gives the lease back.
+    pub fn handle_data_fetched(&mut self, now: Instant, tag: Tag, lease: Lease, result: Result<(), ()>) {
+        let Some(request) = self.take(tag) else { return };
+        let Request { header, state: State::Fetching { work } } = request else {
+            self.put(tag, request);
             return;
-        }
+        };
         if result.is_err() {
+            // Nothing to answer on a broken connection; the tag goes with the queue.
+            drop(lease);
+            self.free(tag);
             self.disconnect(DisconnectReason::TransferFailed);
             return;
         }
-        // Payload counters cover Read/Write data only; Connect data, DSM ranges and
-        // admin pages are control data.
-        if let (Some(buffer), Some(Work::Write { .. })) = (request.buffer, &request.work) {
-            self.target.payload.count(buffer.region, u64::from(buffer.len_bytes));
-        }
-        self.data_arrived(tag);
+        self.data_arrived(now, tag, header, work, lease);
     }
 
-    /// Host data is in the request's buffer.
-    fn data_arrived(&mut self, tag: Tag) {
-        let request = self.request(tag);
-        let (Some(work), Some(buffer)) = (request.work.take(), request.buffer) else {
-            self.respond(tag, Status::INTERNAL_ERROR, 0);
+    /// Host data is in the request's lease.
+    fn data_arrived(&mut self, now: Instant, tag: Tag, header: Header, work: Inbound, lease: Lease) {
+        let outcome = match work {
+            Inbound::Write { namespace, offset_bytes, durable } => {
+                let buffer = lease.buffer();
+                self.target.payload.count(buffer.region, u64::from(buffer.len_bytes));
+                self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read: false } });
+                let op = BackendOp::Write { offset_bytes, buffer: DataBuffer::Pool(lease), durable };
+                self.actions.push_back(Action::Submit { tag, namespace, op });
+                return;
+            }
+            Inbound::Connect => {
+                let bytes = self.copy_out(lease);
+                super::fabrics::connect(self, now, &header.command, &bytes)
+            }
+            Inbound::Deallocate { namespace, ranges } => {
+                let bytes = self.copy_out(lease);
+                super::io::deallocate(&namespace, ranges, &bytes)
+            }
+        };
+        // Control data is read: the request goes on as if it had just been decoded.
+        let unused = self.begin(now, tag, header, outcome, &[], None);
+        debug_assert!(unused.is_none());
+    }
+
+    /// The lease's bytes, for the CPU; the lease goes back to the pool.
+    fn copy_out(&self, lease: Lease) -> Vec<u8> {
+        let mut bytes = vec![0u8; lease.buffer().len_bytes as usize];
+        self.pool.read(&lease, &mut bytes);
+        bytes
+    }
+
+    /// The backend finished a request's operation and gives its buffer back.
+    pub fn handle_backend_done(&mut self, tag: Tag, result: Result<u32, BackendError>, buffer: Option<DataBuffer>) {
+        let Some(request) = self.take(tag) else { return };
+        let Request { header, state: State::Executing { namespace, read } } = request else {
+            self.put(tag, request);
             return;
         };
-        let namespace = request.namespace.clone();
-        match (work, namespace) {
-            (Work::Connect, _) => {
-                let mut bytes = vec![0u8; buffer.len_bytes as usize];
-                self.pool.read(&buffer, &mut bytes);
-                let command = self.request(tag).command;
-                let outcome = super::fabrics::connect(self, Instant::now(), &command, &bytes);
-                self.release_buffer(tag);
-                self.apply(tag, outcome, Capsule::contiguous(&[]));
-            }
-            (Work::Deallocate { ranges }, Some(namespace)) => {
-                let mut bytes = vec![0u8; buffer.len_bytes as usize];
-                self.pool.read(&buffer, &mut bytes);
-                self.release_buffer(tag);
-                let outcome = super::io::deallocate(&namespace, ranges, &bytes);
-                self.apply(tag, outcome, Capsule::contiguous(&[]));
-            }
-            (Work::Write { offset_bytes, durable }, Some(namespace)) => {
-                self.request(tag).state = RequestState::Executing;
-                self.actions.push_back(Action::Submit { tag, namespace, op: BackendOp::Write { offset_bytes, buffer, durable } });
-            }
-            _ => self.respond(tag, Status::INTERNAL_ERROR, 0),
-        }
-    }
-
-    /// The backend finished a request's operation.
-    pub fn handle_backend_done(&mut self, tag: Tag, result: Result<u32, BackendError>) {
-        let Some(request) = self.requests.get_mut(usize::from(tag)).and_then(|r| r.as_mut()) else { return };
-        if request.state != RequestState::Executing {
-            return;
-        }
         if matches!(self.association, Association::Closed) {
-            // Nobody to answer; the buffer can go back now that the backend is done.
+            // Nobody to answer; the buffer goes back now that the backend is done.
             self.free(tag);
             return;
         }
@@ -506,60 +533,60 @@ impl Queue {
             Ok(_) => Status::SUCCESS,
             Err(error) => {
                 warn!(queue = self.config.queue_id, %error, "backend operation failed");
-                if let Some(namespace) = &request.namespace {
-                    namespace.stats.errors.add(1);
-                }
+                namespace.stats.errors.add(1);
                 Status::from(error)
             }
         };
-        match (request.work.take(), request.buffer) {
-            (Some(Work::Read { .. }), Some(buffer)) if status.is_success() => {
-                let DataPointer::Keyed(remote) = request.data else {
-                    self.respond(tag, Status::INTERNAL_ERROR, 0);
-                    return;
-                };
-                self.target.payload.count(buffer.region, u64::from(buffer.len_bytes));
-                self.push_and_respond(tag, remote, buffer);
+        let reply = match (buffer, header.data) {
+            (Some(buffer), DataPointer::Keyed(remote)) if read && status.is_success() => {
+                self.target.payload.count(buffer.buffer().region, u64::from(buffer.buffer().len_bytes));
+                Some(ResponseData::Push { remote, buffer })
             }
-            _ => self.respond(tag, status, 0),
-        }
+            // The receive slot of an in-capsule write goes back with the response.
+            (Some(DataBuffer::Slot(loan)), _) => Some(ResponseData::ReturnSlot(loan)),
+            // A pool lease with nothing to push is dropped here: back to the pool.
+            _ => None,
+        };
+        self.respond(tag, header, status, 0, reply);
     }
 
-    /// The transport sent the response (and any data before it): the tag is free.
+    /// The transport sent the response (and any data before it) and let go of its
+    /// buffer: the tag is free.
     pub fn handle_response_sent(&mut self, tag: Tag) {
-        let Some(request) = self.requests.get(usize::from(tag)).and_then(|r| r.as_ref()) else { return };
-        if request.state != RequestState::Responding {
-            return;
+        if matches!(self.requests.get(usize::from(tag)), Some(Some(Request { state: State::Responding, .. }))) {
+            self.free(tag);
         }
-        self.free(tag);
     }
 
-    /// The connection is gone. Requests the backend still holds keep their buffers until
-    /// `handle_backend_done`; the transport must drain them before dropping the queue.
+    /// The connection is gone. Requests whose buffer the transport or the backend holds
+    /// (Fetching, Executing) stay until those hand it back through `handle_*`; every
+    /// other request ends now, and buffers in actions not yet taken go back to the pool
+    /// (no device has seen them).
     pub fn handle_close(&mut self) {
-        if let Association::Live { controller, .. } = std::mem::replace(&mut self.association, Association::Closed) {
+        if let Association::Live { controller, reset_generation } = std::mem::replace(&mut self.association, Association::Closed) {
             if self.config.queue_id == 0 {
                 controller.fail();
                 self.target.remove_controller(controller.id);
                 debug!(controller = controller.id, "controller removed with its admin queue");
             } else {
-                controller.detach_io_queue(self.config.queue_id);
+                controller.detach_io_queue(self.config.queue_id, reset_generation);
             }
         }
-        self.association = Association::Closed;
+        self.pool.cancel_waits();
         self.actions.clear();
-        self.waiting_for_buffer.clear();
         self.held_events.clear();
         for tag in 0..self.requests.len() as Tag {
-            let state = self.requests.get(usize::from(tag)).and_then(|r| r.as_ref()).map(|r| r.state);
-            if matches!(state, Some(s) if s != RequestState::Executing) {
+            let ends_now = match self.requests.get(usize::from(tag)) {
+                Some(Some(request)) => !matches!(request.state, State::Fetching { .. } | State::Executing { .. }),
+                _ => false,
+            };
+            if ends_now {
                 self.free(tag);
             }
         }
     }
 
-    pub(crate) fn associate(&mut self, controller: Arc<Controller>, disable_sq_flow_control: bool) {
-        let reset_generation = controller.reset_generation();
+    pub(crate) fn associate(&mut self, controller: Arc<Controller>, reset_generation: u32, disable_sq_flow_control: bool) {
         self.association = Association::Live { controller, reset_generation };
         self.disable_sq_flow_control = disable_sq_flow_control;
     }
@@ -568,16 +595,10 @@ impl Queue {
         !matches!(self.association, Association::AwaitingConnect)
     }
 
-    fn push_and_respond(&mut self, tag: Tag, remote: crate::wire::KeyedSgl, buffer: Buffer) {
-        self.actions.push_back(Action::PushData { tag, remote, buffer });
-        self.respond(tag, Status::SUCCESS, 0);
-    }
-
-    pub(crate) fn respond(&mut self, tag: Tag, status: Status, result: u64) {
-        let request = self.request(tag);
-        request.state = RequestState::Responding;
-        let command = request.command;
-        let invalidate_key = match request.data {
+    /// Hands the response (with its data or buffer) to the transport.
+    fn respond(&mut self, tag: Tag, header: Header, status: Status, result: u64, data: Option<ResponseData>) {
+        let Header { command, data: pointer } = header;
+        let invalidate_key = match pointer {
             DataPointer::Keyed(remote) if remote.invalidate => Some(remote.key),
             _ => None,
         };
@@ -589,7 +610,8 @@ impl Queue {
             self.stats.errors.add(1);
             debug!(queue = self.config.queue_id, opcode = command.opcode, %status, "command failed");
         }
-        self.actions.push_back(Action::Respond { tag, completion, invalidate_key });
+        self.put(tag, Request { header, state: State::Responding });
+        self.actions.push_back(Action::Respond { tag, completion, invalidate_key, data });
     }
 
     fn deliver_events(&mut self) {
@@ -597,7 +619,9 @@ impl Queue {
         while let Some(&tag) = self.held_events.last() {
             let Some(event) = controller.take_event() else { break };
             self.held_events.pop();
-            self.respond(tag, Status::SUCCESS, u64::from(event));
+            if let Some(request) = self.take(tag) {
+                self.respond(tag, request.header, Status::SUCCESS, u64::from(event), None);
+            }
         }
     }
 
@@ -605,66 +629,30 @@ impl Queue {
         self.held_events.len()
     }
 
-    fn release_buffer(&mut self, tag: Tag) {
-        let buffer = self.request(tag).take_pool_buffer();
-        self.return_to_pool(buffer);
+    /// Takes request `tag` out of its slot for a transition; `put` puts it back.
+    fn take(&mut self, tag: Tag) -> Option<Request> {
+        self.requests.get_mut(usize::from(tag)).and_then(Option::take)
     }
 
+    fn put(&mut self, tag: Tag, request: Request) {
+        trace!(queue = self.config.queue_id, tag, command_id = request.header.command.command_id.get(), state = request.state.name(), "request");
+        if let Some(slot) = self.requests.get_mut(usize::from(tag)) {
+            *slot = Some(request);
+        }
+    }
+
+    /// Ends request `tag`, live or taken out for a transition. Each request ends once:
+    /// a later event for its tag finds an empty slot and does nothing.
     fn free(&mut self, tag: Tag) {
-        let Some(mut request) = self.requests.get_mut(usize::from(tag)).and_then(Option::take) else { return };
-        self.free_tags.push(tag);
-        self.return_to_pool(request.take_pool_buffer());
-    }
-
-    fn return_to_pool(&mut self, buffer: Option<Buffer>) {
-        if let Some(buffer) = buffer {
-            self.pool.release(buffer);
-            self.wake_buffer_waiters();
-        }
-    }
-
-    fn wake_buffer_waiters(&mut self) {
-        if matches!(self.association, Association::Closed) {
-            return;
-        }
-        let waiting = self.waiting_for_buffer.len();
-        for _ in 0..waiting {
-            let Some(tag) = self.waiting_for_buffer.pop_front() else { break };
-            self.start_transfer(tag);
-            if self.request(tag).state == RequestState::NeedBuffer {
-                // Still no room: it went to the back; keep FIFO order by stopping here.
-                if let Some(last) = self.waiting_for_buffer.pop_back() {
-                    self.waiting_for_buffer.push_front(last);
-                }
-                break;
-            }
+        if let Some(slot) = self.requests.get_mut(usize::from(tag)) {
+            *slot = None;
+            self.free_tags.push(tag);
         }
     }
 
     fn disconnect(&mut self, reason: DisconnectReason) {
         warn!(queue = self.config.queue_id, %reason, "disconnecting queue");
         self.actions.push_back(Action::Disconnect { reason });
-    }
-
-    /// The live request behind `tag`. Tags handed to this module's functions always
-    /// name live requests; that is our invariant, not a wire value.
-    fn request(&mut self, tag: Tag) -> &mut Request {
-        match self.requests.get_mut(usize::from(tag)).and_then(|r| r.as_mut()) {
-            Some(request) => request,
-            None => unreachable!("tag {tag} names no live request"),
-        }
-    }
-}
-
-impl Drop for Queue {
-    fn drop(&mut self) {
-        // The transport drops a queue only once the NIC and the backend let go of every
-        // buffer; give them back to the shared pool.
-        for slot in &mut self.requests {
-            if let Some(buffer) = slot.take().and_then(|r| r.buffer) {
-                self.pool.release(buffer);
-            }
-        }
     }
 }
 

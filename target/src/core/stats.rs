@@ -55,6 +55,8 @@ pub struct IoStats {
     pub errors: Counter,
     /// Times a command waited for a free data buffer.
     pub buffer_waits: Counter,
+    /// The longest a command of this queue waited for one, in microseconds.
+    pub longest_buffer_wait_us: Counter,
     /// Backend reads and writes completed by polling the device, not by an interrupt.
     pub polled_ios: Counter,
 }

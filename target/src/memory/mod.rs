@@ -1,21 +1,37 @@
-//! Data buffer pools, sized once at start-up: host DRAM always, and the CMB of an NVMe
-//! SSD (p2pmem) when one is usable. Implements the core's [`BufferPool`] contract; the
-//! transport registers each region with the NIC and records its key here.
+//! Data buffer pools, sized once at start-up, shared by every queue: a small control
+//! pool and a payload pool in one host DRAM mapping, and the CMB of an NVMe SSD (p2pmem)
+//! when one is usable. Implements the core's [`BufferPool`] contract; the transport
+//! registers each mapping with the NIC and records its key here.
+//!
+//! Each pool keeps one line of waiting requests across all queues. A request that finds
+//! the pool short, or finds others already waiting, joins the line; pages coming back go
+//! to the head of the line while it fits, and the queue that waiter belongs to is woken
+//! to take its lease. So a queue with one command waiting is served in its turn even
+//! when other queues hold every buffer, and payload pressure never holds up control data,
+//! which has its own pool.
 
 pub mod host;
 pub mod p2pmem;
 pub mod region;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tracing::debug;
 
-use crate::core::{Buffer, BufferPool, Placement, Region};
+use crate::core::buffer::{LeaseHome, Tag};
+use crate::core::{Buffer, BufferPool, Lease, Placement, Region};
 use host::HostRegion;
 use p2pmem::P2pMemMapping;
 use region::{PageAllocator, PAGE_BYTES};
+
+/// Bytes of host memory reserved for control data (Connect data, admin replies,
+/// discovery logs, DSM ranges), apart from payload. A reply takes the pages it needs
+/// (most take one); the pool is at least one maximum transfer (see [`Pools::new`]).
+pub const CONTROL_POOL_BYTES: usize = 1 << 20;
 
 /// The bytes behind a pool.
 pub enum Memory {
@@ -38,12 +54,46 @@ impl Memory {
     }
 }
 
-/// One region carved into pages.
+/// Where a queue's granted leases wait for it, and how to wake it.
+pub struct Mailbox {
+    grants: Mutex<Vec<(Tag, Lease)>>,
+    /// Grants not yet taken: read without the lock on every pass of the queue's loop.
+    pending: AtomicUsize,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Mailbox {
+    fn deliver(&self, tag: Tag, lease: Lease) {
+        lock(&self.grants).push((tag, lease));
+        self.pending.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A request in a pool's line.
+struct Waiter {
+    mailbox: Arc<Mailbox>,
+    tag: Tag,
+    len_bytes: u32,
+    since: Instant,
+}
+
+struct Line {
+    pages: PageAllocator,
+    waiters: VecDeque<Waiter>,
+    waits: u64,
+    longest_wait: Duration,
+}
+
+/// One pool: a page range of a mapping, and its line of waiters.
 pub struct RegionPool {
     pub region: Region,
-    pub memory: Memory,
-    pages: Mutex<PageAllocator>,
+    pub memory: Arc<Memory>,
+    /// Where the pool's pages start inside `memory`.
+    base_bytes: u64,
+    line: Mutex<Line>,
     local_key: AtomicU32,
+    /// This pool, for the leases it mints (they give their pages back to it).
+    me: Weak<RegionPool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,12 +101,44 @@ pub struct PoolStats {
     pub size_bytes: u64,
     pub in_use_bytes: u64,
     pub high_water_bytes: u64,
+    /// Requests in line for a buffer now.
+    pub waiting: usize,
+    /// Requests that ever had to wait.
+    pub waits: u64,
+    /// The longest time a request waited, in microseconds.
+    pub longest_wait_us: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn pages_for(len_bytes: u32) -> usize {
+    u64::from(len_bytes).div_ceil(PAGE_BYTES) as usize
 }
 
 impl RegionPool {
-    pub fn new(region: Region, memory: Memory) -> RegionPool {
-        let pages = memory.len_bytes() / PAGE_BYTES as usize;
-        RegionPool { region, memory, pages: Mutex::new(PageAllocator::new(pages)), local_key: AtomicU32::new(0) }
+    /// A pool over `len_bytes` of `memory` from `base_bytes` on (whole pages).
+    pub fn new(region: Region, memory: Arc<Memory>, base_bytes: u64, len_bytes: u64) -> Arc<RegionPool> {
+        let pages = (len_bytes / PAGE_BYTES) as usize;
+        Arc::new_cyclic(|me| RegionPool {
+            region,
+            memory,
+            base_bytes,
+            line: Mutex::new(Line { pages: PageAllocator::new(pages), waiters: VecDeque::new(), waits: 0, longest_wait: Duration::ZERO }),
+            local_key: AtomicU32::new(0),
+            me: me.clone(),
+        })
+    }
+
+    /// A pool over all of `memory`.
+    pub fn whole(region: Region, memory: Memory) -> Arc<RegionPool> {
+        let len = memory.len_bytes() as u64;
+        RegionPool::new(region, Arc::new(memory), 0, len)
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        lock(&self.line).pages.pages() as u64 * PAGE_BYTES
     }
 
     /// Records the key of the memory region the transport registered over this pool.
@@ -64,54 +146,86 @@ impl RegionPool {
         self.local_key.store(key, Ordering::Relaxed);
     }
 
-    fn pages(&self) -> MutexGuard<'_, PageAllocator> {
-        self.pages.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn allocate(&self, len_bytes: u32) -> Option<Buffer> {
-        let count = u64::from(len_bytes).div_ceil(PAGE_BYTES) as usize;
-        let first = self.pages().allocate(count)?;
-        let offset_bytes = first as u64 * PAGE_BYTES;
-        Some(Buffer {
+    /// A lease over pages the allocator just marked used, starting at `first_page`.
+    fn mint(&self, first_page: usize, len_bytes: u32) -> Lease {
+        let offset_bytes = self.base_bytes + first_page as u64 * PAGE_BYTES;
+        let buffer = Buffer {
             region: self.region,
-            offset_bytes,
-            len_bytes,
             address: self.memory.address() + offset_bytes,
+            len_bytes,
             local_key: self.local_key.load(Ordering::Relaxed),
-        })
+        };
+        // Upgrading cannot fail: minting happens through a live `Arc` of this pool
+        // (an allocation through a handle, or a lease's give-back while it holds one).
+        let home: Arc<dyn LeaseHome> = match self.me.upgrade() {
+            Some(pool) => pool,
+            None => unreachable!("a pool mints leases only while it is alive"),
+        };
+        // SAFETY: the page allocator just marked these pages used, so no other lease
+        // covers them; `home` (this pool) keeps the mapping alive and frees exactly
+        // these pages in `give_back`.
+        #[allow(unsafe_code)]
+        unsafe {
+            Lease::new(buffer, offset_bytes, home)
+        }
     }
 
-    fn release(&self, buffer: &Buffer) {
-        let count = u64::from(buffer.len_bytes).div_ceil(PAGE_BYTES) as usize;
-        self.pages().release((buffer.offset_bytes / PAGE_BYTES) as usize, count);
+    /// A lease now, or `None` with request `tag` of `mailbox`'s queue in line.
+    fn allocate(&self, len_bytes: u32, mailbox: &Arc<Mailbox>, tag: Tag) -> Option<Lease> {
+        let pages = pages_for(len_bytes);
+        let mut line = lock(&self.line);
+        if line.waiters.is_empty() {
+            if let Some(first) = line.pages.allocate(pages) {
+                return Some(self.mint(first, len_bytes));
+            }
+        }
+        line.waits += 1;
+        line.waiters.push_back(Waiter { mailbox: mailbox.clone(), tag, len_bytes, since: Instant::now() });
+        debug!(region = ?self.region, len_bytes, waiting = line.waiters.len(), "pool short; request waits in line");
+        None
+    }
+
+    /// Removes `mailbox`'s waiters from the line.
+    fn leave(&self, mailbox: &Arc<Mailbox>) {
+        lock(&self.line).waiters.retain(|waiter| !Arc::ptr_eq(&waiter.mailbox, mailbox));
     }
 
     pub fn stats(&self) -> PoolStats {
-        let pages = self.pages();
+        let line = lock(&self.line);
+        let longest = line.waiters.front().map_or(Duration::ZERO, |w| w.since.elapsed()).max(line.longest_wait);
         PoolStats {
-            size_bytes: pages.pages() as u64 * PAGE_BYTES,
-            in_use_bytes: pages.in_use() as u64 * PAGE_BYTES,
-            high_water_bytes: pages.high_water() as u64 * PAGE_BYTES,
+            size_bytes: line.pages.pages() as u64 * PAGE_BYTES,
+            in_use_bytes: line.pages.in_use() as u64 * PAGE_BYTES,
+            high_water_bytes: line.pages.high_water() as u64 * PAGE_BYTES,
+            waiting: line.waiters.len(),
+            waits: line.waits,
+            longest_wait_us: longest.as_micros() as u64,
         }
     }
 }
 
-/// The pools of the whole target, shared by every queue.
-#[derive(Clone)]
-pub struct Pools {
-    pub host: Arc<RegionPool>,
-    pub cmb: Option<Arc<RegionPool>>,
-}
-
-impl Pools {
-    pub fn host_only(len_bytes: usize) -> std::io::Result<Pools> {
-        Ok(Pools { host: Arc::new(RegionPool::new(Region::Host, Memory::Host(HostRegion::new(len_bytes)?))), cmb: None })
-    }
-
-    /// A queue's view of the pools. With `use_cmb` false (the queue's path cannot use the
-    /// CMB, e.g. rxe below a 4096-byte path MTU), payload goes to host memory.
-    pub fn handle(&self, use_cmb: bool) -> PoolHandle {
-        PoolHandle { pools: self.clone(), use_cmb: use_cmb && self.cmb.is_some() }
+impl LeaseHome for RegionPool {
+    /// Frees the pages, then grants them on to the head of the line while it fits, and
+    /// wakes the queues that got a lease (after letting go of the line).
+    fn give_back(&self, offset_bytes: u64, len_bytes: u32) {
+        let mut woken: Vec<Arc<Mailbox>> = Vec::new();
+        {
+            let mut line = lock(&self.line);
+            let first = offset_bytes.saturating_sub(self.base_bytes) / PAGE_BYTES;
+            line.pages.release(first as usize, pages_for(len_bytes));
+            while let Some(wanted) = line.waiters.front().map(|head| head.len_bytes) {
+                let Some(first) = line.pages.allocate(pages_for(wanted)) else { break };
+                let Some(waiter) = line.waiters.pop_front() else { break };
+                line.longest_wait = line.longest_wait.max(waiter.since.elapsed());
+                waiter.mailbox.deliver(waiter.tag, self.mint(first, waiter.len_bytes));
+                if !woken.iter().any(|m| Arc::ptr_eq(m, &waiter.mailbox)) {
+                    woken.push(waiter.mailbox);
+                }
+            }
+        }
+        for mailbox in woken {
+            (mailbox.wake)();
+        }
     }
 }
 
@@ -119,49 +233,140 @@ impl Pools {
 pub struct PoolHandle {
     pools: Pools,
     use_cmb: bool,
+    mailbox: Arc<Mailbox>,
 }
 
 impl PoolHandle {
-    fn pool(&self, region: Region) -> &RegionPool {
+    fn pool(&self, placement: Placement) -> &Arc<RegionPool> {
+        match (placement, &self.pools.cmb) {
+            (Placement::Control, _) => &self.pools.control,
+            (Placement::Payload, Some(cmb)) if self.use_cmb => cmb,
+            (Placement::Payload, _) => &self.pools.host,
+        }
+    }
+
+    fn memory(&self, region: Region) -> &Memory {
         match (region, &self.pools.cmb) {
-            (Region::Cmb, Some(cmb)) => cmb,
-            _ => &self.pools.host,
+            (Region::Cmb, Some(cmb)) => &cmb.memory,
+            _ => &self.pools.control.memory,
         }
     }
 }
 
 impl BufferPool for PoolHandle {
-    fn allocate(&mut self, len_bytes: u32, placement: Placement) -> Option<Buffer> {
-        let region = if placement == Placement::Payload && self.use_cmb { Region::Cmb } else { Region::Host };
-        let buffer = self.pool(region).allocate(len_bytes);
-        if buffer.is_none() {
-            debug!(?region, len_bytes, "pool exhausted; request waits");
+    fn capacity_bytes(&self, placement: Placement) -> u64 {
+        self.pool(placement).capacity_bytes()
+    }
+
+    fn allocate(&mut self, len_bytes: u32, placement: Placement, waiter: Tag) -> Option<Lease> {
+        let pool = self.pool(placement).clone();
+        pool.allocate(len_bytes, &self.mailbox, waiter)
+    }
+
+    fn take_grant(&mut self) -> Option<(Tag, Lease)> {
+        if self.mailbox.pending.load(Ordering::Acquire) == 0 {
+            return None;
         }
-        buffer
+        let mut grants = lock(&self.mailbox.grants);
+        let grant = if grants.is_empty() { None } else { Some(grants.remove(0)) };
+        if grant.is_some() {
+            self.mailbox.pending.fetch_sub(1, Ordering::Release);
+        }
+        grant
     }
 
-    fn release(&mut self, buffer: Buffer) {
-        self.pool(buffer.region).release(&buffer);
+    fn cancel_waits(&mut self) {
+        for pool in [Some(&self.pools.control), Some(&self.pools.host), self.pools.cmb.as_ref()].into_iter().flatten() {
+            pool.leave(&self.mailbox);
+        }
+        // Dropped outside the mailbox's lock: giving them back may grant them on.
+        let granted = std::mem::take(&mut *lock(&self.mailbox.grants));
+        self.mailbox.pending.store(0, Ordering::Release);
+        drop(granted);
     }
 
-    fn read(&self, buffer: &Buffer, out: &mut [u8]) {
+    fn read(&self, lease: &Lease, out: &mut [u8]) {
+        let buffer = lease.buffer();
         let len = out.len().min(buffer.len_bytes as usize);
-        match &self.pool(buffer.region).memory {
-            // SAFETY: the core reads a buffer only between data arrival and release,
-            // when no device writes it.
+        let offset = lease.offset_bytes() as usize;
+        let Some(out) = out.get_mut(..len) else { return };
+        match self.memory(buffer.region) {
+            // SAFETY: the caller holds the lease, so no device is writing its bytes (a
+            // lease handed to a device is moved away with the work).
             #[allow(unsafe_code)]
-            Memory::Host(host) => unsafe { host.read(buffer.offset_bytes as usize, &mut out[..len]) },
-            Memory::P2p(p2p) => p2p.read_volatile(buffer.offset_bytes as usize, &mut out[..len]),
+            Memory::Host(host) => unsafe { host.read(offset, out) },
+            Memory::P2p(p2p) => p2p.read_volatile(offset, out),
         }
     }
 
-    fn write(&mut self, buffer: &Buffer, data: &[u8]) {
+    fn write(&self, lease: &Lease, data: &[u8]) {
+        let buffer = lease.buffer();
         let len = data.len().min(buffer.len_bytes as usize);
-        match &self.pool(buffer.region).memory {
-            // SAFETY: the core writes a buffer only before handing it to a device.
+        let offset = lease.offset_bytes() as usize;
+        let Some(data) = data.get(..len) else { return };
+        match self.memory(buffer.region) {
+            // SAFETY: the caller holds the lease: no device touches its bytes.
             #[allow(unsafe_code)]
-            Memory::Host(host) => unsafe { host.write(buffer.offset_bytes as usize, &data[..len]) },
-            Memory::P2p(p2p) => p2p.write_volatile(buffer.offset_bytes as usize, &data[..len]),
+            Memory::Host(host) => unsafe { host.write(offset, data) },
+            Memory::P2p(p2p) => p2p.write_volatile(offset, data),
         }
+    }
+}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        self.cancel_waits();
+    }
+}
+
+/// The pools of the whole target, shared by every queue.
+#[derive(Clone)]
+pub struct Pools {
+    /// Control data, in the host mapping.
+    pub control: Arc<RegionPool>,
+    /// Payload in host memory, in the same mapping after the control pool.
+    pub host: Arc<RegionPool>,
+    pub cmb: Option<Arc<RegionPool>>,
+}
+
+impl Pools {
+    /// A host mapping of `host_payload_bytes` plus the control pool, and the CMB pool.
+    pub fn new(host_payload_bytes: usize, cmb: Option<Memory>) -> std::io::Result<Pools> {
+        let control_bytes = CONTROL_POOL_BYTES;
+        let memory = Arc::new(Memory::Host(HostRegion::new(control_bytes + host_payload_bytes)?));
+        let control = RegionPool::new(Region::Host, memory.clone(), 0, control_bytes as u64);
+        let host = RegionPool::new(Region::Host, memory, control_bytes as u64, host_payload_bytes as u64);
+        Ok(Pools { control, host, cmb: cmb.map(|cmb| RegionPool::whole(Region::Cmb, cmb)) })
+    }
+
+    pub fn host_only(host_payload_bytes: usize) -> std::io::Result<Pools> {
+        Pools::new(host_payload_bytes, None)
+    }
+
+    /// The host mapping that holds the control and host payload pools.
+    pub fn host_memory(&self) -> &Arc<Memory> {
+        &self.control.memory
+    }
+
+    /// Records the key of the memory region registered over the host mapping.
+    pub fn set_host_local_key(&self, key: u32) {
+        self.control.set_local_key(key);
+        self.host.set_local_key(key);
+    }
+
+    /// A queue's view of the pools; `wake` is called (from any thread) when a lease is
+    /// granted to one of its waiting requests. With `use_cmb` false (the queue's path
+    /// cannot use the CMB, e.g. rxe below a 4096-byte path MTU), payload goes to host
+    /// memory.
+    pub fn handle(&self, use_cmb: bool, wake: Box<dyn Fn() + Send + Sync>) -> PoolHandle {
+        let mailbox = Arc::new(Mailbox { grants: Mutex::new(Vec::new()), pending: AtomicUsize::new(0), wake });
+        PoolHandle { pools: self.clone(), use_cmb: use_cmb && self.cmb.is_some(), mailbox }
+    }
+
+    /// Every pool with its name, for stats.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &Arc<RegionPool>)> {
+        [("control_pool", Some(&self.control)), ("host_pool", Some(&self.host)), ("cmb_pool", self.cmb.as_ref())]
+            .into_iter()
+            .filter_map(|(name, pool)| Some((name, pool?)))
     }
 }

@@ -34,6 +34,7 @@ statuses! {
     DATA_TRANSFER_ERROR = 0x004, "Data Transfer Error";
     INTERNAL_ERROR = 0x006, "Internal Error";
     ABORT_REQUESTED = 0x007, "Command Abort Requested";
+    ABORTED_SQ_DELETION = 0x008, "Command Aborted due to SQ Deletion";
     INVALID_NAMESPACE = 0x00B, "Invalid Namespace or Format";
     COMMAND_SEQUENCE_ERROR = 0x00C, "Command Sequence Error";
     SGL_INVALID_LAST = 0x00D, "Invalid SGL Segment Descriptor";

@@ -15,7 +15,7 @@ use zerocopy::IntoBytes;
 use super::cm::{CmEventKind, CmId, EventChannel};
 use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, Transfer, WorkCompletion};
 use crate::backend::Executor;
-use crate::core::{Action, Buffer, CapsuleUse, Queue, Tag};
+use crate::core::{Action, Buffer, DataBuffer, Lease, Queue, ResponseData, Tag};
 use crate::transport::depth::DepthHistory;
 use crate::transport::idle::IdleGaps;
 use crate::transport::sends::SendsInFlight;
@@ -65,6 +65,11 @@ impl Control {
         crate::transport::rdma::signal(&self.wake);
     }
 
+    /// Wakes the thread without asking it to stop (the pool granted it a buffer).
+    pub fn wake(&self) {
+        crate::transport::rdma::signal(&self.wake);
+    }
+
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -77,8 +82,13 @@ impl Control {
 
 pub struct Connection {
     // Drop order matters: the QP (inside the CM id) goes before its CQ and channel, and
-    // before the queue gives buffers back to the pools.
+    // before the buffers of work requests that never completed go back to the pools.
     pub id: CmId,
+    /// Leases of posted RDMA READs, by tag, until their completion (or flush) comes.
+    reads: ByTag<Lease>,
+    /// What posted responses carry (pushed data, a receive slot to post again), by tag,
+    /// until the SEND completes.
+    responses: ByTag<ResponseData>,
     pub cq: CompletionQueue,
     pub channel: CompletionChannel,
     pub recv: RecvBuffers,
@@ -90,12 +100,9 @@ pub struct Connection {
     pub send_with_invalidate: bool,
     /// How long to keep polling after the last completion before sleeping.
     pub poll_budget: Duration,
-    reads_in_flight: usize,
     /// Only the last SEND of a post is signalled (see [`SendsInFlight`]).
     sends_in_flight: SendsInFlight,
     recvs_in_flight: u32,
-    /// Receive slots lent to requests, by tag: posted again once the response is sent.
-    lent_slots: Vec<Option<u32>>,
     closing: Option<Instant>,
     sends: Vec<SendRequest>,
     completions: Vec<WorkCompletion>,
@@ -109,6 +116,8 @@ impl Connection {
     pub fn new(id: CmId, cq: CompletionQueue, channel: CompletionChannel, recv: RecvBuffers, queue: Queue, executor: Executor, events: EventChannel, qp: QueuePair, control: Arc<Control>, send_with_invalidate: bool) -> Connection {
         Connection {
             id,
+            reads: ByTag::default(),
+            responses: ByTag::default(),
             cq,
             channel,
             recv,
@@ -119,10 +128,8 @@ impl Connection {
             control,
             send_with_invalidate,
             poll_budget: Duration::ZERO,
-            reads_in_flight: 0,
             sends_in_flight: SendsInFlight::default(),
             recvs_in_flight: 0,
-            lent_slots: Vec::new(),
             closing: None,
             sends: Vec::new(),
             completions: Vec::with_capacity(32),
@@ -156,10 +163,11 @@ impl Connection {
         let mut judged_since: Option<Instant> = None;
         loop {
             let mut progressed = self.drain_completions();
-            while let Some((tag, result)) = self.executor.poll_done() {
-                self.queue.handle_backend_done(tag, result);
+            while let Some((tag, result, buffer)) = self.executor.poll_done() {
+                self.queue.handle_backend_done(tag, result, buffer);
                 progressed = true;
             }
+            self.queue.poll_grants(Instant::now());
             let polled = self.executor.take_polled_count();
             if polled > 0 {
                 self.queue.stats.polled_ios.add(polled);
@@ -320,24 +328,18 @@ impl Connection {
                 let slot = (completion.wr_id & 0xFFFF_FFFF) as u32;
                 if self.closing.is_none() {
                     let capsule = self.recv.completed(slot, completion.byte_len);
-                    match self.queue.receive(Instant::now(), capsule) {
-                        CapsuleUse::Done => self.repost(slot),
-                        CapsuleUse::LentTo(tag) => {
-                            let index = usize::from(tag);
-                            if self.lent_slots.len() <= index {
-                                self.lent_slots.resize(index + 1, None);
-                            }
-                            self.lent_slots[index] = Some(slot);
-                        }
+                    // The slot's loan comes back now, or with the request's response.
+                    if let Some(loan) = self.queue.receive(Instant::now(), capsule) {
+                        self.repost(loan.slot());
                     }
                 }
             }
             READ => {
-                self.reads_in_flight = self.reads_in_flight.saturating_sub(1);
-                if !completion.ok() {
+                let Some(lease) = self.reads.take(tag) else { return };
+                if !completion.ok() && self.closing.is_none() {
                     warn!(queue = self.queue.queue_id(), status = completion.status, "RDMA READ of host data failed");
                 }
-                self.queue.handle_data_fetched(tag, if completion.ok() { Ok(()) } else { Err(()) });
+                self.queue.handle_data_fetched(Instant::now(), tag, lease, if completion.ok() { Ok(()) } else { Err(()) });
                 if !completion.ok() {
                     self.start_close();
                 }
@@ -357,19 +359,28 @@ impl Connection {
         }
     }
 
-    /// The SEND for `tag` and those posted before it are done: their requests may go,
-    /// and receive slots lent to them are posted again.
+    /// The SEND for `tag` and those posted before it are done (or flushed): the NIC
+    /// has let go of their buffers, which go back, and their requests end.
     fn sends_completed_through(&mut self, tag: Tag) {
         let mut sends = std::mem::take(&mut self.sends_in_flight);
         for done in sends.completed_through(tag) {
+            self.release_response(done);
             self.queue.handle_response_sent(done);
-            if let Some(slot) = self.lent_slots.get_mut(usize::from(done)).and_then(Option::take) {
-                if self.closing.is_none() {
-                    self.repost(slot);
-                }
-            }
         }
         self.sends_in_flight = sends;
+    }
+
+    /// What response `tag` carried is free: a lease goes back to its pool (by drop), a
+    /// receive slot is posted again.
+    fn release_response(&mut self, tag: Tag) {
+        let slot = match self.responses.take(tag) {
+            Some(ResponseData::ReturnSlot(loan)) | Some(ResponseData::Push { buffer: DataBuffer::Slot(loan), .. }) => loan.slot(),
+            Some(ResponseData::Push { buffer: DataBuffer::Pool(lease), .. }) => return drop(lease),
+            None => return,
+        };
+        if self.closing.is_none() {
+            self.repost(slot);
+        }
     }
 
     fn repost(&mut self, slot: u32) {
@@ -381,20 +392,24 @@ impl Connection {
     fn perform_actions(&mut self) {
         while let Some(action) = self.queue.poll_action() {
             match action {
-                Action::FetchData { tag, remote, buffer } => self.sends.push(SendRequest::Read(transfer(READ, tag, remote, buffer))),
-                Action::PushData { tag, remote, buffer } => self.sends.push(SendRequest::Write(transfer(WRITE, tag, remote, buffer))),
-                Action::Respond { tag, completion, invalidate_key } => {
-                    let mut data = [0u8; 16];
-                    data.copy_from_slice(completion.as_bytes());
+                Action::FetchData { tag, remote, lease } => {
+                    // The lease stays in `reads` from here until the READ's completion.
+                    self.sends.push(SendRequest::Read(transfer(READ, tag, remote, lease.buffer())));
+                    self.reads.put(tag, lease);
+                }
+                Action::Respond { tag, completion, invalidate_key, data } => {
+                    if let Some(ResponseData::Push { remote, buffer }) = &data {
+                        self.sends.push(SendRequest::Write(transfer(WRITE, tag, *remote, buffer.buffer())));
+                    }
+                    if let Some(data) = data {
+                        self.responses.put(tag, data);
+                    }
+                    let mut bytes = [0u8; 16];
+                    bytes.copy_from_slice(completion.as_bytes());
                     let invalidate_key = invalidate_key.filter(|_| self.send_with_invalidate);
-                    self.sends.push(SendRequest::SendInline { wr_id: SEND | u64::from(tag), data, invalidate_key, signalled: false });
+                    self.sends.push(SendRequest::SendInline { wr_id: SEND | u64::from(tag), data: bytes, invalidate_key, signalled: false });
                 }
-                Action::Submit { tag, namespace, op } => {
-                    // SAFETY: the core keeps the request's buffer allocated until it sees
-                    // handle_backend_done for this tag, and this thread drains the
-                    // executor before the queue (and its buffers) is dropped.
-                    unsafe { self.executor.submit(tag, &namespace.backend, op) };
-                }
+                Action::Submit { tag, namespace, op } => self.executor.submit(tag, &namespace.backend, op),
                 Action::Disconnect { reason } => {
                     info!(queue = self.queue.queue_id(), %reason, "closing connection");
                     self.start_close();
@@ -409,10 +424,20 @@ impl Connection {
             return;
         }
         if self.closing.is_some() {
-            // Nothing more goes out; give the tags back so the buffers return.
-            for request in self.sends.drain(..) {
-                if let SendRequest::SendInline { wr_id, .. } = request {
-                    self.queue.handle_response_sent(tag_of(wr_id));
+            // Nothing more goes out. No device saw these buffers: they go back now.
+            let now = Instant::now();
+            for request in std::mem::take(&mut self.sends) {
+                match request {
+                    SendRequest::SendInline { wr_id, .. } => {
+                        self.release_response(tag_of(wr_id));
+                        self.queue.handle_response_sent(tag_of(wr_id));
+                    }
+                    SendRequest::Read(read) => {
+                        if let Some(lease) = self.reads.take(tag_of(read.wr_id)) {
+                            self.queue.handle_data_fetched(now, tag_of(read.wr_id), lease, Err(()));
+                        }
+                    }
+                    SendRequest::Write(_) => {}
                 }
             }
             return;
@@ -421,24 +446,22 @@ impl Connection {
         if let Some(SendRequest::SendInline { signalled, .. }) = self.sends.iter_mut().rev().find(|r| matches!(r, SendRequest::SendInline { .. })) {
             *signalled = true;
         }
-        // SAFETY: every local buffer belongs to a request the core keeps alive until the
-        // completion that reports it (its READ's, or a later signalled SEND's) comes back
-        // through `complete`; inline data is copied at post time.
-        match unsafe { self.qp.post_send(&self.sends) } {
-            Ok(()) => {
-                for request in &self.sends {
-                    match request {
-                        SendRequest::Read(_) => self.reads_in_flight += 1,
-                        SendRequest::SendInline { wr_id, .. } => self.sends_in_flight.posted(tag_of(*wr_id)),
-                        SendRequest::Write(_) => {}
-                    }
-                }
+        // SAFETY: every local buffer is owned by this connection until the completion
+        // that reports the NIC done with it: READ leases sit in `reads` until their READ
+        // completes, pushed buffers in `responses` until the SEND after them completes
+        // (or is flushed), and both outlive the QP (field order). Inline data is copied
+        // at post time.
+        let posted = unsafe { self.qp.post_send(&self.sends) };
+        // Even when posting failed part-way, every request counts as out: the NIC may
+        // hold some of them, and only their flush (or the QP's end) frees the buffers.
+        for request in &self.sends {
+            if let SendRequest::SendInline { wr_id, .. } = request {
+                self.sends_in_flight.posted(tag_of(*wr_id));
             }
-            Err(error) => {
-                warn!(queue = self.queue.queue_id(), %error, "posting work requests failed");
-                self.sends.clear();
-                self.start_close();
-            }
+        }
+        if let Err(error) = posted {
+            warn!(queue = self.queue.queue_id(), %error, "posting work requests failed");
+            self.start_close();
         }
         self.sends.clear();
     }
@@ -456,10 +479,50 @@ impl Connection {
 
     fn finished(&self) -> bool {
         let Some(since) = self.closing else { return false };
-        let nic_idle = self.reads_in_flight == 0 && self.sends_in_flight.is_empty() && self.recvs_in_flight == 0;
+        let nic_idle = self.reads.is_empty() && self.sends_in_flight.is_empty() && self.recvs_in_flight == 0;
         let nic_done = nic_idle || since.elapsed() > FLUSH_TIMEOUT;
         // Backend operations write into pool buffers: always wait for them.
         nic_done && self.executor.in_flight() == 0
+    }
+}
+
+/// Values held per request tag while the NIC works for the request.
+struct ByTag<T> {
+    slots: Vec<Option<T>>,
+    count: usize,
+}
+
+impl<T> Default for ByTag<T> {
+    fn default() -> Self {
+        ByTag { slots: Vec::new(), count: 0 }
+    }
+}
+
+impl<T> ByTag<T> {
+    fn put(&mut self, tag: Tag, value: T) {
+        let index = usize::from(tag);
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        if let Some(slot) = self.slots.get_mut(index) {
+            // A tag has one transfer out at a time; a stale value would be a transport
+            // bug, and keeping it (leaked) is safer than dropping it.
+            if let Some(old) = slot.replace(value) {
+                std::mem::forget(old);
+            } else {
+                self.count += 1;
+            }
+        }
+    }
+
+    fn take(&mut self, tag: Tag) -> Option<T> {
+        let value = self.slots.get_mut(usize::from(tag)).and_then(Option::take);
+        self.count -= usize::from(value.is_some());
+        value
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 

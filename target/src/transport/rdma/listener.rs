@@ -236,7 +236,7 @@ impl Listener {
             Ok(e) => e,
             Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
         };
-        let host = &self.pools.host.memory;
+        let host = self.pools.host_memory();
         // (The admin queue takes no in-capsule data: its data region is empty.)
         let fixed: Vec<(u64, usize)> = [(host.address(), host.len_bytes()), recv.data_region()].into_iter().filter(|&(_, len)| len > 0).collect();
         #[allow(unsafe_code)]
@@ -262,7 +262,11 @@ impl Listener {
         let config = QueueConfig { queue_id: request.queue_id, entries };
         // Receives first, so the host's first capsule finds a buffer. The queue's pool
         // choice waits for the path MTU, known only after accept.
-        let placeholder = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(false)));
+        let wake = |control: &Arc<Control>| -> Box<dyn Fn() + Send + Sync> {
+            let control = control.clone();
+            Box::new(move || control.wake())
+        };
+        let placeholder = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(false, wake(&control))));
         let mut connection = Connection::new(id, cq, channel, recv, placeholder, executor, events, qp, control.clone(), send_with_invalidate);
         connection.poll_budget = self.poll_budget;
         if let Err(e) = connection.post_receives() {
@@ -273,7 +277,7 @@ impl Listener {
             return Err((None, fail(e, "rdma_accept")));
         }
         let uses_cmb = cmb_possible && self.queue_may_use_cmb(&connection, is_rxe, request.queue_id);
-        connection.queue = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(uses_cmb)));
+        connection.queue = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(uses_cmb, wake(&control))));
         if let Err(e) = connection.id.migrate(&connection.events) {
             return Err((None, fail(e, "rdma_migrate_id")));
         }
@@ -321,13 +325,13 @@ impl Listener {
     fn open_device(&self, context: Context) -> Result<Device, String> {
         let info = context.query().map_err(|e| format!("ibv_query_device_ex: {e}"))?;
         let pd = ProtectionDomain::new(context).map_err(|e| format!("ibv_alloc_pd: {e}"))?;
-        let host = &self.pools.host;
+        let host = self.pools.host_memory();
         #[allow(unsafe_code)]
-        // SAFETY: the host pool's mapping lives in `self.pools` for the listener's life,
+        // SAFETY: the host pools' mapping lives in `self.pools` for the listener's life,
         // which outlives every device entry.
-        let host_mr = unsafe { MemoryRegion::register(&pd, host.memory.address(), host.memory.len_bytes(), Registration::Pinned) }
+        let host_mr = unsafe { MemoryRegion::register(&pd, host.address(), host.len_bytes(), Registration::Pinned) }
             .map_err(|e| format!("registering host buffers: {e}"))?;
-        host.set_local_key(host_mr.local_key());
+        self.pools.set_host_local_key(host_mr.local_key());
         let (cmb_mr, mode) = match &self.pools.cmb {
             None => (None, DataPathMode::Host),
             Some(cmb) => register_cmb(&pd, &info, cmb),

@@ -10,7 +10,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use rdma_mummy_sys as sys;
-use crate::core::{Buffer, Capsule, Region};
+use crate::core::{Buffer, Capsule, Region, SlotLoan};
 
 fn last_error() -> io::Error {
     io::Error::last_os_error()
@@ -475,7 +475,9 @@ impl QueuePair {
 pub struct RecvBuffers {
     // Field order: the MR is deregistered before the memory is unmapped.
     mr: MemoryRegion,
-    memory: memmap2::MmapMut,
+    /// Shared with the slot loans of in-capsule writes, so a loan never outlives the
+    /// mapping it points into.
+    memory: Arc<memmap2::MmapMut>,
     data_bytes: u32,
     /// Offset of slot 0's data area: the command areas come first, rounded up to a page.
     data_base: usize,
@@ -497,7 +499,7 @@ impl RecvBuffers {
         // SAFETY: the mapping is owned by the returned value and outlives the MR (field
         // order).
         let mr = unsafe { MemoryRegion::register(pd, memory.as_ptr() as u64, memory.len(), Registration::Pinned)? };
-        Ok(RecvBuffers { mr, memory, data_bytes, data_base, data_stride, count })
+        Ok(RecvBuffers { mr, memory: Arc::new(memory), data_bytes, data_base, data_stride, count })
     }
 
     /// Address and length of the in-capsule data areas (all slots), for the backend.
@@ -529,7 +531,8 @@ impl RecvBuffers {
         unsafe { qp.post_recv(wr_id, used, self.mr.local_key()) }
     }
 
-    /// What a completed receive of `byte_len` bytes delivered into slot `index`.
+    /// What a completed receive of `byte_len` bytes delivered into slot `index`, with
+    /// the slot's loan: post the slot again only once the loan is back.
     pub fn completed(&self, index: u32, byte_len: u32) -> Capsule<'_> {
         let index = index.min(self.count.saturating_sub(1));
         let byte_len = byte_len as usize;
@@ -538,13 +541,17 @@ impl RecvBuffers {
         let data_len = byte_len.saturating_sub(COMMAND_BYTES).min(self.data_bytes as usize);
         let data_start = self.data_offset(index);
         let data = &self.memory[data_start..data_start + data_len];
-        let lendable = Buffer {
+        let buffer = Buffer {
             region: Region::Host,
-            offset_bytes: data_start as u64,
             len_bytes: data_len as u32,
             address: self.memory.as_ptr() as u64 + data_start as u64,
             local_key: self.mr.local_key(),
         };
-        Capsule { command, data, lendable: Some(lendable) }
+        let keep_alive: Arc<dyn Send + Sync> = self.memory.clone();
+        // SAFETY: slot `index` is this receive queue's, its receive just completed, and
+        // the transport posts it again only when this loan comes back; `keep_alive` is
+        // the slot's mapping.
+        let loan = unsafe { SlotLoan::new(buffer, index, keep_alive) };
+        Capsule { command, data, loan: Some(loan) }
     }
 }
