@@ -64,6 +64,73 @@ pub struct ServeConfig {
     pub subsystems: Vec<SubsystemConfig>,
     pub in_capsule_data_bytes: Option<u32>,
     pub queue_entries_max: Option<u32>,
+    /// Our extension to the nvmetcli format: `"p2ptgt": {"limits": {...}}`.
+    pub limits: LimitOverrides,
+}
+
+/// Connection limits set in the config file; each overrides its command-line flag.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    pub connections_max: Option<u32>,
+    pub connections_per_peer_max: Option<u32>,
+    pub queues_per_host_max: Option<u32>,
+    pub controllers_per_host_max: Option<u32>,
+    pub connect_timeout_ms: Option<u32>,
+    pub response_timeout_ms: Option<u32>,
+}
+
+impl LimitOverrides {
+    const KEYS: [&'static str; 6] = [
+        "connections_max",
+        "connections_per_peer_max",
+        "queues_per_host_max",
+        "controllers_per_host_max",
+        "connect_timeout_ms",
+        "response_timeout_ms",
+    ];
+
+    fn parse(value: Option<&Value>) -> Result<LimitOverrides, SetupError> {
+        let Some(value) = value else { return Ok(LimitOverrides::default()) };
+        let object = value.as_object().ok_or_else(|| SetupError::config("p2ptgt", "expected an object"))?;
+        warn_unknown("p2ptgt", object, &["limits"]);
+        let Some(limits) = object.get("limits") else { return Ok(LimitOverrides::default()) };
+        let limits = limits.as_object().ok_or_else(|| SetupError::config("p2ptgt.limits", "expected an object"))?;
+        warn_unknown("p2ptgt.limits", limits, &Self::KEYS);
+        let get = |name: &str| -> Result<Option<u32>, SetupError> {
+            let key = format!("p2ptgt.limits.{name}");
+            match number_string(limits.get(name), &key)? {
+                Some(0) => Err(SetupError::config(key, "must be at least 1")),
+                other => Ok(other),
+            }
+        };
+        Ok(LimitOverrides {
+            connections_max: get("connections_max")?,
+            connections_per_peer_max: get("connections_per_peer_max")?,
+            queues_per_host_max: get("queues_per_host_max")?,
+            controllers_per_host_max: get("controllers_per_host_max")?,
+            connect_timeout_ms: get("connect_timeout_ms")?,
+            response_timeout_ms: get("response_timeout_ms")?,
+        })
+    }
+
+    /// Writes the values set here into `limits`.
+    pub fn apply(&self, limits: &mut crate::core::Limits) {
+        let count = |value: Option<u32>, field: &mut usize| {
+            if let Some(value) = value {
+                *field = value as usize;
+            }
+        };
+        count(self.connections_max, &mut limits.connections_max);
+        count(self.connections_per_peer_max, &mut limits.connections_per_peer_max);
+        count(self.queues_per_host_max, &mut limits.queues_per_host_max);
+        count(self.controllers_per_host_max, &mut limits.controllers_per_host_max);
+        if let Some(ms) = self.connect_timeout_ms {
+            limits.connect_timeout = std::time::Duration::from_millis(u64::from(ms));
+        }
+        if let Some(ms) = self.response_timeout_ms {
+            limits.response_timeout = std::time::Duration::from_millis(u64::from(ms));
+        }
+    }
 }
 
 /// Parses `ADDR[:PORT]`, IPv6 in brackets.
@@ -88,7 +155,8 @@ pub fn load_nvmetcli(path: &Path, listen: Option<SocketAddr>) -> Result<ServeCon
 
 pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeConfig, SetupError> {
     let object = root.as_object().ok_or_else(|| SetupError::config("(top level)", "expected an object"))?;
-    warn_unknown("(top level)", object, &["hosts", "ports", "subsystems", "discovery"]);
+    warn_unknown("(top level)", object, &["hosts", "ports", "subsystems", "discovery", "p2ptgt"]);
+    let limits = LimitOverrides::parse(object.get("p2ptgt"))?;
     let mut listen_address = listen;
     let mut served: Option<Vec<String>> = None;
     let mut in_capsule_data_bytes = None;
@@ -125,7 +193,7 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     if subsystems.is_empty() {
         return Err(SetupError::config("subsystems", "nothing to serve on the rdma port"));
     }
-    Ok(ServeConfig { listen, subsystems, in_capsule_data_bytes, queue_entries_max })
+    Ok(ServeConfig { listen, subsystems, in_capsule_data_bytes, queue_entries_max, limits })
 }
 
 fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupError> {
@@ -212,6 +280,20 @@ pub fn as_uuid(mut bytes: [u8; 16]) -> [u8; 16] {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn limits_extension_overrides_and_refuses_zero() {
+        let mut sample = nvmetcli_sample();
+        sample["p2ptgt"] = json!({"limits": {"connections_per_peer_max": 3, "connect_timeout_ms": "1500"}});
+        let config = parse_nvmetcli(&sample, None).unwrap();
+        let mut limits = crate::core::Limits::default();
+        config.limits.apply(&mut limits);
+        assert_eq!(limits.connections_per_peer_max, 3);
+        assert_eq!(limits.connect_timeout, std::time::Duration::from_millis(1500));
+        assert_eq!(limits.connections_max, crate::core::Limits::default().connections_max);
+        sample["p2ptgt"] = json!({"limits": {"queues_per_host_max": 0}});
+        assert!(parse_nvmetcli(&sample, None).is_err());
+    }
 
     fn nvmetcli_sample() -> Value {
         json!({

@@ -116,6 +116,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         info!("CMB data path: in-capsule data disabled on I/O queues (writes are fetched by RDMA READ into the CMB)");
         limits.in_capsule_data_bytes = 0;
     }
+    fit_connections_to_descriptors(&mut limits);
     let pools = Pools::new(options.host_pool_bytes, cmb).map_err(|source| SetupError::Allocate { what: "host buffer pool", source })?;
     fit_transfers_to_pools(&pools, &mut limits)?;
     let port = Port {
@@ -302,6 +303,45 @@ fn map_cmb(provider: &Provider, wanted: Option<usize>) -> Result<Memory, SetupEr
         return Err(SetupError::config("--p2pmem", format!("{} has no p2pmem available", provider.bdf)));
     }
     Ok(Memory::P2p(P2pMemMapping::map(provider, bytes)?))
+}
+
+/// File descriptors one connection holds: its CM event channel, completion channel,
+/// eventfd and io_uring rings (two with polled I/O), with room to spare.
+const DESCRIPTORS_PER_CONNECTION: u64 = 8;
+/// Descriptors kept for everything else (the listener, the control socket, namespaces).
+const DESCRIPTORS_RESERVED: u64 = 128;
+
+/// Raises the open-file limit to its hard limit and lowers the connection limit to what
+/// it allows, saying so in one line.
+fn fit_connections_to_descriptors(limits: &mut Limits) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the local struct.
+    #[allow(unsafe_code)]
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if read && limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads the local struct.
+        #[allow(unsafe_code)]
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let descriptors = if read { limit.rlim_cur } else { 1024 };
+    let room = descriptors.saturating_sub(DESCRIPTORS_RESERVED) / DESCRIPTORS_PER_CONNECTION;
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    if limits.connections_max > room {
+        warn!(descriptors, connections_max = room, asked = limits.connections_max, "the open-file limit allows fewer connections than asked: limit lowered");
+        limits.connections_max = room;
+    }
+    info!(
+        descriptors,
+        connections_max = limits.connections_max,
+        per_peer = limits.connections_per_peer_max,
+        queues_per_host = limits.queues_per_host_max,
+        controllers_per_host = limits.controllers_per_host_max,
+        connect_timeout = ?limits.connect_timeout,
+        "connection limits"
+    );
 }
 
 /// Every payload pool must hold one maximum transfer for each I/O queue a controller

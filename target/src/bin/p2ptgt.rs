@@ -83,6 +83,25 @@ struct ServeArgs {
     /// the (i mod n)-th. Default: not pinned.
     #[arg(long, value_parser = parse_cpu_list)]
     cpus: Option<CpuList>,
+    /// Connections accepted at once, in total (lowered to what the file descriptor
+    /// limit allows).
+    #[arg(long, default_value_t = Limits::default().connections_max)]
+    max_connections: usize,
+    /// Connections accepted at once from one peer address.
+    #[arg(long, default_value_t = Limits::default().connections_per_peer_max)]
+    max_connections_per_peer: usize,
+    /// Queues one host NQN may have connected at once, over all its controllers.
+    #[arg(long, default_value_t = Limits::default().queues_per_host_max)]
+    max_queues_per_host: usize,
+    /// Controllers one host NQN may have at once.
+    #[arg(long, default_value_t = Limits::default().controllers_per_host_max)]
+    max_controllers_per_host: usize,
+    /// Milliseconds an accepted connection has to send a valid NVMe Connect.
+    #[arg(long, default_value_t = Limits::default().connect_timeout.as_millis() as u64)]
+    connect_timeout_ms: u64,
+    /// Milliseconds a response may wait for the host to take it before its queue closes.
+    #[arg(long, default_value_t = Limits::default().response_timeout.as_millis() as u64)]
+    response_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +178,7 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
                 }],
                 in_capsule_data_bytes: None,
                 queue_entries_max: None,
+                limits: Default::default(),
             }
         }
     };
@@ -168,12 +188,30 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
     if args.io_queues == 0 {
         return Err(SetupError::config("--io-queues", "must be at least 1"));
     }
-    let limits = Limits {
+    let counts = [
+        ("--max-connections", args.max_connections),
+        ("--max-connections-per-peer", args.max_connections_per_peer),
+        ("--max-queues-per-host", args.max_queues_per_host),
+        ("--max-controllers-per-host", args.max_controllers_per_host),
+        ("--connect-timeout-ms", args.connect_timeout_ms as usize),
+        ("--response-timeout-ms", args.response_timeout_ms as usize),
+    ];
+    if let Some((flag, _)) = counts.iter().find(|(_, value)| *value == 0) {
+        return Err(SetupError::config(*flag, "must be at least 1"));
+    }
+    let mut limits = Limits {
         io_queue_entries_max: args.queue_depth,
         io_queues_max: args.io_queues,
         in_capsule_data_bytes: args.in_capsule_bytes.min(16384),
+        connections_max: args.max_connections,
+        connections_per_peer_max: args.max_connections_per_peer,
+        queues_per_host_max: args.max_queues_per_host,
+        controllers_per_host_max: args.max_controllers_per_host,
+        connect_timeout: std::time::Duration::from_millis(args.connect_timeout_ms),
+        response_timeout: std::time::Duration::from_millis(args.response_timeout_ms),
         ..Limits::default()
     };
+    config.limits.apply(&mut limits);
     let options = ServeOptions {
         p2pmem: args.p2pmem,
         control: args.control,

@@ -94,9 +94,15 @@ fn connect_admin(queue: &mut Queue, now: Instant, command: &ConnectCommand, data
         }
         ControllerKind::Io(subsystem.clone())
     };
+    if !target.claim_host_queue(host_nqn) {
+        return Outcome::status(Status::CONNECT_CONTROLLER_BUSY.dnr());
+    }
     let controller = match target.create_controller(kind, host_nqn, data.host_id, command.keep_alive_timeout_ms, now) {
         Ok(controller) => controller,
-        Err(status) => return Outcome::status(status),
+        Err(status) => {
+            target.release_host_queue(host_nqn);
+            return Outcome::status(status);
+        }
     };
     info!(controller = controller.id, subsystem = subsystem_nqn, host = host_nqn, keep_alive_ms = command.keep_alive_timeout_ms, "controller created");
     let id = controller.id;
@@ -121,7 +127,11 @@ fn connect_io(queue: &mut Queue, command: &ConnectCommand, data: &ConnectData, s
     if !controller.is_ready() {
         return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
     }
+    if !queue.target.claim_host_queue(host_nqn) {
+        return Outcome::status(Status::CONNECT_CONTROLLER_BUSY.dnr());
+    }
     let Some(generation) = controller.attach_io_queue(command.queue_id) else {
+        queue.target.release_host_queue(host_nqn);
         return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
     };
     let id = controller.id;

@@ -65,6 +65,10 @@ pub enum DisconnectReason {
     TransferFailed,
     KeepAliveExpired,
     ControllerGone,
+    /// No valid Connect within the connect timeout.
+    NoConnect,
+    /// The host did not take a response within the response timeout.
+    ResponseNotTaken,
 }
 
 impl std::fmt::Display for DisconnectReason {
@@ -75,6 +79,8 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::TransferFailed => write!(f, "an RDMA data transfer failed"),
             DisconnectReason::KeepAliveExpired => write!(f, "keep-alive timeout expired"),
             DisconnectReason::ControllerGone => write!(f, "the controller was torn down or reset"),
+            DisconnectReason::NoConnect => write!(f, "no valid Connect within the connect timeout"),
+            DisconnectReason::ResponseNotTaken => write!(f, "the host did not take a response within the response timeout"),
         }
     }
 }

@@ -151,7 +151,8 @@ impl<'a> Capsule<'a> {
 /// Where this queue stands in its association with a controller.
 #[derive(Debug)]
 enum Association {
-    AwaitingConnect,
+    /// Until a valid Connect; past `deadline` (when armed) the connection closes.
+    AwaitingConnect { deadline: Option<Instant> },
     Live { controller: Arc<Controller>, reset_generation: u32 },
     Closed,
 }
@@ -180,7 +181,7 @@ impl Queue {
         Queue {
             target,
             config,
-            association: Association::AwaitingConnect,
+            association: Association::AwaitingConnect { deadline: None },
             requests: (0..slots).map(|_| None).collect(),
             free_tags: (0..slots as Tag).rev().collect(),
             held_events: Vec::new(),
@@ -217,9 +218,22 @@ impl Queue {
         self.actions.pop_front()
     }
 
+    /// How long a response may wait for the host to take it.
+    pub fn response_timeout(&self) -> std::time::Duration {
+        self.target.limits.response_timeout
+    }
+
+    /// Starts the time an accepted connection has to send a valid Connect.
+    pub fn arm_connect_deadline(&mut self, now: Instant) {
+        if let Association::AwaitingConnect { deadline } = &mut self.association {
+            *deadline = now.checked_add(self.target.limits.connect_timeout);
+        }
+    }
+
     /// When the transport must call [`Queue::handle_timeout`] at the latest.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.association {
+            Association::AwaitingConnect { deadline } => *deadline,
             Association::Live { controller, .. } if self.config.queue_id == 0 => controller.keep_alive_deadline(),
             _ => None,
         }
@@ -228,6 +242,12 @@ impl Queue {
     /// Keep-alive and controller teardown checks. Call at `poll_timeout` and
     /// periodically.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Association::AwaitingConnect { deadline: Some(deadline) } = self.association {
+            if now >= deadline {
+                self.disconnect(DisconnectReason::NoConnect);
+            }
+            return;
+        }
         let Association::Live { controller, .. } = &self.association else { return };
         let controller = controller.clone();
         if self.config.queue_id == 0 && controller.check_keep_alive(now) {
@@ -479,7 +499,9 @@ impl Queue {
             // Nothing to answer on a broken connection; the tag goes with the queue.
             drop(lease);
             self.free(tag);
-            self.disconnect(DisconnectReason::TransferFailed);
+            if !matches!(self.association, Association::Closed) {
+                self.disconnect(DisconnectReason::TransferFailed);
+            }
             return;
         }
         self.data_arrived(now, tag, header, work, lease);
@@ -571,6 +593,7 @@ impl Queue {
             } else {
                 controller.detach_io_queue(self.config.queue_id, reset_generation);
             }
+            self.target.release_host_queue(&controller.host_nqn);
         }
         self.pool.cancel_waits();
         self.actions.clear();
@@ -592,7 +615,7 @@ impl Queue {
     }
 
     pub(crate) fn is_associated(&self) -> bool {
-        !matches!(self.association, Association::AwaitingConnect)
+        !matches!(self.association, Association::AwaitingConnect { .. })
     }
 
     /// Hands the response (with its data or buffer) to the transport.

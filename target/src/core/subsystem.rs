@@ -2,11 +2,13 @@
 //! access lists, the listening port, limits fixed at start-up, and the registry of live
 //! controllers (nvmet's core.c + configfs objects, without configfs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
+use tracing::warn;
 
 use super::buffer::Placement;
 use super::controller::{Controller, ControllerKind};
@@ -23,17 +25,32 @@ pub struct Limits {
     /// CAP.MQES + 1 for I/O queues.
     pub io_queue_entries_max: u32,
     pub admin_queue_entries_max: u32,
+    /// I/O queues per controller.
     pub io_queues_max: u16,
     /// MDTS as a power of two of 4 KiB pages.
     pub max_transfer_shift: u8,
     /// In-capsule data per I/O command capsule; 0 disables it.
     pub in_capsule_data_bytes: u32,
     pub controllers_per_subsystem_max: usize,
+    /// Controllers (I/O and discovery) one host NQN may have at once.
+    pub controllers_per_host_max: usize,
+    /// Queues one host NQN may have connected at once, over all its controllers.
+    pub queues_per_host_max: usize,
+    /// Connections (queues, connected or not yet) the transport accepts in total.
+    pub connections_max: usize,
+    /// Connections the transport accepts from one peer address.
+    pub connections_per_peer_max: usize,
+    /// How long an accepted connection may take to send a valid Connect.
+    pub connect_timeout: Duration,
+    /// How long a response may wait for the host to take it before its queue closes.
+    pub response_timeout: Duration,
     /// Outstanding Asynchronous Event Requests per controller.
     pub async_events_max: u8,
 }
 
 impl Default for Limits {
+    /// Defaults a 2-core test bed and a large server both live with: a Linux host opens
+    /// one I/O queue per CPU per controller, and one machine may run several hosts.
     fn default() -> Self {
         Limits {
             io_queue_entries_max: 128,
@@ -42,6 +59,12 @@ impl Default for Limits {
             max_transfer_shift: 5,
             in_capsule_data_bytes: 4096,
             controllers_per_subsystem_max: 64,
+            controllers_per_host_max: 32,
+            queues_per_host_max: 512,
+            connections_max: 1024,
+            connections_per_peer_max: 256,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
             async_events_max: 4,
         }
     }
@@ -110,6 +133,8 @@ pub struct Target {
     pub limits: Limits,
     pub payload: PayloadStats,
     controllers: Mutex<Controllers>,
+    /// Queues connected per host NQN.
+    host_queues: Mutex<HashMap<String, usize>>,
     discovery_generation: AtomicU64,
 }
 
@@ -138,6 +163,7 @@ impl Target {
             limits,
             payload: PayloadStats::default(),
             controllers: Mutex::new(Controllers { next_id: CONTROLLER_ID_MIN, ..Default::default() }),
+            host_queues: Mutex::new(HashMap::new()),
             discovery_generation: AtomicU64::new(1),
         }
     }
@@ -164,6 +190,11 @@ impl Target {
         now: std::time::Instant,
     ) -> Result<Arc<Controller>, Status> {
         let mut registry = self.registry();
+        let of_host = registry.live.values().filter(|c| c.host_nqn == host_nqn).count();
+        if of_host >= self.limits.controllers_per_host_max {
+            warn!(host = host_nqn, limit = self.limits.controllers_per_host_max, "connect refused: the host has its maximum of controllers");
+            return Err(Status::CONNECT_CONTROLLER_BUSY.dnr());
+        }
         if let ControllerKind::Io(subsystem) = &kind {
             let count = registry.live.values().filter(|c| c.subsystem_nqn() == subsystem.nqn).count();
             if count >= self.limits.controllers_per_subsystem_max {
@@ -185,6 +216,30 @@ impl Target {
 
     pub fn controller(&self, id: u16) -> Option<Arc<Controller>> {
         self.registry().live.get(&id).cloned()
+    }
+
+    /// Counts a queue of `host_nqn` as connected; false (and a log line) once the host
+    /// has its maximum.
+    pub fn claim_host_queue(&self, host_nqn: &str) -> bool {
+        let mut queues = self.host_queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = queues.entry(host_nqn.to_owned()).or_insert(0);
+        if *count >= self.limits.queues_per_host_max {
+            warn!(host = host_nqn, limit = self.limits.queues_per_host_max, "connect refused: the host has its maximum of queues");
+            return false;
+        }
+        *count = count.saturating_add(1);
+        true
+    }
+
+    /// A queue counted by `claim_host_queue` is gone.
+    pub fn release_host_queue(&self, host_nqn: &str) {
+        let mut queues = self.host_queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = queues.get_mut(host_nqn) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                queues.remove(host_nqn);
+            }
+        }
     }
 
     /// Forgets a controller whose admin queue is gone.

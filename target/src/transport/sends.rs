@@ -5,24 +5,35 @@
 //! halves the completions a queue handles per command and the wake-ups they cause.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::core::Tag;
 
-/// Tags of the SENDs posted and not yet known complete, in posting order.
+/// Tags of the SENDs posted and not yet known complete, in posting order, with when
+/// each was posted.
 #[derive(Default)]
 pub struct SendsInFlight {
     tags: VecDeque<Tag>,
+    posted_at: VecDeque<Instant>,
 }
 
 impl SendsInFlight {
-    pub fn posted(&mut self, tag: Tag) {
+    pub fn posted(&mut self, tag: Tag, now: Instant) {
         self.tags.push_back(tag);
+        self.posted_at.push_back(now);
+    }
+
+    /// When the oldest SEND not known complete was posted: a host that takes no
+    /// responses (posts no receives) holds it, and the buffers behind it, forever.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.posted_at.front().copied()
     }
 
     /// The SEND for `tag` completed: takes it and every SEND posted before it, oldest
     /// first. A tag not in flight (a stray or repeated completion) completes nothing.
     pub fn completed_through(&mut self, tag: Tag) -> impl Iterator<Item = Tag> + '_ {
         let count = self.tags.iter().position(|&posted| posted == tag).map_or(0, |index| index + 1);
+        self.posted_at.drain(..count);
         self.tags.drain(..count)
     }
 
@@ -37,8 +48,22 @@ mod tests {
 
     fn posted(tags: &[Tag]) -> SendsInFlight {
         let mut sends = SendsInFlight::default();
-        tags.iter().for_each(|&tag| sends.posted(tag));
+        tags.iter().for_each(|&tag| sends.posted(tag, Instant::now()));
         sends
+    }
+
+    #[test]
+    fn the_oldest_send_is_the_first_not_completed() {
+        let start = Instant::now();
+        let mut sends = SendsInFlight::default();
+        for (tag, later) in [(1, 0), (2, 1), (3, 2)] {
+            sends.posted(tag, start + std::time::Duration::from_secs(later));
+        }
+        assert_eq!(sends.oldest(), Some(start));
+        assert_eq!(sends.completed_through(2).count(), 2);
+        assert_eq!(sends.oldest(), Some(start + std::time::Duration::from_secs(2)));
+        assert_eq!(sends.completed_through(3).count(), 1);
+        assert_eq!(sends.oldest(), None);
     }
 
     #[test]
@@ -70,7 +95,7 @@ mod tests {
     fn a_reused_tag_completes_its_oldest_posting_first() {
         let mut sends = posted(&[3, 1]);
         assert_eq!(sends.completed_through(3).collect::<Vec<_>>(), [3]);
-        sends.posted(3);
+        sends.posted(3, Instant::now());
         assert_eq!(sends.completed_through(3).collect::<Vec<_>>(), [1, 3]);
         assert!(sends.is_empty());
     }

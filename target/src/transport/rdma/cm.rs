@@ -91,6 +91,10 @@ pub enum CmEventKind {
     TimewaitExit,
     DeviceRemoval,
     AddressChange,
+    /// The peer rejected, could not be reached, or the handshake failed after accept.
+    Rejected,
+    Unreachable,
+    ConnectError,
     Other(u32),
 }
 
@@ -104,6 +108,9 @@ impl CmEventKind {
             t::RDMA_CM_EVENT_TIMEWAIT_EXIT => CmEventKind::TimewaitExit,
             t::RDMA_CM_EVENT_DEVICE_REMOVAL => CmEventKind::DeviceRemoval,
             t::RDMA_CM_EVENT_ADDR_CHANGE => CmEventKind::AddressChange,
+            t::RDMA_CM_EVENT_REJECTED => CmEventKind::Rejected,
+            t::RDMA_CM_EVENT_UNREACHABLE => CmEventKind::Unreachable,
+            t::RDMA_CM_EVENT_CONNECT_ERROR => CmEventKind::ConnectError,
             other => CmEventKind::Other(other),
         }
     }
@@ -251,6 +258,11 @@ impl CmId {
     }
 
     /// The peer's address, for logs.
+    /// Whether `raw` (from an event) names this id.
+    pub fn is(&self, raw: RawCmId) -> bool {
+        raw.0 == self.id
+    }
+
     pub fn peer(&self) -> Option<SocketAddr> {
         // SAFETY: the id is live while self is.
         let route = unsafe { &(*self.id).route };

@@ -178,6 +178,7 @@ impl Connection {
             let deadline = self.queue.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
             if now >= deadline {
                 self.queue.handle_timeout(now);
+                self.check_responses_taken(now);
                 next_tick = now + IDLE_TICK;
             }
             // (Without polling, the listener gave the executor no polled ring.)
@@ -289,11 +290,19 @@ impl Connection {
     fn cm_events(&mut self) {
         while let Ok(Some(event)) = self.events.next_event() {
             match event.kind {
-                CmEventKind::Disconnected | CmEventKind::DeviceRemoval | CmEventKind::TimewaitExit => {
+                CmEventKind::Disconnected | CmEventKind::TimewaitExit => {
                     debug!(queue = self.queue.queue_id(), kind = ?event.kind, "host disconnected");
                     self.start_close();
                 }
-                _ => {}
+                CmEventKind::DeviceRemoval
+                | CmEventKind::AddressChange
+                | CmEventKind::Rejected
+                | CmEventKind::Unreachable
+                | CmEventKind::ConnectError => {
+                    warn!(queue = self.queue.queue_id(), kind = ?event.kind, status = event.status, "connection lost");
+                    self.start_close();
+                }
+                CmEventKind::Established | CmEventKind::ConnectRequest | CmEventKind::Other(_) => {}
             }
         }
     }
@@ -454,9 +463,10 @@ impl Connection {
         let posted = unsafe { self.qp.post_send(&self.sends) };
         // Even when posting failed part-way, every request counts as out: the NIC may
         // hold some of them, and only their flush (or the QP's end) frees the buffers.
+        let now = Instant::now();
         for request in &self.sends {
             if let SendRequest::SendInline { wr_id, .. } = request {
-                self.sends_in_flight.posted(tag_of(*wr_id));
+                self.sends_in_flight.posted(tag_of(*wr_id), now);
             }
         }
         if let Err(error) = posted {
@@ -464,6 +474,18 @@ impl Connection {
             self.start_close();
         }
         self.sends.clear();
+    }
+
+    /// A response the host has not taken within the response timeout (it posts no
+    /// receives, so the SEND retries forever) closes the queue: its buffers must not stay
+    /// out of the shared pools for good.
+    fn check_responses_taken(&mut self, now: Instant) {
+        let limit = self.queue.response_timeout();
+        let stuck = self.sends_in_flight.oldest().is_some_and(|posted| now.saturating_duration_since(posted) > limit);
+        if stuck && self.closing.is_none() {
+            warn!(queue = self.queue.queue_id(), peer = ?self.id.peer(), timeout = ?limit, "the host took no response within the response timeout: closing its queue");
+            self.start_close();
+        }
     }
 
     fn start_close(&mut self) {

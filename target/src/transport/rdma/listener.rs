@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Serialize;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use zerocopy::IntoBytes;
 
 use super::cm::{CmEvent, CmEventKind, CmId, EventChannel, QueuePairSize};
@@ -83,7 +83,10 @@ impl Status {
 pub struct Listener {
     // Drop order: the listening id before its event channel, and the devices' memory
     // registrations before the pools they cover.
-    _id: CmId,
+    /// None while the address or device is gone; listening again is tried with backoff.
+    id: Option<CmId>,
+    address: SocketAddr,
+    relisten: Backoff,
     events: EventChannel,
     devices: HashMap<Context, Device>,
     target: Arc<Target>,
@@ -101,9 +104,11 @@ pub struct Listener {
 impl Listener {
     pub fn bind(address: SocketAddr, target: Arc<Target>, pools: Pools) -> std::io::Result<Listener> {
         let events = EventChannel::new()?;
-        let id = CmId::listen(&events, address, 128)?;
+        let id = CmId::listen(&events, address, LISTEN_BACKLOG)?;
         Ok(Listener {
-            _id: id,
+            id: Some(id),
+            address,
+            relisten: Backoff::default(),
             events,
             devices: HashMap::new(),
             target,
@@ -119,7 +124,7 @@ impl Listener {
     /// When bound to a specific address the device is known now: open it (PD and
     /// registrations) so start-up can report the data path. None on a wildcard address.
     pub fn open_listening_device(&mut self) -> Option<DataPathMode> {
-        let context = self._id.context()?;
+        let context = self.id.as_ref()?.context()?;
         match self.open_device(context) {
             Ok(device) => {
                 let mode = device.mode;
@@ -140,7 +145,7 @@ impl Listener {
             #[allow(unsafe_code)]
             // SAFETY: local pollfd array over descriptors we own.
             unsafe {
-                libc::poll(fds.as_mut_ptr(), 2, 1000)
+                libc::poll(fds.as_mut_ptr(), 2, 250)
             };
             loop {
                 match self.events.next_event() {
@@ -153,18 +158,69 @@ impl Listener {
                 }
             }
             self.reap();
+            if self.id.is_none() {
+                self.listen_again();
+            }
         }
         self.shutdown();
     }
 
     fn handle_event(&mut self, event: CmEvent) {
+        let on_listener = self.id.as_ref().is_some_and(|id| id.is(event.id));
         match event.kind {
             CmEventKind::ConnectRequest => self.accept(event),
-            CmEventKind::AddressChange | CmEventKind::DeviceRemoval => {
-                warn!(kind = ?event.kind, "listener lost its address or device");
+            CmEventKind::AddressChange | CmEventKind::DeviceRemoval if on_listener => {
+                warn!(kind = ?event.kind, address = %self.address, "the listening address or its RDMA device went away: closing every queue and listening again when it is back");
+                self.lose_device();
+            }
+            // A connection whose handshake failed before it moved to its own thread.
+            CmEventKind::Rejected | CmEventKind::Unreachable | CmEventKind::ConnectError => {
+                info!(kind = ?event.kind, status = event.status, "a connection failed during its handshake");
             }
             _ => {}
         }
+    }
+
+    /// The device (or the address) is gone: stop every queue, which holds QPs and
+    /// buffers registered with it, then let go of its PD and registrations and of the
+    /// listening id.
+    fn lose_device(&mut self) {
+        self.stop_queues();
+        self.devices.clear();
+        self.id = None;
+        self.relisten = Backoff::default();
+        *self.status.mode.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Tries to listen again once the backoff allows; on success reopens the device.
+    fn listen_again(&mut self) {
+        let now = std::time::Instant::now();
+        if !self.relisten.due(now) {
+            return;
+        }
+        match CmId::listen(&self.events, self.address, LISTEN_BACKLOG) {
+            Ok(id) => {
+                self.id = Some(id);
+                let mode = self.open_listening_device();
+                info!(address = %self.address, ?mode, "listening again");
+            }
+            Err(error) => {
+                let wait = self.relisten.failed(now);
+                debug!(address = %self.address, %error, ?wait, "cannot listen yet");
+            }
+        }
+    }
+
+    /// Live connections in total and from `peer`'s address.
+    fn connections(&self, peer: Option<SocketAddr>) -> (usize, usize) {
+        let queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let live = queues.iter().filter(|q| q.thread.as_ref().is_some_and(|t| !t.is_finished()));
+        let (mut total, mut from_peer) = (0, 0);
+        for queue in live {
+            total += 1;
+            from_peer += usize::from(peer.is_some() && queue.peer.map(|p| p.ip()) == peer.map(|p| p.ip()));
+        }
+        (total, from_peer)
     }
 
     fn limits(&self) -> ConnectLimits {
@@ -184,6 +240,17 @@ impl Listener {
             Ok(request) => request,
             Err(status) => return reject(id, status),
         };
+        let peer = id.peer();
+        let (total, from_peer) = self.connections(peer);
+        let limits = &self.target.limits;
+        if total >= limits.connections_max {
+            warn!(?peer, limit = limits.connections_max, "connection refused: the target has its maximum of connections");
+            return reject(id, RejectStatus::NoResources);
+        }
+        if from_peer >= limits.connections_per_peer_max {
+            warn!(?peer, limit = limits.connections_per_peer_max, "connection refused: this peer address has its maximum of connections");
+            return reject(id, RejectStatus::NoResources);
+        }
         match self.build(id, &event, request) {
             Ok(()) => {}
             Err((id, error)) => {
@@ -278,6 +345,7 @@ impl Listener {
         }
         let uses_cmb = cmb_possible && self.queue_may_use_cmb(&connection, is_rxe, request.queue_id);
         connection.queue = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(uses_cmb, wake(&control))));
+        connection.queue.arm_connect_deadline(std::time::Instant::now());
         if let Err(e) = connection.id.migrate(&connection.events) {
             return Err((None, fail(e, "rdma_migrate_id")));
         }
@@ -354,7 +422,8 @@ impl Listener {
         });
     }
 
-    fn shutdown(&mut self) {
+    /// Stops every queue thread and waits for it (each waits for its NIC and backend).
+    fn stop_queues(&mut self) {
         let mut queues = std::mem::take(&mut *self.status.queues.lock().unwrap_or_else(|p| p.into_inner()));
         for queue in &queues {
             queue.control.request_stop();
@@ -364,6 +433,10 @@ impl Listener {
                 let _ = thread.join();
             }
         }
+    }
+
+    fn shutdown(&mut self) {
+        self.stop_queues();
         // Give disconnect events a moment to reach the hosts before the device goes.
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -397,6 +470,28 @@ fn register_cmb(pd: &Arc<ProtectionDomain>, info: &DeviceInfo, cmb: &crate::memo
             warn!(device = %info.name, pinned_error = %pinned_error, odp_error = %e, "cannot register the CMB: payload uses host memory");
             (None, DataPathMode::Host)
         }
+    }
+}
+
+const LISTEN_BACKLOG: i32 = 128;
+
+/// Retry schedule for listening again: 1 s, doubling to 30 s.
+#[derive(Default)]
+struct Backoff {
+    next: Option<std::time::Instant>,
+    wait: Duration,
+}
+
+impl Backoff {
+    fn due(&self, now: std::time::Instant) -> bool {
+        self.next.is_none_or(|next| now >= next)
+    }
+
+    /// Records a failed try; returns the wait before the next.
+    fn failed(&mut self, now: std::time::Instant) -> Duration {
+        self.wait = (self.wait * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        self.next = Some(now + self.wait);
+        self.wait
     }
 }
 
