@@ -614,7 +614,9 @@ impl Queue {
         self.disable_sq_flow_control = disable_sq_flow_control;
     }
 
-    pub(crate) fn is_associated(&self) -> bool {
+    /// Whether a valid Connect associated this queue with a controller (it may have
+    /// closed since).
+    pub fn is_associated(&self) -> bool {
         !matches!(self.association, Association::AwaitingConnect { .. })
     }
 

@@ -100,6 +100,9 @@ pub struct Connection {
     pub send_with_invalidate: bool,
     /// How long to keep polling after the last completion before sleeping.
     pub poll_budget: Duration,
+    /// Mappings (the host pools, the receive slots' data) to register with the rings as
+    /// fixed buffers once the queue is connected; `None` once done.
+    pub fixed_buffers: Option<Vec<(u64, usize)>>,
     /// Only the last SEND of a post is signalled (see [`SendsInFlight`]).
     sends_in_flight: SendsInFlight,
     recvs_in_flight: u32,
@@ -128,6 +131,7 @@ impl Connection {
             control,
             send_with_invalidate,
             poll_budget: Duration::ZERO,
+            fixed_buffers: None,
             sends_in_flight: SendsInFlight::default(),
             recvs_in_flight: 0,
             closing: None,
@@ -184,6 +188,9 @@ impl Connection {
             // (Without polling, the listener gave the executor no polled ring.)
             self.executor.prefer_polled(self.shallow());
             self.perform_actions();
+            if self.queue.is_associated() {
+                self.register_fixed_buffers();
+            }
             if let Err(error) = self.executor.flush() {
                 warn!(queue = queue_id, %error, "backend submission failed");
                 self.start_close();
@@ -474,6 +481,19 @@ impl Connection {
             self.start_close();
         }
         self.sends.clear();
+    }
+
+    /// Registers the data mappings as the rings' fixed buffers (once): reads and writes
+    /// in them then skip pinning their pages each time.
+    fn register_fixed_buffers(&mut self) {
+        let Some(regions) = self.fixed_buffers.take() else { return };
+        // SAFETY: the regions are the host pools' mapping (kept by the pools for the
+        // target's life) and this connection's receive slots (kept by `recv` and its
+        // loans); the rings pin their pages for as long as the rings exist.
+        match unsafe { self.executor.register_buffers(&regions) } {
+            Ok(()) => debug!(queue = self.queue.queue_id(), "data buffers registered as io_uring fixed buffers"),
+            Err(error) => info!(queue = self.queue.queue_id(), %error, "io_uring did not take the data buffers as fixed buffers: reads and writes pin their pages each time"),
+        }
     }
 
     /// A response the host has not taken within the response timeout (it posts no

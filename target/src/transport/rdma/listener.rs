@@ -299,21 +299,15 @@ impl Listener {
             Ok(r) => r,
             Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
         };
-        let mut executor = match Executor::new(entries * 2, self.polled_io) {
+        let executor = match Executor::new(entries * 2, self.polled_io) {
             Ok(e) => e,
             Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
         };
         let host = self.pools.host_memory();
+        // Registered as io_uring fixed buffers once the queue's Connect is accepted: a
+        // connection that never sends one does not get the host pool's pages pinned.
         // (The admin queue takes no in-capsule data: its data region is empty.)
         let fixed: Vec<(u64, usize)> = [(host.address(), host.len_bytes()), recv.data_region()].into_iter().filter(|&(_, len)| len > 0).collect();
-        #[allow(unsafe_code)]
-        // SAFETY: the host pool and the receive buffers are mappings of this process;
-        // the rings pin their pages for as long as they exist.
-        let registered = unsafe { executor.register_buffers(&fixed) };
-        if let Err(error) = &registered {
-            info!(queue = request.queue_id, %error, "io_uring did not take the data buffers as fixed buffers: reads and writes pin their pages each time");
-        }
-        let fixed_buffers = registered.is_ok();
         let events = match EventChannel::new() {
             Ok(e) => e,
             Err(e) => return Err((Some(id), fail(e, "event channel"))),
@@ -336,6 +330,7 @@ impl Listener {
         let placeholder = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(false, wake(&control))));
         let mut connection = Connection::new(id, cq, channel, recv, placeholder, executor, events, qp, control.clone(), send_with_invalidate);
         connection.poll_budget = self.poll_budget;
+        connection.fixed_buffers = Some(fixed);
         if let Err(e) = connection.post_receives() {
             return Err((Some(connection.id), fail(e, "posting receives")));
         }
@@ -351,7 +346,7 @@ impl Listener {
         }
         let peer = connection.id.peer();
         let stats = connection.queue.stats.clone();
-        info!(queue = request.queue_id, ?peer, entries, initiator_depth, uses_cmb, fixed_buffers, "queue connected");
+        info!(queue = request.queue_id, ?peer, entries, initiator_depth, uses_cmb, "queue accepted");
         let cpu = self.cpus.get(usize::from(request.queue_id) % self.cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new()
             .name(format!("p2ptgt-q{}", request.queue_id))
