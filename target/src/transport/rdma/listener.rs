@@ -14,7 +14,7 @@ use zerocopy::IntoBytes;
 
 use super::cm::{CmEvent, CmEventKind, CmId, EventChannel, QueuePairSize};
 use super::connection::{Connection, Control};
-use super::verbs::{CompletionChannel, CompletionQueue, Context, DeviceInfo, MemoryRegion, ProtectionDomain, RecvBuffers, Registration};
+use super::verbs::{AsyncEvent, CompletionChannel, CompletionQueue, Context, DeviceInfo, MemoryRegion, ProtectionDomain, RecvBuffers, Registration};
 use crate::backend::Executor;
 use crate::core::stats::IoStats;
 use crate::core::{Queue, QueueConfig, Target};
@@ -46,6 +46,9 @@ struct Device {
 /// A live queue, for stats and shutdown.
 pub struct QueueEntry {
     pub queue_id: u16,
+    /// Addresses of the queue's QP and CQ, to match asynchronous events.
+    qp: usize,
+    cq: usize,
     pub peer: Option<SocketAddr>,
     pub stats: Arc<IoStats>,
     pub uses_cmb: bool,
@@ -141,12 +144,15 @@ impl Listener {
     /// Serves until `control.request_stop()`, then stops every queue and returns.
     pub fn run(mut self) {
         while !self.control.stopping() {
-            let mut fds = [self.events.fd(), self.control.fd()].map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            let async_fds = self.devices.keys().map(Context::async_fd);
+            let mut fds: Vec<libc::pollfd> =
+                [self.events.fd(), self.control.fd()].into_iter().chain(async_fds).map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
             #[allow(unsafe_code)]
-            // SAFETY: local pollfd array over descriptors we own.
+            // SAFETY: a local pollfd array of fds.len() entries over descriptors we own.
             unsafe {
-                libc::poll(fds.as_mut_ptr(), 2, 250)
+                libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 250)
             };
+            self.device_events();
             loop {
                 match self.events.next_event() {
                     Ok(Some(event)) => self.handle_event(event),
@@ -178,6 +184,46 @@ impl Listener {
                 info!(kind = ?event.kind, status = event.status, "a connection failed during its handshake");
             }
             _ => {}
+        }
+    }
+
+    /// ibverbs asynchronous events of the open devices: a QP or CQ in error closes its
+    /// queue, a port going down closes the device's queues (hosts reconnect when it is
+    /// back), a fatal device error is handled as its removal.
+    fn device_events(&mut self) {
+        let mut lost = false;
+        let contexts: Vec<Context> = self.devices.keys().copied().collect();
+        for context in contexts {
+            while let Some(event) = context.next_async_event() {
+                let queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    AsyncEvent::QpError { qp, kind } => {
+                        for queue in queues.iter().filter(|q| q.qp == qp) {
+                            warn!(queue = queue.queue_id, peer = ?queue.peer, event = kind, "asynchronous event: closing the queue");
+                            queue.control.request_stop();
+                        }
+                    }
+                    AsyncEvent::CqError { cq } => {
+                        for queue in queues.iter().filter(|q| q.cq == cq) {
+                            warn!(queue = queue.queue_id, peer = ?queue.peer, event = "CQ error", "asynchronous event: closing the queue");
+                            queue.control.request_stop();
+                        }
+                    }
+                    AsyncEvent::PortDown { port } => {
+                        warn!(port, queues = queues.len(), "asynchronous event: port down, closing its queues");
+                        queues.iter().for_each(|q| q.control.request_stop());
+                    }
+                    AsyncEvent::PortActive { port } => info!(port, "asynchronous event: port active"),
+                    AsyncEvent::DeviceFatal => {
+                        error!("asynchronous event: fatal device error; handled as the device's removal");
+                        lost = true;
+                    }
+                    AsyncEvent::Other(kind) => debug!(kind, "asynchronous event"),
+                }
+            }
+        }
+        if lost {
+            self.lose_device();
         }
     }
 
@@ -346,6 +392,7 @@ impl Listener {
         }
         let peer = connection.id.peer();
         let stats = connection.queue.stats.clone();
+        let (qp, cq) = (connection.qp.0 as usize, connection.cq.raw() as usize);
         info!(queue = request.queue_id, ?peer, entries, initiator_depth, uses_cmb, "queue accepted");
         let cpu = self.cpus.get(usize::from(request.queue_id) % self.cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new()
@@ -360,7 +407,7 @@ impl Listener {
             })
             .map_err(|e| (None, fail(e, "spawning the queue thread")))?;
         let mut queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.push(QueueEntry { queue_id: request.queue_id, peer, stats, uses_cmb, control, thread: Some(thread) });
+        queues.push(QueueEntry { queue_id: request.queue_id, qp, cq, peer, stats, uses_cmb, control, thread: Some(thread) });
         Ok(())
     }
 

@@ -55,7 +55,66 @@ impl DeviceInfo {
     }
 }
 
+/// An ibverbs asynchronous event, with the QP or CQ it names as an address (to match
+/// against the queues' own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsyncEvent {
+    /// A QP went to the error state (fatal, request or access error).
+    QpError { qp: usize, kind: &'static str },
+    CqError { cq: usize },
+    PortDown { port: i32 },
+    PortActive { port: i32 },
+    DeviceFatal,
+    Other(u32),
+}
+
 impl Context {
+    /// The descriptor that polls readable when an asynchronous event is waiting; made
+    /// non-blocking so that [`Context::next_async_event`] never waits.
+    pub fn async_fd(&self) -> RawFd {
+        // SAFETY: the context is live; async_fd is set at open and never changes.
+        let fd = unsafe { (*self.0).async_fd };
+        // SAFETY: fcntl on a descriptor the context owns; it only reads the flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
+            // SAFETY: as above; only the file status flags change.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        }
+        fd
+    }
+
+    /// The next asynchronous event, acknowledged, or `None` if none is waiting.
+    pub fn next_async_event(&self) -> Option<AsyncEvent> {
+        // SAFETY: plain data, written by ibv_get_async_event.
+        let mut event: sys::ibv_async_event = unsafe { std::mem::zeroed() };
+        // SAFETY: live context (its async fd is non-blocking, see `async_fd`); local
+        // output struct.
+        if unsafe { sys::ibv_get_async_event(self.0, &mut event) } != 0 {
+            return None;
+        }
+        use sys::ibv_event_type as t;
+        let element = &event.element;
+        // SAFETY: called only for QP events, which set `qp`; every member of the union
+        // is a plain pointer or integer.
+        let qp = || unsafe { element.qp } as usize;
+        let parsed = match event.event_type {
+            t::IBV_EVENT_QP_FATAL => AsyncEvent::QpError { qp: qp(), kind: "QP fatal" },
+            t::IBV_EVENT_QP_REQ_ERR => AsyncEvent::QpError { qp: qp(), kind: "QP request error" },
+            t::IBV_EVENT_QP_ACCESS_ERR => AsyncEvent::QpError { qp: qp(), kind: "QP access error" },
+            // SAFETY: a CQ event sets `cq`.
+            t::IBV_EVENT_CQ_ERR => AsyncEvent::CqError { cq: unsafe { element.cq } as usize },
+            // SAFETY: a port event sets `port_num`.
+            t::IBV_EVENT_PORT_ERR => AsyncEvent::PortDown { port: unsafe { element.port_num } },
+            // SAFETY: a port event sets `port_num`.
+            t::IBV_EVENT_PORT_ACTIVE => AsyncEvent::PortActive { port: unsafe { element.port_num } },
+            t::IBV_EVENT_DEVICE_FATAL => AsyncEvent::DeviceFatal,
+            other => AsyncEvent::Other(other as u32),
+        };
+        // SAFETY: the event came from ibv_get_async_event and is acknowledged once.
+        unsafe { sys::ibv_ack_async_event(&mut event) };
+        Some(parsed)
+    }
+
     pub fn query(&self) -> io::Result<DeviceInfo> {
         // SAFETY: a zeroed attribute struct is a valid output buffer; the context is live.
         let mut attr: sys::ibv_device_attr_ex = unsafe { std::mem::zeroed() };
