@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -46,12 +47,9 @@ struct Device {
 /// A live queue, for stats and shutdown.
 pub struct QueueEntry {
     pub queue_id: u16,
-    /// Addresses of the queue's QP and CQ, to match asynchronous events.
-    qp: usize,
-    cq: usize,
     pub peer: Option<SocketAddr>,
-    pub stats: Arc<IoStats>,
-    pub uses_cmb: bool,
+    /// Filled in by the queue's thread once it has built the connection.
+    shared: Arc<QueueShared>,
     control: Arc<Control>,
     thread: Option<JoinHandle<()>>,
 }
@@ -78,7 +76,12 @@ impl Status {
         queues
             .iter()
             .filter(|q| q.thread.as_ref().is_some_and(|t| !t.is_finished()))
-            .map(|q| QueueReport { queue_id: q.queue_id, peer: q.peer.map(|p| p.to_string()), uses_cmb: q.uses_cmb, stats: q.stats.clone() })
+            .map(|q| QueueReport {
+                queue_id: q.queue_id,
+                peer: q.peer.map(|p| p.to_string()),
+                uses_cmb: q.shared.uses_cmb.load(Ordering::Relaxed),
+                stats: q.shared.stats.clone(),
+            })
             .collect()
     }
 }
@@ -198,13 +201,13 @@ impl Listener {
                 let queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
                 match event {
                     AsyncEvent::QpError { qp, kind } => {
-                        for queue in queues.iter().filter(|q| q.qp == qp) {
+                        for queue in queues.iter().filter(|q| q.shared.qp.load(Ordering::Relaxed) == qp) {
                             warn!(queue = queue.queue_id, peer = ?queue.peer, event = kind, "asynchronous event: closing the queue");
                             queue.control.request_stop();
                         }
                     }
                     AsyncEvent::CqError { cq } => {
-                        for queue in queues.iter().filter(|q| q.cq == cq) {
+                        for queue in queues.iter().filter(|q| q.shared.cq.load(Ordering::Relaxed) == cq) {
                             warn!(queue = queue.queue_id, peer = ?queue.peer, event = "CQ error", "asynchronous event: closing the queue");
                             queue.control.request_stop();
                         }
@@ -308,92 +311,42 @@ impl Listener {
         }
     }
 
-    fn build(&mut self, mut id: CmId, event: &CmEvent, request: ConnectRequest) -> Result<(), (Option<CmId>, String)> {
-        let context = id.context().ok_or_else(|| (None, "connect request without a device".to_string()))?;
-        let limits = self.target.limits.clone();
+    /// Opens the device if needed and starts the queue's thread, which builds the
+    /// connection's verbs and io_uring resources, accepts, and runs it: the listener
+    /// goes back to its events at once, so a connect storm does not slow honest accepts.
+    fn build(&mut self, id: CmId, event: &CmEvent, request: ConnectRequest) -> Result<(), (Option<CmId>, String)> {
+        let Some(context) = id.context() else { return Err((Some(id), "connect request without a device".to_string())) };
         if !self.devices.contains_key(&context) {
             if !self.devices.is_empty() {
                 return Err((Some(id), "a second RDMA device is not supported".into()));
             }
-            let device = self.open_device(context).map_err(|e| (None, e))?;
+            let device = match self.open_device(context) {
+                Ok(device) => device,
+                Err(error) => return Err((Some(id), error)),
+            };
             self.devices.insert(context, device);
         }
         let Some(device) = self.devices.get(&context) else { return Err((Some(id), "device vanished".into())) };
-        let entries = request.host_send_queue_entries;
-        let in_capsule = if request.queue_id == 0 { 0 } else { limits.in_capsule_data_bytes };
-        let send_entries = (entries * 3 + 8).min(device.info.max_qp_wr.max(16));
-        // Write data received in a capsule stays in its receive slot until the response
-        // is sent, and the host may send its next command as soon as it sees the response:
-        // twice the entries keep a receive posted for it.
-        let recv_entries = if in_capsule > 0 { (entries * 2).min(device.info.max_qp_wr.max(entries)) } else { entries };
-        let cq_entries = (send_entries + recv_entries).min(device.info.max_cqe.max(32));
-        let fail = |e: std::io::Error, what: &str| format!("{what}: {e}");
-        let channel = match CompletionChannel::new(context) {
-            Ok(c) => c,
-            Err(e) => return Err((Some(id), fail(e, "completion channel"))),
-        };
-        let cq = match CompletionQueue::new(context, cq_entries, &channel) {
-            Ok(c) => c,
-            Err(e) => return Err((Some(id), fail(e, "completion queue"))),
-        };
-        let size = QueuePairSize { send_entries, recv_entries, inline_bytes: 64 };
-        let qp = match id.create_queue_pair(&device.pd, &cq, size) {
-            Ok(qp) => qp,
-            Err(e) => return Err((Some(id), fail(e, "queue pair"))),
-        };
-        let recv = match RecvBuffers::new(&device.pd, recv_entries, in_capsule) {
-            Ok(r) => r,
-            Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
-        };
-        let executor = match Executor::new(entries * 2, self.polled_io) {
-            Ok(e) => e,
-            Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
-        };
-        let host = self.pools.host_memory();
-        // Registered as io_uring fixed buffers once the queue's Connect is accepted: a
-        // connection that never sends one does not get the host pool's pages pinned.
-        // (The admin queue takes no in-capsule data: its data region is empty.)
-        let fixed: Vec<(u64, usize)> = [(host.address(), host.len_bytes()), recv.data_region()].into_iter().filter(|&(_, len)| len > 0).collect();
-        let events = match EventChannel::new() {
-            Ok(e) => e,
-            Err(e) => return Err((Some(id), fail(e, "event channel"))),
-        };
         let control = match Control::new() {
             Ok(c) => c,
-            Err(e) => return Err((Some(id), fail(e, "eventfd"))),
+            Err(e) => return Err((Some(id), format!("eventfd: {e}"))),
         };
-        let cmb_possible = device.mode != DataPathMode::Host;
-        let send_with_invalidate = device.info.send_with_invalidate;
-        let initiator_depth = event.initiator_depth.min(device.info.max_qp_init_rd_atom).max(1);
-        let is_rxe = device.info.is_rxe();
-        let config = QueueConfig { queue_id: request.queue_id, entries };
-        // Receives first, so the host's first capsule finds a buffer. The queue's pool
-        // choice waits for the path MTU, known only after accept.
-        let wake = |control: &Arc<Control>| -> Box<dyn Fn() + Send + Sync> {
-            let control = control.clone();
-            Box::new(move || control.wake())
+        let shared = Arc::new(QueueShared::default());
+        let setup = Setup {
+            context,
+            info: device.info.clone(),
+            pd: device.pd.clone(),
+            cmb_possible: device.mode != DataPathMode::Host,
+            request,
+            initiator_depth: event.initiator_depth,
+            target: self.target.clone(),
+            pools: self.pools.clone(),
+            poll_budget: self.poll_budget,
+            polled_io: self.polled_io,
+            control: control.clone(),
+            shared: shared.clone(),
         };
-        let placeholder = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(false, wake(&control))));
-        let mut connection = Connection::new(id, cq, channel, recv, placeholder, executor, events, qp, control.clone(), send_with_invalidate);
-        connection.poll_budget = self.poll_budget;
-        connection.fixed_buffers = Some(fixed);
-        if let Err(e) = connection.post_receives() {
-            return Err((Some(connection.id), fail(e, "posting receives")));
-        }
-        let accept = RawAccept::new(entries.min(u32::from(u16::MAX)) as u16);
-        if let Err(e) = connection.id.accept(accept.as_bytes(), initiator_depth) {
-            return Err((None, fail(e, "rdma_accept")));
-        }
-        let uses_cmb = cmb_possible && self.queue_may_use_cmb(&connection, is_rxe, request.queue_id);
-        connection.queue = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(uses_cmb, wake(&control))));
-        connection.queue.arm_connect_deadline(std::time::Instant::now());
-        if let Err(e) = connection.id.migrate(&connection.events) {
-            return Err((None, fail(e, "rdma_migrate_id")));
-        }
-        let peer = connection.id.peer();
-        let stats = connection.queue.stats.clone();
-        let (qp, cq) = (connection.qp.0 as usize, connection.cq.raw() as usize);
-        info!(queue = request.queue_id, ?peer, entries, initiator_depth, uses_cmb, "queue accepted");
+        let peer = id.peer();
         let cpu = self.cpus.get(usize::from(request.queue_id) % self.cpus.len().max(1)).copied();
         let thread = std::thread::Builder::new()
             .name(format!("p2ptgt-q{}", request.queue_id))
@@ -403,31 +356,20 @@ impl Listener {
                         warn!(cpu, %error, "could not pin the queue thread");
                     }
                 }
-                connection.run()
+                match setup.connect(id) {
+                    Ok(connection) => connection.run(),
+                    Err((id, error)) => {
+                        error!(%error, queue = request.queue_id, "could not set up the queue");
+                        if let Some(id) = id {
+                            reject(id, RejectStatus::NoResources);
+                        }
+                    }
+                }
             })
-            .map_err(|e| (None, fail(e, "spawning the queue thread")))?;
+            .map_err(|e| (None, format!("spawning the queue thread: {e}")))?;
         let mut queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.push(QueueEntry { queue_id: request.queue_id, qp, cq, peer, stats, uses_cmb, control, thread: Some(thread) });
+        queues.push(QueueEntry { queue_id: request.queue_id, shared, peer, control, thread: Some(thread) });
         Ok(())
-    }
-
-    /// On rxe the ODP copy is only correct with 4096-byte packets (see the CMB issue):
-    /// a smaller path MTU sends this queue's payload through host memory.
-    fn queue_may_use_cmb(&self, connection: &Connection, is_rxe: bool, queue_id: u16) -> bool {
-        if queue_id == 0 || !is_rxe {
-            return true;
-        }
-        match connection.qp.path_mtu_bytes() {
-            Ok(4096) => true,
-            Ok(mtu) => {
-                warn!(queue = queue_id, path_mtu = mtu, "soft-RoCE path MTU below 4096: this queue uses host buffers (raise the netdev MTU to >= 4200 on both ends)");
-                false
-            }
-            Err(error) => {
-                warn!(queue = queue_id, %error, "cannot read the path MTU: this queue uses host buffers");
-                false
-            }
-        }
     }
 
     /// Protection domain and memory registrations for a device, in the order pinned,
@@ -516,6 +458,129 @@ fn register_cmb(pd: &Arc<ProtectionDomain>, info: &DeviceInfo, cmb: &crate::memo
 }
 
 const LISTEN_BACKLOG: i32 = 128;
+
+/// What a queue's thread reports back to the listener (stats, async event matching).
+#[derive(Default)]
+struct QueueShared {
+    stats: Arc<IoStats>,
+    uses_cmb: AtomicBool,
+    /// Addresses of the queue's QP and CQ, to match asynchronous events (0 until built).
+    qp: AtomicUsize,
+    cq: AtomicUsize,
+}
+
+/// Everything a queue's thread needs to build its connection.
+struct Setup {
+    context: Context,
+    info: DeviceInfo,
+    pd: Arc<ProtectionDomain>,
+    cmb_possible: bool,
+    request: ConnectRequest,
+    initiator_depth: u8,
+    target: Arc<Target>,
+    pools: Pools,
+    poll_budget: Duration,
+    polled_io: bool,
+    control: Arc<Control>,
+    shared: Arc<QueueShared>,
+}
+
+impl Setup {
+    /// Builds the queue's CQ, QP, receive buffers and rings, posts its receives,
+    /// accepts, and moves the id to the queue's own event channel.
+    fn connect(self, mut id: CmId) -> Result<Connection, (Option<CmId>, String)> {
+        let Setup { context, info, pd, request, .. } = &self;
+        let entries = request.host_send_queue_entries;
+        let in_capsule = if request.queue_id == 0 { 0 } else { self.target.limits.in_capsule_data_bytes };
+        let send_entries = (entries * 3 + 8).min(info.max_qp_wr.max(16));
+        // Write data received in a capsule stays in its receive slot until the response
+        // is sent, and the host may send its next command as soon as it sees the response:
+        // twice the entries keep a receive posted for it.
+        let recv_entries = if in_capsule > 0 { (entries * 2).min(info.max_qp_wr.max(entries)) } else { entries };
+        let cq_entries = (send_entries + recv_entries).min(info.max_cqe.max(32));
+        let fail = |e: std::io::Error, what: &str| format!("{what}: {e}");
+        let channel = match CompletionChannel::new(*context) {
+            Ok(c) => c,
+            Err(e) => return Err((Some(id), fail(e, "completion channel"))),
+        };
+        let cq = match CompletionQueue::new(*context, cq_entries, &channel) {
+            Ok(c) => c,
+            Err(e) => return Err((Some(id), fail(e, "completion queue"))),
+        };
+        let size = QueuePairSize { send_entries, recv_entries, inline_bytes: 64 };
+        let qp = match id.create_queue_pair(pd, &cq, size) {
+            Ok(qp) => qp,
+            Err(e) => return Err((Some(id), fail(e, "queue pair"))),
+        };
+        let recv = match RecvBuffers::new(pd, recv_entries, in_capsule) {
+            Ok(r) => r,
+            Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
+        };
+        let executor = match Executor::new(entries * 2, self.polled_io) {
+            Ok(e) => e,
+            Err(e) => return Err((Some(id), format!("io_uring: {e}"))),
+        };
+        let host = self.pools.host_memory();
+        // Registered as io_uring fixed buffers once the queue's Connect is accepted: a
+        // connection that never sends one does not get the host pool's pages pinned.
+        // (The admin queue takes no in-capsule data: its data region is empty.)
+        let fixed: Vec<(u64, usize)> = [(host.address(), host.len_bytes()), recv.data_region()].into_iter().filter(|&(_, len)| len > 0).collect();
+        let events = match EventChannel::new() {
+            Ok(e) => e,
+            Err(e) => return Err((Some(id), fail(e, "event channel"))),
+        };
+        let initiator_depth = self.initiator_depth.min(info.max_qp_init_rd_atom).max(1);
+        let config = QueueConfig { queue_id: request.queue_id, entries };
+        let wake = |control: &Arc<Control>| -> Box<dyn Fn() + Send + Sync> {
+            let control = control.clone();
+            Box::new(move || control.wake())
+        };
+        // Receives first, so the host's first capsule finds a buffer. The queue's pool
+        // choice waits for the path MTU, known only after accept.
+        let placeholder = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(false, wake(&self.control))));
+        let mut connection = Connection::new(id, cq, channel, recv, placeholder, executor, events, qp, self.control.clone(), info.send_with_invalidate);
+        connection.poll_budget = self.poll_budget;
+        connection.fixed_buffers = Some(fixed);
+        if let Err(e) = connection.post_receives() {
+            return Err((Some(connection.id), fail(e, "posting receives")));
+        }
+        let accept = RawAccept::new(entries.min(u32::from(u16::MAX)) as u16);
+        if let Err(e) = connection.id.accept(accept.as_bytes(), initiator_depth) {
+            return Err((None, fail(e, "rdma_accept")));
+        }
+        let uses_cmb = self.cmb_possible && queue_may_use_cmb(&connection, info.is_rxe(), request.queue_id);
+        connection.queue = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(uses_cmb, wake(&self.control))));
+        connection.queue.stats = self.shared.stats.clone();
+        connection.queue.arm_connect_deadline(std::time::Instant::now());
+        if let Err(e) = connection.id.migrate(&connection.events) {
+            return Err((None, fail(e, "rdma_migrate_id")));
+        }
+        self.shared.uses_cmb.store(uses_cmb, Ordering::Relaxed);
+        self.shared.qp.store(connection.qp.0 as usize, Ordering::Relaxed);
+        self.shared.cq.store(connection.cq.raw() as usize, Ordering::Relaxed);
+        info!(queue = request.queue_id, peer = ?connection.id.peer(), entries, initiator_depth, uses_cmb, "queue accepted");
+        Ok(connection)
+    }
+}
+
+/// On rxe the ODP copy is only correct with 4096-byte packets: a smaller path MTU sends
+/// this queue's payload through host memory.
+fn queue_may_use_cmb(connection: &Connection, is_rxe: bool, queue_id: u16) -> bool {
+    if queue_id == 0 || !is_rxe {
+        return true;
+    }
+    match connection.qp.path_mtu_bytes() {
+        Ok(4096) => true,
+        Ok(mtu) => {
+            warn!(queue = queue_id, path_mtu = mtu, "soft-RoCE path MTU below 4096: this queue uses host buffers (raise the netdev MTU to >= 4200 on both ends)");
+            false
+        }
+        Err(error) => {
+            warn!(queue = queue_id, %error, "cannot read the path MTU: this queue uses host buffers");
+            false
+        }
+    }
+}
 
 /// Retry schedule for listening again: 1 s, doubling to 30 s.
 #[derive(Default)]
