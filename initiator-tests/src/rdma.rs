@@ -3,6 +3,7 @@
 //! slab for capsules, responses and data.
 #![allow(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::ptr;
@@ -35,9 +36,11 @@ pub enum Received {
 
 const SLAB_BYTES: usize = 1 << 20;
 const RECV_SLOTS: usize = 64;
-/// Slab layout: receives at 0, the send capsule at 64 KiB, data from 128 KiB.
+/// Slab layout: receives at 0, send capsules from 64 KiB, data from 256 KiB. Sends take
+/// turns through the send area, so a burst of SENDs posted without waiting does not
+/// overwrite a capsule the NIC has not read yet (as long as the burst fits the area).
 const SEND_OFFSET: usize = 64 * 1024;
-pub const DATA_OFFSET: usize = 128 * 1024;
+pub const DATA_OFFSET: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub struct Client {
@@ -48,6 +51,12 @@ pub struct Client {
     mr: *mut sys::ibv_mr,
     slab: Vec<u8>,
     closed: bool,
+    /// Where the next SEND's capsule goes in the send area.
+    send_cursor: usize,
+    sends_posted: u64,
+    sends_completed: u64,
+    /// Responses seen while waiting for SEND completions, for `receive`.
+    pending: VecDeque<[u8; 16]>,
 }
 
 fn sockaddr(address: SocketAddrV4) -> libc::sockaddr_in {
@@ -109,7 +118,7 @@ fn try_connect(target: SocketAddr, private_data: &[u8]) -> io::Result<ConnectOut
     if unsafe { sys::rdma_create_id(channel, &mut id, ptr::null_mut(), sys::rdma_port_space::RDMA_PS_TCP) } != 0 {
         return Err(last_error("rdma_create_id"));
     }
-    let mut client = Client { channel, id, pd: ptr::null_mut(), cq: ptr::null_mut(), mr: ptr::null_mut(), slab: vec![0u8; SLAB_BYTES], closed: false };
+    let mut client = Client { channel, id, pd: ptr::null_mut(), cq: ptr::null_mut(), mr: ptr::null_mut(), slab: vec![0u8; SLAB_BYTES], closed: false, send_cursor: SEND_OFFSET, sends_posted: 0, sends_completed: 0, pending: VecDeque::new() };
     let mut destination = sockaddr(target);
     // SAFETY: live id; destination is a valid sockaddr_in for the call.
     if unsafe { sys::rdma_resolve_addr(id, ptr::null_mut(), (&mut destination as *mut libc::sockaddr_in).cast(), 3000) } != 0 {
@@ -224,11 +233,17 @@ impl Client {
         Ok(())
     }
 
-    /// Sends `capsule` (any length up to 64 KiB) as one SEND.
+    /// Sends `capsule` (any length up to 64 KiB) as one SEND. Does not wait: up to the
+    /// send area's size (192 KiB) of capsules may be in flight at once.
     pub fn send(&mut self, capsule: &[u8]) -> io::Result<()> {
         let len = capsule.len().min(64 * 1024);
-        self.slab[SEND_OFFSET..SEND_OFFSET + len].copy_from_slice(&capsule[..len]);
-        let mut sge = sys::ibv_sge { addr: self.slab.as_ptr() as u64 + SEND_OFFSET as u64, length: len as u32, lkey: self.lkey() };
+        if self.send_cursor + len > DATA_OFFSET {
+            self.send_cursor = SEND_OFFSET;
+        }
+        let at = self.send_cursor;
+        self.send_cursor = (at + len).div_ceil(64) * 64;
+        self.slab[at..at + len].copy_from_slice(&capsule[..len]);
+        let mut sge = sys::ibv_sge { addr: self.slab.as_ptr() as u64 + at as u64, length: len as u32, lkey: self.lkey() };
         // SAFETY: plain data.
         let mut wr: sys::ibv_send_wr = unsafe { std::mem::zeroed() };
         wr.wr_id = 1 << 32;
@@ -243,30 +258,64 @@ impl Client {
         if unsafe { sys::ibv_post_send(qp, &mut wr, &mut bad) } != 0 {
             return Err(last_error("ibv_post_send"));
         }
+        self.sends_posted += 1;
         Ok(())
+    }
+
+    /// Polls one work completion: Some(Ok(Some(cqe))) for a response, Some(Ok(None))
+    /// for a SEND completion, Some(Err(())) for an error (the QP is closed), None if the
+    /// CQ is empty.
+    fn poll_one(&mut self) -> Option<Result<Option<[u8; 16]>, ()>> {
+        // SAFETY: plain data.
+        let mut wc: sys::ibv_wc = unsafe { std::mem::zeroed() };
+        // SAFETY: live CQ, one output entry.
+        if unsafe { sys::ibv_poll_cq(self.cq, 1, &mut wc) } <= 0 {
+            return None;
+        }
+        if wc.status != sys::ibv_wc_status::IBV_WC_SUCCESS {
+            self.closed = true;
+            return Some(Err(()));
+        }
+        if wc.wr_id >> 32 == 1 {
+            self.sends_completed += 1;
+            return Some(Ok(None));
+        }
+        let slot = wc.wr_id as usize;
+        let mut cqe = [0u8; 16];
+        cqe.copy_from_slice(&self.slab[slot * 16..slot * 16 + 16]);
+        let _ = self.post_recv(slot);
+        Some(Ok(Some(cqe)))
+    }
+
+    /// Waits until every SEND posted so far has completed (on RC: the target's NIC
+    /// acknowledged it). Responses that arrive meanwhile are kept for `receive`. False
+    /// on timeout or if the connection closed first.
+    pub fn wait_sends(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.sends_completed < self.sends_posted {
+            match self.poll_one() {
+                Some(Ok(Some(cqe))) => self.pending.push_back(cqe),
+                Some(Ok(None)) => {}
+                Some(Err(())) => return false,
+                None if Instant::now() >= deadline => return false,
+                None => std::thread::sleep(Duration::from_micros(50)),
+            }
+        }
+        true
     }
 
     /// Waits for the next response capsule, a disconnect, or the timeout.
     pub fn receive(&mut self, timeout: Duration) -> Received {
+        if let Some(cqe) = self.pending.pop_front() {
+            return Received::Completion(cqe);
+        }
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            // SAFETY: plain data.
-            let mut wc: sys::ibv_wc = unsafe { std::mem::zeroed() };
-            // SAFETY: live CQ, one output entry.
-            let n = unsafe { sys::ibv_poll_cq(self.cq, 1, &mut wc) };
-            if n > 0 {
-                if wc.status != sys::ibv_wc_status::IBV_WC_SUCCESS {
-                    self.closed = true;
-                    return Received::Disconnected;
-                }
-                if wc.wr_id >> 32 == 1 {
-                    continue; // our SEND completed
-                }
-                let slot = wc.wr_id as usize;
-                let mut cqe = [0u8; 16];
-                cqe.copy_from_slice(&self.slab[slot * 16..slot * 16 + 16]);
-                let _ = self.post_recv(slot);
-                return Received::Completion(cqe);
+            match self.poll_one() {
+                Some(Ok(Some(cqe))) => return Received::Completion(cqe),
+                Some(Ok(None)) => continue, // our SEND completed
+                Some(Err(())) => return Received::Disconnected,
+                None => {}
             }
             if self.cm_disconnected() {
                 self.closed = true;

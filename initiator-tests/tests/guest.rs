@@ -34,6 +34,20 @@ fn small_cmb_applies_backpressure() {
 
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
+fn queue_waiting_for_buffers_is_woken_by_another_queue() {
+    // 2 MiB: 14 buffers of 128 KiB, kept empty by a QD128 job on one I/O queue while a
+    // QD1 job on the other waits for buffers; no host I/O timeout or reconnect allowed.
+    expect("fairness.sh", &["--cmb-mb", "2"], &[], 9);
+}
+
+#[test]
+#[ignore = "boots two QEMU guests; run with --ignored"]
+fn remote_host_waiting_for_buffers_is_woken_by_another_host() {
+    expect("fairness.sh", &["--cmb-mb", "2", "--remote"], &[("FAIRNESS_REMOTE", "1")], 11);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
 fn file_namespace_falls_back_to_host_buffers() {
     expect("file-backed.sh", &[], &[], 5);
 }
@@ -53,13 +67,16 @@ fn remote_and_local_hosts_at_once() {
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
 fn hostile_host_with_cmb_buffers() {
-    expect("hostile.sh", &[], &[("P2PMEM", "auto")], 8);
+    // CMB mode takes no in-capsule data, so the churn closes queues with keyed writes
+    // fetching or executing; fewer cycles than the host-buffer run (which lends receive
+    // slots) keep the guest lean.
+    expect("hostile.sh", &[], &[("P2PMEM", "auto"), ("CHURN", "300")], 13);
 }
 
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
 fn hostile_host_with_host_buffers() {
-    expect("hostile.sh", &[], &[("P2PMEM", "off")], 8);
+    expect("hostile.sh", &[], &[("P2PMEM", "off")], 13);
 }
 
 #[test]

@@ -1,10 +1,17 @@
-//! `hostile ADDR[:PORT] SUBSYSTEM HOSTNQN [storm N]`: a host that speaks the NVMe/RDMA
-//! wire directly and sends what the kernel host never would. Each case checks the
-//! target's answer (a reject code, a status, or a clean close of that one connection);
-//! the last line is "N passed, M failed".
+//! `hostile ADDR[:PORT] SUBSYSTEM HOSTNQN [storm N | churn N [BURST]]`: a host that
+//! speaks the NVMe/RDMA wire directly and sends what the kernel host never would. Each
+//! case checks the target's answer (a reject code, a status, or a clean close of that
+//! one connection); the last line is "N passed, M failed".
+//!
+//! `churn N [BURST]`: N times, connect an admin queue and one I/O queue, send BURST
+//! (default 16) 4 KiB writes with in-capsule data back to back, and close the I/O queue
+//! while they execute: by a capsule shorter than 64 bytes, a SEND larger than the
+//! target's receive buffer, or a plain disconnect, in turn. The writes go to the last
+//! 4 MiB of namespace 1. Where the target offers no in-capsule data (CMB data path) the
+//! writes carry keyed SGLs instead.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use initiator_tests::rdma::{connect, Client, ConnectOutcome, Received};
 use p2ptgt::wire::command::{admin, fabrics_type, FABRICS};
@@ -32,6 +39,14 @@ fn private_data(record_format: u16, queue_id: u16, receive: u16, send: u16, cont
     data[6..8].copy_from_slice(&send.to_le_bytes());
     data[8..10].copy_from_slice(&controller_id.to_le_bytes());
     data
+}
+
+/// The first bytes of a Write command, for capsules cut short.
+fn write_prefix(id: u16) -> Vec<u8> {
+    let mut write = command(0x01, id);
+    write.namespace_id = U32::new(1);
+    write.data_pointer = RawSglDescriptor::in_capsule(4096);
+    write.as_bytes().to_vec()
 }
 
 fn command(opcode: u8, id: u16) -> RawCommand {
@@ -283,6 +298,208 @@ impl Run {
         );
     }
 
+    /// Admin queue connected and enabled (one Property Set of CC with EN, to keep the
+    /// churn quick); returns it and the controller ID.
+    fn live_admin(&self) -> Result<(Client, u16), String> {
+        let mut admin_queue = self.open(0, 31, 0).ok_or("admin queue CM connect failed")?;
+        let subsystem = self.subsystem.clone();
+        let connected = self.admin_connect(&mut admin_queue, &subsystem)?;
+        if !connected.status().is_success() {
+            return Err(format!("admin Connect: {}", connected.status()));
+        }
+        let mut set = fabrics(fabrics_type::PROPERTY_SET, 2);
+        set.cdw11 = U32::new(property::CC);
+        set.cdw12 = U32::new(4 << 20 | 6 << 16 | 1);
+        let enabled = Self::call(&mut admin_queue, &set)?;
+        if !enabled.status().is_success() {
+            return Err(format!("Property Set CC.EN: {}", enabled.status()));
+        }
+        Ok((admin_queue, connected.result.get() as u16))
+    }
+
+    /// What the churn needs to know about the target: its in-capsule data size on I/O
+    /// queues (IOCCSZ), and namespace 1's LBA size and LBA count.
+    fn churn_geometry(&self) -> Result<(u32, u32, u64), String> {
+        let (mut admin_queue, _) = self.live_admin()?;
+        let mut identify = command(admin::IDENTIFY, 10);
+        identify.cdw10 = U32::new(1);
+        identify.data_pointer = Self::keyed(&admin_queue, 4096, 4096, None);
+        let got = Self::call(&mut admin_queue, &identify)?;
+        if !got.status().is_success() {
+            return Err(format!("Identify Controller: {}", got.status()));
+        }
+        let page = &admin_queue.data()[4096..8192];
+        let ioccsz = u32::from_le_bytes([page[1792], page[1793], page[1794], page[1795]]);
+        let in_capsule = (ioccsz * 16).saturating_sub(64);
+        let mut namespace = command(admin::IDENTIFY, 11);
+        namespace.namespace_id = U32::new(1);
+        namespace.data_pointer = Self::keyed(&admin_queue, 8192, 4096, None);
+        let got = Self::call(&mut admin_queue, &namespace)?;
+        if !got.status().is_success() {
+            return Err(format!("Identify Namespace: {}", got.status()));
+        }
+        let page = &admin_queue.data()[8192..12288];
+        let lbas = u64::from_le_bytes(page[0..8].try_into().unwrap_or_default());
+        let format = usize::from(page[26] & 0x0F);
+        let lba_bytes = 1u32 << page[128 + 4 * format + 2];
+        Ok((in_capsule, lba_bytes, lbas))
+    }
+
+    fn churn(&mut self, cycles: u32, burst: u16) {
+        let (in_capsule, lba_bytes, lbas) = match self.churn_geometry() {
+            Ok(g) => g,
+            Err(e) => return self.check("churn: identify the target", false, e),
+        };
+        const REGION_BYTES: u64 = 4 << 20;
+        let blocks_per_write = (4096 / lba_bytes).max(1);
+        let slots = REGION_BYTES / 4096;
+        let first_lba = lbas.saturating_sub(REGION_BYTES / u64::from(lba_bytes));
+        let burst = burst.clamp(1, 30);
+        let in_capsule_writes = in_capsule >= 4096;
+        println!(
+            "  churn: {cycles} cycles, bursts of {burst} 4 KiB writes ({}), LBA {first_lba}.. of {lbas} ({lba_bytes}-byte LBAs), target in-capsule size {in_capsule}",
+            if in_capsule_writes { "in-capsule data" } else { "keyed SGLs: the target offers no in-capsule data" },
+        );
+        let endings = ["short capsule", "oversized SEND", "disconnect"];
+        let mut connected = 0u32;
+        let mut closed_by_target = [0u32; 2];
+        let mut tried = [0u32; 3];
+        // Per ending: write completions seen before the close, and cycles in which the
+        // close came with every write of the burst still outstanding.
+        let mut early = [0u64; 2];
+        let mut all_outstanding = [0u32; 2];
+        let mut errors: Vec<String> = Vec::new();
+        let started = Instant::now();
+        // Time spent: admin queue up, I/O queue up, burst until closed, tear-down.
+        let mut phases = [Duration::ZERO; 4];
+        let subsystem = self.subsystem.clone();
+        for cycle in 0..cycles {
+            let ending = (cycle % 3) as usize;
+            let t0 = Instant::now();
+            let (admin_queue, controller) = match self.live_admin() {
+                Ok(a) => a,
+                Err(e) => {
+                    errors.push(format!("cycle {cycle}: {e}"));
+                    continue;
+                }
+            };
+            phases[0] += t0.elapsed();
+            let t1 = Instant::now();
+            let Some(mut io) = self.open(1, 31, controller) else {
+                errors.push(format!("cycle {cycle}: I/O queue CM connect failed"));
+                continue;
+            };
+            match self.connect_queue(&mut io, 1, controller, &subsystem, 0) {
+                Ok(c) if c.status().is_success() => {
+                    connected += 1;
+                    tried[ending] += 1;
+                }
+                other => {
+                    errors.push(format!("cycle {cycle}: I/O Connect {other:?}"));
+                    continue;
+                }
+            }
+            phases[1] += t1.elapsed();
+            let t2 = Instant::now();
+            let pattern = [cycle as u8 ^ 0x5A; 4096];
+            for k in 0..burst {
+                let slot = (u64::from(cycle) * u64::from(burst) + u64::from(k)) % slots;
+                let lba = first_lba + slot * u64::from(blocks_per_write);
+                let mut write = command(0x01, 100 + k);
+                write.namespace_id = U32::new(1);
+                write.cdw10 = U32::new(lba as u32);
+                write.cdw11 = U32::new((lba >> 32) as u32);
+                write.cdw12 = U32::new(blocks_per_write - 1);
+                let mut capsule;
+                if in_capsule_writes {
+                    write.data_pointer = RawSglDescriptor::in_capsule(4096);
+                    capsule = write.as_bytes().to_vec();
+                    capsule.extend_from_slice(&pattern);
+                } else {
+                    let offset = 16384 + usize::from(k) * 4096;
+                    io.data_mut()[offset..offset + 4096].copy_from_slice(&pattern);
+                    write.data_pointer = Self::keyed(&io, offset as u64, 4096, None);
+                    capsule = write.as_bytes().to_vec();
+                }
+                if let Err(e) = io.send(&capsule) {
+                    errors.push(format!("cycle {cycle}: send: {e}"));
+                }
+            }
+            match ending {
+                0 => {
+                    let _ = io.send(&write_prefix(200)[..40]);
+                }
+                1 => {
+                    let mut write = command(0x01, 200);
+                    write.namespace_id = U32::new(1);
+                    write.cdw12 = U32::new(blocks_per_write - 1);
+                    write.data_pointer = RawSglDescriptor::in_capsule(in_capsule.max(4096));
+                    let mut capsule = write.as_bytes().to_vec();
+                    capsule.resize(64 + in_capsule as usize + 512, 0xEE);
+                    let _ = io.send(&capsule);
+                }
+                _ => {
+                    // Closed as soon as the target's NIC has taken every capsule.
+                    let _ = io.wait_sends(WAIT);
+                    phases[2] += t2.elapsed();
+                    let t3 = Instant::now();
+                    drop(io);
+                    drop(admin_queue);
+                    phases[3] += t3.elapsed();
+                    continue;
+                }
+            }
+            let mut completions = 0u64;
+            let deadline = Instant::now() + WAIT;
+            let closed = loop {
+                match io.receive(deadline.saturating_duration_since(Instant::now())) {
+                    Received::Completion(_) => completions += 1,
+                    Received::Disconnected => break true,
+                    Received::Timeout => break false,
+                }
+            };
+            if closed {
+                closed_by_target[ending] += 1;
+            } else {
+                errors.push(format!("cycle {cycle}: the target did not close the I/O queue after the {}", endings[ending]));
+            }
+            early[ending] += completions;
+            if completions == 0 {
+                all_outstanding[ending] += 1;
+            }
+            phases[2] += t2.elapsed();
+            let t3 = Instant::now();
+            drop(io);
+            drop(admin_queue);
+            phases[3] += t3.elapsed();
+        }
+        let elapsed = started.elapsed();
+        let per_cycle = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(cycles.max(1));
+        println!(
+            "  churn: {cycles} cycles in {:.1} s ({:.1} ms each: admin queue up {:.1}, I/O queue up {:.1}, burst and close {:.1}, tear-down {:.1})",
+            elapsed.as_secs_f64(),
+            per_cycle(elapsed),
+            per_cycle(phases[0]),
+            per_cycle(phases[1]),
+            per_cycle(phases[2]),
+            per_cycle(phases[3]),
+        );
+        for ending in 0..2 {
+            println!(
+                "  churn: {}: {} cycles, {} closed by the target, {} write completions came before the close, {} cycles closed with the whole burst outstanding",
+                endings[ending], tried[ending], closed_by_target[ending], early[ending], all_outstanding[ending],
+            );
+        }
+        println!("  churn: disconnect: {} cycles", tried[2]);
+        for e in errors.iter().take(10) {
+            println!("  churn: {e}");
+        }
+        self.check(&format!("churn: {cycles} admin + I/O queue connects"), connected == cycles, format!("{connected} of {cycles} connected"));
+        let wanted = tried[0] + tried[1];
+        let got = closed_by_target[0] + closed_by_target[1];
+        self.check("churn: the target closes the I/O queue after each short capsule or oversized SEND", got == wanted, format!("{got} of {wanted}"));
+    }
+
     fn storm(&mut self, cycles: u32) {
         let mut ok = 0;
         for _ in 0..cycles {
@@ -300,13 +517,15 @@ impl Run {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: hostile ADDR[:PORT] SUBSYSTEM HOSTNQN [storm N]");
+        eprintln!("usage: hostile ADDR[:PORT] SUBSYSTEM HOSTNQN [storm N | churn N [BURST]]");
         std::process::exit(2);
     }
     let address = args[1].parse().unwrap_or_else(|_| SocketAddr::new(args[1].parse().expect("an IP address"), 4420));
     let mut run = Run { address, subsystem: args[2].clone(), host: args[3].clone(), passed: 0, failed: 0 };
     if args.get(4).map(String::as_str) == Some("storm") {
         run.storm(args.get(5).and_then(|n| n.parse().ok()).unwrap_or(200));
+    } else if args.get(4).map(String::as_str) == Some("churn") {
+        run.churn(args.get(5).and_then(|n| n.parse().ok()).unwrap_or(1000), args.get(6).and_then(|n| n.parse().ok()).unwrap_or(16));
     } else {
         run.rejects();
         run.short_capsule();
