@@ -53,10 +53,11 @@ pools_drained() {
 import json, sys
 s = json.load(sys.stdin)
 host = s["host_pool"]["in_use_bytes"]
+control = s["control_pool"]["in_use_bytes"]
 cmb = s.get("cmb_pool")
 cmb = None if cmb is None else cmb["in_use_bytes"]
-print(f"host_pool.in_use_bytes={host} cmb_pool.in_use_bytes={cmb}", file=sys.stderr)
-sys.exit(0 if host == 0 and cmb in (None, 0) else 1)'; do
+print(f"control_pool.in_use_bytes={control} host_pool.in_use_bytes={host} cmb_pool.in_use_bytes={cmb}", file=sys.stderr)
+sys.exit(0 if host == 0 and control == 0 and cmb in (None, 0) else 1)'; do
         ((tries-- > 0)) || return 1
         sleep 1
     done
