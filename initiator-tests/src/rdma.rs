@@ -9,9 +9,14 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::ptr;
 use std::time::{Duration, Instant};
 
+use p2ptgt::wire::command::FABRICS;
+use p2ptgt::wire::sgl::RawSglDescriptor;
+use p2ptgt::wire::{KeyedSgl, RawCommand};
 use rdma_mummy_sys as sys;
+use zerocopy::little_endian::{U16, U32};
 
-fn last_error(what: &str) -> io::Error {
+/// The last OS error, prefixed with the call that failed.
+pub fn last_error(what: &str) -> io::Error {
     let e = io::Error::last_os_error();
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
@@ -59,7 +64,7 @@ pub struct Client {
     pending: VecDeque<[u8; 16]>,
 }
 
-fn sockaddr(address: SocketAddrV4) -> libc::sockaddr_in {
+pub fn sockaddr(address: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: address.port().to_be(),
@@ -68,14 +73,25 @@ fn sockaddr(address: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-/// Waits for the next CM event; returns its type, status and private data.
-fn next_event(channel: *mut sys::rdma_event_channel, timeout: Duration) -> io::Result<(u32, i32, Vec<u8>)> {
+/// One CM event, copied out and acked.
+pub struct CmEvent {
+    pub id: *mut sys::rdma_cm_id,
+    pub kind: u32,
+    pub status: i32,
+    pub data: Vec<u8>,
+}
+
+/// Waits up to `timeout` for the next CM event on `channel`; None on timeout.
+///
+/// # Safety
+/// `channel` is a live event channel.
+pub unsafe fn next_cm_event(channel: *mut sys::rdma_event_channel, timeout: Duration) -> io::Result<Option<CmEvent>> {
     // SAFETY: channel is live; poll on its fd with a local pollfd.
     let fd = unsafe { (*channel).fd };
     let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one local pollfd.
-    if unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) } <= 0 {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "no CM event"));
+    if unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) } <= 0 {
+        return Ok(None);
     }
     let mut event = ptr::null_mut();
     // SAFETY: live channel, local out pointer.
@@ -84,7 +100,8 @@ fn next_event(channel: *mut sys::rdma_event_channel, timeout: Duration) -> io::R
     }
     // SAFETY: the event is valid until acked.
     let raw = unsafe { &*event };
-    // SAFETY: conn params for connection events; private data valid until ack.
+    // SAFETY: conn params are valid for connection events and zero otherwise; private
+    // data is valid until the ack.
     let conn = unsafe { raw.param.conn };
     let data = if conn.private_data.is_null() {
         Vec::new()
@@ -92,10 +109,19 @@ fn next_event(channel: *mut sys::rdma_event_channel, timeout: Duration) -> io::R
         // SAFETY: as above.
         unsafe { std::slice::from_raw_parts(conn.private_data.cast::<u8>(), usize::from(conn.private_data_len)) }.to_vec()
     };
-    let result = (raw.event, raw.status, data);
+    let result = CmEvent { id: raw.id, kind: raw.event, status: raw.status, data };
     // SAFETY: acking the event we took.
     unsafe { sys::rdma_ack_cm_event(event) };
-    Ok(result)
+    Ok(Some(result))
+}
+
+/// Waits for the next CM event; returns its type, status and private data.
+fn next_event(channel: *mut sys::rdma_event_channel, timeout: Duration) -> io::Result<(u32, i32, Vec<u8>)> {
+    // SAFETY: the callers pass their live channel.
+    match unsafe { next_cm_event(channel, timeout) }? {
+        Some(event) => Ok((event.kind, event.status, event.data)),
+        None => Err(io::Error::new(io::ErrorKind::TimedOut, "no CM event")),
+    }
 }
 
 /// Connects to `target` with `private_data` as the CM request's private data.
@@ -338,29 +364,44 @@ impl Client {
     }
 }
 
-impl Drop for Client {
-    fn drop(&mut self) {
-        // Tear down in reverse order of creation. Every pointer below was created by
-        // this client and is destroyed once, here; the nullable ones are checked.
-        if !self.closed {
-            // SAFETY: `id` is this client's live CM id.
+/// What one client connection created, torn down together.
+pub struct Resources {
+    pub channel: *mut sys::rdma_event_channel,
+    pub id: *mut sys::rdma_cm_id,
+    pub pd: *mut sys::ibv_pd,
+    pub cq: *mut sys::ibv_cq,
+    pub mr: *mut sys::ibv_mr,
+    /// Whether to disconnect first (the connection may still be up).
+    pub connected: bool,
+}
+
+impl Resources {
+    /// Tears everything down in reverse order of creation.
+    ///
+    /// # Safety
+    /// `channel` and `id` are live and were created by the caller (the id on that
+    /// channel, its only one); `pd`, `cq` and `mr` are null or the caller's own, of that
+    /// id's QP if it has one; nothing is used afterwards, and this runs once.
+    pub unsafe fn tear_down(self) {
+        if self.connected {
+            // SAFETY: `id` is live (this function's contract).
             unsafe { sys::rdma_disconnect(self.id) };
         }
         // SAFETY: `id` is live until `rdma_destroy_id` below.
         if !unsafe { (*self.id).qp }.is_null() {
-            // SAFETY: the id has a QP, created by this client.
+            // SAFETY: the id has a QP, the caller's.
             unsafe { sys::rdma_destroy_qp(self.id) };
         }
         if !self.mr.is_null() {
-            // SAFETY: this client's MR, no longer used by a QP (destroyed above).
+            // SAFETY: the caller's MR, no longer used by a QP (destroyed above).
             unsafe { sys::ibv_dereg_mr(self.mr) };
         }
         if !self.cq.is_null() {
-            // SAFETY: this client's CQ; its QP is gone.
+            // SAFETY: the caller's CQ; its QP is gone.
             unsafe { sys::ibv_destroy_cq(self.cq) };
         }
         if !self.pd.is_null() {
-            // SAFETY: this client's PD; its MR and QP are gone.
+            // SAFETY: the caller's PD; its MR and QP are gone.
             unsafe { sys::ibv_dealloc_pd(self.pd) };
         }
         // SAFETY: the id has no QP left; destroyed once.
@@ -368,4 +409,37 @@ impl Drop for Client {
         // SAFETY: the channel's only id is destroyed above.
         unsafe { sys::rdma_destroy_event_channel(self.channel) };
     }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let resources = Resources { channel: self.channel, id: self.id, pd: self.pd, cq: self.cq, mr: self.mr, connected: !self.closed };
+        // SAFETY: every pointer was created by this client, which is going away.
+        unsafe { resources.tear_down() };
+    }
+}
+
+/// A command with no data (a null keyed SGL, as the Linux host sends).
+pub fn command(opcode: u8, id: u16) -> RawCommand {
+    let none = RawSglDescriptor::keyed(KeyedSgl { address: 0, length_bytes: 0, key: 0, invalidate: false });
+    RawCommand { opcode, flags: 0x40, command_id: U16::new(id), data_pointer: none, ..Default::default() }
+}
+
+/// A Fabrics command of type `kind`.
+pub fn fabrics(kind: u8, id: u16) -> RawCommand {
+    let mut cmd = command(FABRICS, id);
+    cmd.namespace_id = U32::new(u32::from(kind));
+    cmd
+}
+
+/// NVMe/RDMA CM request private data (the RDMA transport binding): record format,
+/// queue id, host receive and send queue sizes, controller id.
+pub fn private_data(record_format: u16, queue_id: u16, receive: u16, send: u16, controller_id: u16) -> [u8; 32] {
+    let mut data = [0u8; 32];
+    data[0..2].copy_from_slice(&record_format.to_le_bytes());
+    data[2..4].copy_from_slice(&queue_id.to_le_bytes());
+    data[4..6].copy_from_slice(&receive.to_le_bytes());
+    data[6..8].copy_from_slice(&send.to_le_bytes());
+    data[8..10].copy_from_slice(&controller_id.to_le_bytes());
+    data
 }

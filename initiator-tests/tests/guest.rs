@@ -48,6 +48,22 @@ fn remote_host_waiting_for_buffers_is_woken_by_another_host() {
 
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
+fn idle_killed_silent_and_excess_peers_cannot_exhaust_the_target() {
+    // 500 peers that never send Connect, 200 killed mid-handshake, a host that takes no
+    // responses, the per-peer limit; the kernel host verifies meanwhile.
+    expect("peers.sh", &[], &[("PEERS_STEPS", "1 2 3 4")], 22);
+}
+
+#[test]
+#[ignore = "boots two QEMU guests; run with --ignored"]
+fn target_listens_again_after_its_rdma_device_comes_back() {
+    // The remote host's rxe stays up while the target's goes and comes back, so the
+    // kernel host reconnects by itself.
+    expect("peers.sh", &["--remote"], &[("PEERS_STEPS", "5")], 9);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
 fn file_namespace_falls_back_to_host_buffers() {
     expect("file-backed.sh", &[], &[], 5);
 }

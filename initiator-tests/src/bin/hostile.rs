@@ -13,8 +13,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use initiator_tests::rdma::{connect, Client, ConnectOutcome, Received};
-use p2ptgt::wire::command::{admin, fabrics_type, FABRICS};
+use initiator_tests::rdma::{command, connect, fabrics, private_data, Client, ConnectOutcome, Received};
+use p2ptgt::wire::command::{admin, fabrics_type};
 use p2ptgt::wire::fabrics::{property, ConnectData};
 use p2ptgt::wire::sgl::RawSglDescriptor;
 use p2ptgt::wire::{Completion, KeyedSgl, RawCommand, Status};
@@ -31,15 +31,6 @@ struct Run {
     failed: u32,
 }
 
-fn private_data(record_format: u16, queue_id: u16, receive: u16, send: u16, controller_id: u16) -> [u8; 32] {
-    let mut data = [0u8; 32];
-    data[0..2].copy_from_slice(&record_format.to_le_bytes());
-    data[2..4].copy_from_slice(&queue_id.to_le_bytes());
-    data[4..6].copy_from_slice(&receive.to_le_bytes());
-    data[6..8].copy_from_slice(&send.to_le_bytes());
-    data[8..10].copy_from_slice(&controller_id.to_le_bytes());
-    data
-}
 
 /// The first bytes of a Write command, for capsules cut short.
 fn write_prefix(id: u16) -> Vec<u8> {
@@ -49,16 +40,7 @@ fn write_prefix(id: u16) -> Vec<u8> {
     write.as_bytes().to_vec()
 }
 
-fn command(opcode: u8, id: u16) -> RawCommand {
-    let none = RawSglDescriptor::keyed(KeyedSgl { address: 0, length_bytes: 0, key: 0, invalidate: false });
-    RawCommand { opcode, flags: 0x40, command_id: U16::new(id), data_pointer: none, ..Default::default() }
-}
 
-fn fabrics(kind: u8, id: u16) -> RawCommand {
-    let mut cmd = command(FABRICS, id);
-    cmd.namespace_id = U32::new(u32::from(kind));
-    cmd
-}
 
 impl Run {
     fn check(&mut self, name: &str, ok: bool, detail: String) {
