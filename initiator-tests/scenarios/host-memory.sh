@@ -21,7 +21,7 @@ check "list-subsys shows rdma" bash -c "nvme list-subsys | grep -q rdma"
 check "fio write+verify 64 MiB, 4k-128k" fio_verify "$DEV" 64M
 check "fio write+verify at QD1, 4k-128k" fio_verify "$DEV" 8M --iodepth=1 --offset=512M
 check "QD1 reads and writes completed by polling the SSD" polled_more_than 100
-check "I/O queues use io_uring fixed buffers" grep -q "queue connected queue=1 .*fixed_buffers=true" "$TARGET_LOG"
+check "I/O queues use io_uring fixed buffers" grep -q "data buffers registered as io_uring fixed buffers queue=1" "$TARGET_LOG"
 check "nvme read past the last LBA gets an error status" bash -c "! nvme read $DEV --start-block=\$((\$(blockdev --getsize64 $DEV) / 512)) --block-count=0 --data-size=512 --data=/dev/null 2>/dev/null"
 check "controller still serves after the error" dd if="$DEV" of=/dev/null bs=4096 count=16 iflag=direct status=none
 # Pattern, flush, write zeroes, deallocate.

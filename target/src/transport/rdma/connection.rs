@@ -491,7 +491,7 @@ impl Connection {
         // target's life) and this connection's receive slots (kept by `recv` and its
         // loans); the rings pin their pages for as long as the rings exist.
         match unsafe { self.executor.register_buffers(&regions) } {
-            Ok(()) => debug!(queue = self.queue.queue_id(), "data buffers registered as io_uring fixed buffers"),
+            Ok(()) => info!(queue = self.queue.queue_id(), "data buffers registered as io_uring fixed buffers"),
             Err(error) => info!(queue = self.queue.queue_id(), %error, "io_uring did not take the data buffers as fixed buffers: reads and writes pin their pages each time"),
         }
     }

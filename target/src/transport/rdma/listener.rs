@@ -365,6 +365,7 @@ impl Listener {
                         }
                     }
                 }
+                super::release_unused_stack();
             })
             .map_err(|e| (None, format!("spawning the queue thread: {e}")))?;
         let mut queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
