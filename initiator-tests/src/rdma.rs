@@ -124,6 +124,31 @@ fn next_event(channel: *mut sys::rdma_event_channel, timeout: Duration) -> io::R
     }
 }
 
+/// Starts the CM handshake with `private` as the request's private data. Retries (and
+/// RNR retries, 7: forever, as the kernel host asks) are the host's usual ones.
+///
+/// # Safety
+/// `id` is a live CM id with its QP created.
+pub unsafe fn rdma_connect(id: *mut sys::rdma_cm_id, private: &[u8]) -> io::Result<()> {
+    let mut param = sys::rdma_conn_param {
+        private_data: private.as_ptr().cast(),
+        private_data_len: private.len() as u8,
+        responder_resources: 16,
+        initiator_depth: 0,
+        flow_control: 1,
+        retry_count: 7,
+        rnr_retry_count: 7,
+        srq: 0,
+        qp_num: 0,
+    };
+    // SAFETY: live id with a QP (this function's contract); param and private data live
+    // for the call.
+    if unsafe { sys::rdma_connect(id, &mut param) } != 0 {
+        return Err(last_error("rdma_connect"));
+    }
+    Ok(())
+}
+
 /// Connects to `target` with `private_data` as the CM request's private data.
 pub fn connect(target: SocketAddr, private_data: &[u8]) -> ConnectOutcome {
     match try_connect(target, private_data) {
@@ -157,21 +182,8 @@ fn try_connect(target: SocketAddr, private_data: &[u8]) -> io::Result<ConnectOut
     }
     expect_event(channel, sys::rdma_cm_event_type::RDMA_CM_EVENT_ROUTE_RESOLVED)?;
     client.setup_queue_pair()?;
-    let mut param = sys::rdma_conn_param {
-        private_data: private_data.as_ptr().cast(),
-        private_data_len: private_data.len() as u8,
-        responder_resources: 16,
-        initiator_depth: 0,
-        flow_control: 1,
-        retry_count: 7,
-        rnr_retry_count: 7,
-        srq: 0,
-        qp_num: 0,
-    };
-    // SAFETY: live id with a QP; param and private data live for the call.
-    if unsafe { sys::rdma_connect(id, &mut param) } != 0 {
-        return Err(last_error("rdma_connect"));
-    }
+    // SAFETY: the client's live id, with its QP.
+    unsafe { rdma_connect(id, private_data) }?;
     let (kind, _status, data) = next_event(channel, Duration::from_secs(5))?;
     match kind {
         sys::rdma_cm_event_type::RDMA_CM_EVENT_ESTABLISHED => Ok(ConnectOutcome::Established(client)),

@@ -32,7 +32,7 @@ use p2ptgt::wire::command::{admin, fabrics_type};
 use p2ptgt::wire::fabrics::{property, ConnectData};
 use p2ptgt::wire::sgl::RawSglDescriptor;
 use p2ptgt::wire::{Completion, KeyedSgl, RawCommand};
-use initiator_tests::rdma::{command, fabrics, last_error, next_cm_event, private_data, sockaddr, Resources};
+use initiator_tests::rdma::{command, fabrics, last_error, next_cm_event, private_data, rdma_connect, sockaddr, Resources};
 use rdma_mummy_sys as sys;
 use zerocopy::little_endian::U32;
 use zerocopy::{FromBytes, IntoBytes};
@@ -103,25 +103,6 @@ fn qp_attr(pd_cq: *mut sys::ibv_cq, send: u32, recv: u32) -> sys::ibv_qp_init_at
     attr
 }
 
-fn rdma_connect(id: *mut sys::rdma_cm_id, private: &[u8]) -> io::Result<()> {
-    let mut param = sys::rdma_conn_param {
-        private_data: private.as_ptr().cast(),
-        private_data_len: private.len() as u8,
-        responder_resources: 16,
-        initiator_depth: 0,
-        flow_control: 1,
-        retry_count: 7,
-        // 7: the target retries its SENDs forever on RNR NAKs (as the kernel host asks).
-        rnr_retry_count: 7,
-        srq: 0,
-        qp_num: 0,
-    };
-    // SAFETY: live id with a QP; param and private data live for the call.
-    if unsafe { sys::rdma_connect(id, &mut param) } != 0 {
-        return Err(last_error("rdma_connect"));
-    }
-    Ok(())
-}
 
 fn target_address(arg: Option<&str>) -> SocketAddrV4 {
     let text = arg.map(str::to_string).or_else(|| std::env::var("RXE_ADDR").ok()).unwrap_or_else(|| "192.0.2.1".into());
@@ -264,7 +245,8 @@ fn idle(target: SocketAddrV4, n: usize, hold: Duration) -> i32 {
                         if unsafe { sys::rdma_create_qp(peer.id, pd, &mut attr) } != 0 {
                             return Err(last_error("rdma_create_qp"));
                         }
-                        rdma_connect(peer.id, &private)
+                        // SAFETY: the peer's live id, its QP just created.
+                        unsafe { rdma_connect(peer.id, &private) }
                     })();
                     match result {
                         Ok(()) => peer.state = State::Connecting,
@@ -363,7 +345,8 @@ fn killed_child(target: SocketAddrV4, by_parent: bool) -> i32 {
         if unsafe { sys::rdma_create_qp(id, pd, &mut attr) } != 0 {
             return Err(last_error("rdma_create_qp"));
         }
-        rdma_connect(id, &peer_private_data(1, 31, 0))
+        // SAFETY: the live id, its QP just created.
+        unsafe { rdma_connect(id, &peer_private_data(1, 31, 0)) }
     })();
     if let Err(e) = result {
         eprintln!("killed-child: {e}");
@@ -491,7 +474,8 @@ impl Conn {
         for slot in 0..receives {
             conn.post_recv(slot)?;
         }
-        rdma_connect(id, private).map_err(|e| e.to_string())?;
+        // SAFETY: the live id, its QP created above.
+        unsafe { rdma_connect(id, private) }.map_err(|e| e.to_string())?;
         // SAFETY: the channel was created here and is destroyed only after its last use.
         match unsafe { next_cm_event(channel, Duration::from_secs(10)) }.map_err(|e| e.to_string())? {
             Some(e) if e.kind == ev::RDMA_CM_EVENT_ESTABLISHED => {
