@@ -298,12 +298,16 @@ impl Queue {
         if let Some(controller) = self.controller() {
             controller.note_traffic();
         }
+        // An I/O queue of a controller reset under it is gone for the host, which
+        // connects a new one: nothing more runs on it, and it closes.
+        let stale = self.stale();
         let (data, outcome) = match self.decode(&command) {
+            Ok(data) if stale && command.opcode != FABRICS => (data, Outcome::status(Status::ABORTED_SQ_DELETION)),
             Ok(data) => (data, self.execute(now, &command, data)),
             Err(status) => (DataPointer::None, Outcome::status(status)),
         };
         let unused = self.begin(now, tag, Header { command, data }, outcome, in_capsule, loan);
-        if self.stale() {
+        if stale {
             self.disconnect(DisconnectReason::ControllerGone);
         }
         self.deliver_events();
@@ -329,11 +333,6 @@ impl Queue {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
         };
         let controller = controller.clone();
-        if self.stale() {
-            // The controller was reset under this queue: it is gone for the host, which
-            // connects a new one. Nothing more runs on it (`receive` closes it).
-            return Outcome::status(Status::ABORTED_SQ_DELETION);
-        }
         if !controller.is_ready() {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
         }
@@ -353,10 +352,7 @@ impl Queue {
                 self.put(tag, Request { header, state: State::AwaitingEvent });
                 self.held_events.push(tag);
             }
-            Outcome::Backend { namespace, op } => {
-                self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read: false } });
-                self.actions.push_back(Action::Submit { tag, namespace, op });
-            }
+            Outcome::Backend { namespace, op } => self.submit(tag, header, namespace, op),
             Outcome::Transfer(work) => return self.begin_transfer(now, tag, header, work, in_capsule, loan),
         }
         loan
@@ -388,9 +384,8 @@ impl Queue {
                 match loan.narrow(offset_bytes, length_bytes) {
                     Ok(loan) => {
                         self.target.payload.count(loan.buffer().region, u64::from(length_bytes));
-                        self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read: false } });
                         let op = BackendOp::Write { offset_bytes: at, buffer: DataBuffer::Slot(loan), durable };
-                        self.actions.push_back(Action::Submit { tag, namespace, op });
+                        self.submit(tag, header, namespace, op);
                         None
                     }
                     Err(loan) => {
@@ -467,9 +462,7 @@ impl Queue {
                 self.respond(tag, header, Status::SUCCESS, 0, Some(reply));
             }
             (Work::Read { namespace, offset_bytes }, DataPointer::Keyed(_)) => {
-                self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read: true } });
-                let op = BackendOp::Read { offset_bytes, buffer: DataBuffer::Pool(lease) };
-                self.actions.push_back(Action::Submit { tag, namespace, op });
+                self.submit(tag, header, namespace, BackendOp::Read { offset_bytes, buffer: DataBuffer::Pool(lease) });
             }
             (Work::Inbound(work), DataPointer::Keyed(remote)) => {
                 self.put(tag, Request { header, state: State::Fetching { work } });
@@ -513,9 +506,7 @@ impl Queue {
             Inbound::Write { namespace, offset_bytes, durable } => {
                 let buffer = lease.buffer();
                 self.target.payload.count(buffer.region, u64::from(buffer.len_bytes));
-                self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read: false } });
-                let op = BackendOp::Write { offset_bytes, buffer: DataBuffer::Pool(lease), durable };
-                self.actions.push_back(Action::Submit { tag, namespace, op });
+                self.submit(tag, header, namespace, BackendOp::Write { offset_bytes, buffer: DataBuffer::Pool(lease), durable });
                 return;
             }
             Inbound::Connect => {
@@ -618,6 +609,14 @@ impl Queue {
     /// closed since).
     pub fn is_associated(&self) -> bool {
         !matches!(self.association, Association::AwaitingConnect { .. })
+    }
+
+    /// Hands `op` (and its buffer) to the backend; a read's data is pushed to the host
+    /// when it comes back.
+    fn submit(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, op: BackendOp) {
+        let read = matches!(op, BackendOp::Read { .. });
+        self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read } });
+        self.actions.push_back(Action::Submit { tag, namespace, op });
     }
 
     /// Hands the response (with its data or buffer) to the transport.

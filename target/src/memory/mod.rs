@@ -56,7 +56,7 @@ impl Memory {
 
 /// Where a queue's granted leases wait for it, and how to wake it.
 pub struct Mailbox {
-    grants: Mutex<Vec<(Tag, Lease)>>,
+    grants: Mutex<VecDeque<(Tag, Lease)>>,
     /// Grants not yet taken: read without the lock on every pass of the queue's loop.
     pending: AtomicUsize,
     wake: Box<dyn Fn() + Send + Sync>,
@@ -64,7 +64,7 @@ pub struct Mailbox {
 
 impl Mailbox {
     fn deliver(&self, tag: Tag, lease: Lease) {
-        lock(&self.grants).push((tag, lease));
+        lock(&self.grants).push_back((tag, lease));
         self.pending.fetch_add(1, Ordering::Release);
     }
 }
@@ -259,16 +259,14 @@ impl BufferPool for PoolHandle {
     }
 
     fn allocate(&mut self, len_bytes: u32, placement: Placement, waiter: Tag) -> Option<Lease> {
-        let pool = self.pool(placement).clone();
-        pool.allocate(len_bytes, &self.mailbox, waiter)
+        self.pool(placement).allocate(len_bytes, &self.mailbox, waiter)
     }
 
     fn take_grant(&mut self) -> Option<(Tag, Lease)> {
         if self.mailbox.pending.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut grants = lock(&self.mailbox.grants);
-        let grant = if grants.is_empty() { None } else { Some(grants.remove(0)) };
+        let grant = lock(&self.mailbox.grants).pop_front();
         if grant.is_some() {
             self.mailbox.pending.fetch_sub(1, Ordering::Release);
         }
@@ -276,7 +274,7 @@ impl BufferPool for PoolHandle {
     }
 
     fn cancel_waits(&mut self) {
-        for pool in [Some(&self.pools.control), Some(&self.pools.host), self.pools.cmb.as_ref()].into_iter().flatten() {
+        for (_, pool) in self.pools.all() {
             pool.leave(&self.mailbox);
         }
         // Dropped outside the mailbox's lock: giving them back may grant them on.
@@ -359,7 +357,7 @@ impl Pools {
     /// cannot use the CMB, e.g. rxe below a 4096-byte path MTU), payload goes to host
     /// memory.
     pub fn handle(&self, use_cmb: bool, wake: Box<dyn Fn() + Send + Sync>) -> PoolHandle {
-        let mailbox = Arc::new(Mailbox { grants: Mutex::new(Vec::new()), pending: AtomicUsize::new(0), wake });
+        let mailbox = Arc::new(Mailbox { grants: Mutex::new(VecDeque::new()), pending: AtomicUsize::new(0), wake });
         PoolHandle { pools: self.clone(), use_cmb: use_cmb && self.cmb.is_some(), mailbox }
     }
 

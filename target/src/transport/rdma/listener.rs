@@ -38,6 +38,8 @@ pub enum DataPathMode {
 /// Per-device resources shared by all connections on it.
 struct Device {
     info: DeviceInfo,
+    /// Polls readable when an ibverbs asynchronous event is waiting.
+    async_fd: std::os::fd::RawFd,
     pd: Arc<ProtectionDomain>,
     _host_mr: MemoryRegion,
     _cmb_mr: Option<MemoryRegion>,
@@ -147,7 +149,7 @@ impl Listener {
     /// Serves until `control.request_stop()`, then stops every queue and returns.
     pub fn run(mut self) {
         while !self.control.stopping() {
-            let async_fds = self.devices.keys().map(Context::async_fd);
+            let async_fds = self.devices.values().map(|device| device.async_fd);
             let mut fds: Vec<libc::pollfd> =
                 [self.events.fd(), self.control.fd()].into_iter().chain(async_fds).map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
             #[allow(unsafe_code)]
@@ -199,19 +201,17 @@ impl Listener {
         for context in contexts {
             while let Some(event) = context.next_async_event() {
                 let queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
+                // Closes the queues whose QP or CQ (`address` of it, read by `field`) the
+                // event names.
+                let close = |field: fn(&QueueShared) -> &AtomicUsize, address: usize, event: &str| {
+                    for queue in queues.iter().filter(|q| field(&q.shared).load(Ordering::Relaxed) == address) {
+                        warn!(queue = queue.queue_id, peer = ?queue.peer, event, "asynchronous event: closing the queue");
+                        queue.control.request_stop();
+                    }
+                };
                 match event {
-                    AsyncEvent::QpError { qp, kind } => {
-                        for queue in queues.iter().filter(|q| q.shared.qp.load(Ordering::Relaxed) == qp) {
-                            warn!(queue = queue.queue_id, peer = ?queue.peer, event = kind, "asynchronous event: closing the queue");
-                            queue.control.request_stop();
-                        }
-                    }
-                    AsyncEvent::CqError { cq } => {
-                        for queue in queues.iter().filter(|q| q.shared.cq.load(Ordering::Relaxed) == cq) {
-                            warn!(queue = queue.queue_id, peer = ?queue.peer, event = "CQ error", "asynchronous event: closing the queue");
-                            queue.control.request_stop();
-                        }
-                    }
+                    AsyncEvent::QpError { qp, kind } => close(|shared| &shared.qp, qp, kind),
+                    AsyncEvent::CqError { cq } => close(|shared| &shared.cq, cq, "CQ error"),
                     AsyncEvent::PortDown { port } => {
                         warn!(port, queues = queues.len(), "asynchronous event: port down, closing its queues");
                         queues.iter().for_each(|q| q.control.request_stop());
@@ -391,7 +391,7 @@ impl Listener {
         };
         *self.status.mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(mode);
         info!(device = %info.name, odp_rc = info.odp_rc, send_with_invalidate = info.send_with_invalidate, ?mode, "RDMA device ready");
-        Ok(Device { info, pd, _host_mr: host_mr, _cmb_mr: cmb_mr, mode })
+        Ok(Device { info, async_fd: context.async_events_fd(), pd, _host_mr: host_mr, _cmb_mr: cmb_mr, mode })
     }
 
     fn reap(&mut self) {

@@ -49,7 +49,7 @@ pub struct DeviceInfo {
 
 impl DeviceInfo {
     /// Soft-RoCE: its on-demand-paging copy needs page-aligned buffers and a 4096-byte
-    /// path MTU (see the CMB issue).
+    /// path MTU, or it copies the wrong bytes into and out of p2pmem.
     pub fn is_rxe(&self) -> bool {
         self.name.starts_with("rxe")
     }
@@ -69,9 +69,10 @@ pub enum AsyncEvent {
 }
 
 impl Context {
-    /// The descriptor that polls readable when an asynchronous event is waiting; made
-    /// non-blocking so that [`Context::next_async_event`] never waits.
-    pub fn async_fd(&self) -> RawFd {
+    /// The descriptor that polls readable when an asynchronous event is waiting, made
+    /// non-blocking so that [`Context::next_async_event`] never waits. Call once, when
+    /// the device is opened.
+    pub fn async_events_fd(&self) -> RawFd {
         // SAFETY: the context is live; async_fd is set at open and never changes.
         let fd = unsafe { (*self.0).async_fd };
         // SAFETY: fcntl on a descriptor the context owns; it only reads the flags.
