@@ -303,28 +303,27 @@ impl Run {
     /// queues (IOCCSZ), and namespace 1's LBA size and LBA count.
     fn churn_geometry(&self) -> Result<(u32, u32, u64), String> {
         let (mut admin_queue, _) = self.live_admin()?;
-        let mut identify = command(admin::IDENTIFY, 10);
-        identify.cdw10 = U32::new(1);
-        identify.data_pointer = Self::keyed(&admin_queue, 4096, 4096, None);
-        let got = Self::call(&mut admin_queue, &identify)?;
-        if !got.status().is_success() {
-            return Err(format!("Identify Controller: {}", got.status()));
-        }
-        let page = &admin_queue.data()[4096..8192];
+        let page = Self::identify(&mut admin_queue, 1, 0)?;
         let ioccsz = u32::from_le_bytes([page[1792], page[1793], page[1794], page[1795]]);
         let in_capsule = (ioccsz * 16).saturating_sub(64);
-        let mut namespace = command(admin::IDENTIFY, 11);
-        namespace.namespace_id = U32::new(1);
-        namespace.data_pointer = Self::keyed(&admin_queue, 8192, 4096, None);
-        let got = Self::call(&mut admin_queue, &namespace)?;
-        if !got.status().is_success() {
-            return Err(format!("Identify Namespace: {}", got.status()));
-        }
-        let page = &admin_queue.data()[8192..12288];
+        let page = Self::identify(&mut admin_queue, 0, 1)?;
         let lbas = u64::from_le_bytes(page[0..8].try_into().unwrap_or_default());
         let format = usize::from(page[26] & 0x0F);
         let lba_bytes = 1u32 << page[128 + 4 * format + 2];
         Ok((in_capsule, lba_bytes, lbas))
+    }
+
+    /// Identify CNS `cns` of namespace `namespace_id`: the 4 KiB page.
+    fn identify(admin_queue: &mut Client, cns: u32, namespace_id: u32) -> Result<Vec<u8>, String> {
+        let mut identify = command(admin::IDENTIFY, 10);
+        identify.cdw10 = U32::new(cns);
+        identify.namespace_id = U32::new(namespace_id);
+        identify.data_pointer = Self::keyed(admin_queue, 4096, 4096, None);
+        let got = Self::call(admin_queue, &identify)?;
+        if !got.status().is_success() {
+            return Err(format!("Identify CNS {cns}: {}", got.status()));
+        }
+        Ok(admin_queue.data()[4096..8192].to_vec())
     }
 
     fn churn(&mut self, cycles: u32, burst: u16) {
