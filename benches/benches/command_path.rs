@@ -52,6 +52,8 @@ fn setup() -> Setup {
         serial: "bench".into(),
         model: "p2ptgt".into(),
         firmware: "0".into(),
+        ieee_oui: 0,
+        controller_ids: 1..=0xFFEF,
         allow_any_host: true,
         allowed_hosts: vec![],
         namespaces: BTreeMap::from([(1, namespace)]),
@@ -59,7 +61,7 @@ fn setup() -> Setup {
     let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
     let target = Arc::new(Target::new(vec![subsystem], port, Limits::default()));
     let pools = Pools::host_only(16 << 20).expect("host pool");
-    let mut admin = Loopback::new(target.clone(), &pools, QueueConfig { queue_id: 0, entries: 32 });
+    let mut admin = Loopback::new(target.clone(), &pools, QueueConfig { queue_id: 0, entries: 32, local_address: None });
     let mut connect = fabrics(fabrics_type::CONNECT);
     connect.cdw11 = U32::new(31);
     connect.cdw12 = U32::new(0);
@@ -74,7 +76,7 @@ fn setup() -> Setup {
         admin.send(set.as_bytes());
     }
     admin.responses.clear();
-    let mut io_queue = Loopback::new(target, &pools, QueueConfig { queue_id: 1, entries: 128 });
+    let mut io_queue = Loopback::new(target, &pools, QueueConfig { queue_id: 1, entries: 128, local_address: None });
     let mut connect = fabrics(fabrics_type::CONNECT);
     connect.cdw10 = U32::new(1 << 16);
     connect.cdw11 = U32::new(127);

@@ -53,6 +53,10 @@ pub struct SubsystemConfig {
     pub nqn: String,
     pub serial: Option<String>,
     pub model: Option<String>,
+    pub firmware: Option<String>,
+    pub ieee_oui: Option<u32>,
+    /// CNTLIDs this subsystem's controllers take (`cntlid_min`, `cntlid_max`).
+    pub controller_ids: Option<(u16, u16)>,
     pub allow_any_host: bool,
     pub allowed_hosts: Vec<String>,
     pub namespaces: Vec<NamespaceConfig>,
@@ -64,6 +68,8 @@ pub struct ServeConfig {
     pub subsystems: Vec<SubsystemConfig>,
     pub in_capsule_data_bytes: Option<u32>,
     pub queue_entries_max: Option<u32>,
+    /// MDTS as a power of two of 4 KiB pages (the port's `mdts` parameter).
+    pub max_transfer_shift: Option<u8>,
     /// Our extension to the nvmetcli format: `"p2ptgt": {"limits": {...}}`.
     pub limits: LimitOverrides,
 }
@@ -145,8 +151,13 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, SetupError> {
         .map_err(|_| SetupError::config("--listen", format!("{text:?} is not ADDR or ADDR:PORT")))
 }
 
-/// Reads an nvmetcli JSON file. Only RDMA ports are served; the first one gives the
-/// listen address unless `listen` overrides it.
+/// In-capsule data nvmet's RDMA transport allows at most, and so do we.
+pub const IN_CAPSULE_DATA_MAX: u32 = 16384;
+/// MDTS range served: 128 KiB (2^5 pages) to 1 MiB (2^8 pages).
+pub const MAX_TRANSFER_SHIFTS: std::ops::RangeInclusive<u8> = 5..=8;
+
+/// Reads an nvmetcli JSON file. p2ptgt listens on one RDMA port: the file's single
+/// rdma port gives the listen address unless `listen` overrides it.
 pub fn load_nvmetcli(path: &Path, listen: Option<SocketAddr>) -> Result<ServeConfig, SetupError> {
     let text = std::fs::read_to_string(path).map_err(|source| SetupError::ReadConfig { path: path.to_owned(), source })?;
     let root: Value = serde_json::from_str(&text).map_err(|e| SetupError::config(path.display().to_string(), format!("not JSON: {e}")))?;
@@ -157,13 +168,28 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     let object = root.as_object().ok_or_else(|| SetupError::config("(top level)", "expected an object"))?;
     warn_unknown("(top level)", object, &["hosts", "ports", "subsystems", "discovery", "p2ptgt"]);
     let limits = LimitOverrides::parse(object.get("p2ptgt"))?;
+    let ports = array(object.get("ports"), "ports")?;
     let mut listen_address = listen;
     let mut served: Option<Vec<String>> = None;
     let mut in_capsule_data_bytes = None;
     let mut queue_entries_max = None;
-    for (index, port) in array(object.get("ports"), "ports")?.iter().enumerate() {
+    let mut max_transfer_shift = None;
+    if ports.len() > 1 {
+        let names: Vec<String> = ports.iter().map(port_name).collect();
+        return Err(SetupError::config(
+            "ports",
+            format!("{} ports ({}); p2ptgt listens on one port: keep one, or run one p2ptgt per port", ports.len(), names.join(", ")),
+        ));
+    }
+    for (index, port) in ports.iter().enumerate() {
         let key = format!("ports[{index}]");
+        let object = port.as_object().ok_or_else(|| SetupError::config(&key, "expected an object"))?;
+        warn_unknown(&key, object, &["portid", "addr", "param", "subsystems", "referrals", "ana_groups"]);
+        if array(port.get("referrals"), &format!("{key}.referrals"))?.iter().any(|r| r.get("enable").and_then(Value::as_i64) != Some(0)) {
+            warn!(key = %format!("{key}.referrals"), "discovery referrals are not served; the discovery log lists this port only");
+        }
         let addr = port.get("addr").and_then(Value::as_object).ok_or_else(|| SetupError::config(format!("{key}.addr"), "missing"))?;
+        warn_unknown(&format!("{key}.addr"), addr, &["adrfam", "traddr", "treq", "trsvcid", "trtype", "tsas"]);
         let trtype = addr.get("trtype").and_then(Value::as_str).unwrap_or("");
         if trtype != "rdma" {
             return Err(SetupError::config(format!("{key}.addr.trtype"), format!("port {} has transport {trtype:?}; p2ptgt serves rdma only", port.get("portid").unwrap_or(&Value::Null))));
@@ -174,10 +200,29 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
             let port_number = service.parse::<u16>().map_err(|_| SetupError::config(format!("{key}.addr.trsvcid"), format!("{service:?} is not a port")))?;
             let ip = traddr.parse::<IpAddr>().map_err(|_| SetupError::config(format!("{key}.addr.traddr"), format!("{traddr:?} is not an IP address")))?;
             listen_address = Some(SocketAddr::new(ip, port_number));
-            served = Some(array(port.get("subsystems"), &format!("{key}.subsystems"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
-            if let Some(param) = port.get("param") {
-                in_capsule_data_bytes = number_string(param.get("inline_data_size"), &format!("{key}.param.inline_data_size"))?;
-                queue_entries_max = number_string(param.get("max_queue_size"), &format!("{key}.param.max_queue_size"))?;
+        }
+        served = Some(array(port.get("subsystems"), &format!("{key}.subsystems"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+        if let Some(param) = port.get("param").and_then(Value::as_object) {
+            let pkey = format!("{key}.param");
+            warn_unknown(&pkey, param, &["inline_data_size", "max_queue_size", "mdts", "pi_enable"]);
+            in_capsule_data_bytes = number_string(param.get("inline_data_size"), &format!("{pkey}.inline_data_size"))?.map(|bytes| {
+                if bytes > IN_CAPSULE_DATA_MAX {
+                    warn!(key = %format!("{pkey}.inline_data_size"), bytes, max = IN_CAPSULE_DATA_MAX, "in-capsule data size lowered to the maximum");
+                }
+                bytes.min(IN_CAPSULE_DATA_MAX)
+            });
+            queue_entries_max = number_string(param.get("max_queue_size"), &format!("{pkey}.max_queue_size"))?;
+            max_transfer_shift = match number_string(param.get("mdts"), &format!("{pkey}.mdts"))? {
+                None | Some(0) => None,
+                Some(shift) => Some(
+                    u8::try_from(shift)
+                        .ok()
+                        .filter(|shift| MAX_TRANSFER_SHIFTS.contains(shift))
+                        .ok_or_else(|| SetupError::config(format!("{pkey}.mdts"), format!("{shift}: p2ptgt serves MDTS 5 (128 KiB) to 8 (1 MiB)")))?,
+                ),
+            };
+            if number_string(param.get("pi_enable"), &format!("{pkey}.pi_enable"))?.unwrap_or(0) != 0 {
+                return Err(SetupError::config(format!("{pkey}.pi_enable"), "protection information is not served"));
             }
         }
     }
@@ -193,16 +238,66 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     if subsystems.is_empty() {
         return Err(SetupError::config("subsystems", "nothing to serve on the rdma port"));
     }
-    Ok(ServeConfig { listen, subsystems, in_capsule_data_bytes, queue_entries_max, limits })
+    Ok(ServeConfig { listen, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits })
 }
+
+/// A port as an error names it: its portid and address.
+fn port_name(port: &Value) -> String {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("?").to_owned();
+    let addr = port.get("addr");
+    format!(
+        "portid {} at {}:{}",
+        port.get("portid").map_or("?".to_owned(), Value::to_string),
+        text(addr.and_then(|a| a.get("traddr"))),
+        text(addr.and_then(|a| a.get("trsvcid")))
+    )
+}
+
+/// Subsystem attributes served; others are named in one warning.
+const SUBSYSTEM_ATTRIBUTES: [&str; 7] = ["allow_any_host", "serial", "model", "firmware", "ieee_oui", "cntlid_min", "cntlid_max"];
+/// Subsystem attributes that change nothing here while they are 0, as p2ptgt reports them.
+const SUBSYSTEM_ATTRIBUTES_ZERO: [&str; 3] = ["pi_enable", "vendor_id", "subsys_vendor_id"];
 
 fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupError> {
     let object = value.as_object().ok_or_else(|| SetupError::config(key, "expected an object"))?;
     warn_unknown(key, object, &["nqn", "attr", "allowed_hosts", "namespaces", "passthru"]);
     let nqn = object.get("nqn").and_then(Value::as_str).ok_or_else(|| SetupError::config(format!("{key}.nqn"), "missing"))?;
+    if !array(object.get("passthru"), &format!("{key}.passthru"))?.is_empty() {
+        return Err(SetupError::config(format!("{key}.passthru"), format!("subsystem {nqn} is a passthru subsystem; p2ptgt serves namespaces only")));
+    }
     let attr = object.get("attr").cloned().unwrap_or(Value::Null);
     let attr_str = |name: &str| attr.get(name).and_then(Value::as_str).map(str::to_owned);
+    if let Some(attributes) = attr.as_object() {
+        let ignored: Vec<&str> = attributes
+            .iter()
+            .filter(|(name, value)| {
+                let served = SUBSYSTEM_ATTRIBUTES.contains(&name.as_str());
+                let zero = SUBSYSTEM_ATTRIBUTES_ZERO.contains(&name.as_str()) && matches!(number_string(Some(value), name), Ok(Some(0)));
+                !served && !zero
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !ignored.is_empty() {
+            warn!(key = %format!("{key}.attr"), ignored = %ignored.join(", "), "subsystem attributes not served");
+        }
+    }
     let allow_any_host = attr_str("allow_any_host").as_deref() == Some("1");
+    let ieee_oui = number_string(attr.get("ieee_oui"), &format!("{key}.attr.ieee_oui"))?;
+    if ieee_oui.is_some_and(|oui| oui >= 1 << 24) {
+        return Err(SetupError::config(format!("{key}.attr.ieee_oui"), "must fit in 24 bits"));
+    }
+    let cntlid = |name: &str, default: u16| -> Result<u16, SetupError> {
+        let key = format!("{key}.attr.{name}");
+        match number_string(attr.get(name), &key)? {
+            None => Ok(default),
+            Some(id) => u16::try_from(id).ok().filter(|id| (1..=0xFFEF).contains(id)).ok_or_else(|| SetupError::config(key, format!("{id} is outside 1..=65519"))),
+        }
+    };
+    let (first, last) = (cntlid("cntlid_min", 1)?, cntlid("cntlid_max", 0xFFEF)?);
+    if first > last {
+        return Err(SetupError::config(format!("{key}.attr.cntlid_min"), format!("{first} is above cntlid_max {last}")));
+    }
+    let controller_ids = (attr.get("cntlid_min").is_some() || attr.get("cntlid_max").is_some()).then_some((first, last));
     let allowed_hosts = array(object.get("allowed_hosts"), &format!("{key}.allowed_hosts"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
     let mut namespaces = Vec::new();
     for (index, namespace) in array(object.get("namespaces"), &format!("{key}.namespaces"))?.iter().enumerate() {
@@ -210,15 +305,33 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
         if namespace.get("enable").and_then(Value::as_i64) == Some(0) {
             continue;
         }
+        if let Some(object) = namespace.as_object() {
+            warn_unknown(&nkey, object, &["nsid", "enable", "device", "p2pmem", "ana_grpid", "ana", "resv"]);
+        }
         let id = namespace.get("nsid").and_then(Value::as_u64).filter(|&n| n > 0 && n < 0xFFFF_FFFF).ok_or_else(|| SetupError::config(format!("{nkey}.nsid"), "missing or out of range"))?;
         let device = namespace.get("device").ok_or_else(|| SetupError::config(format!("{nkey}.device"), "missing"))?;
         let path = device.get("path").and_then(Value::as_str).ok_or_else(|| SetupError::config(format!("{nkey}.device.path"), "missing"))?;
         let uuid = device.get("uuid").and_then(Value::as_str).map(|u| parse_hex16(u, &format!("{nkey}.device.uuid"))).transpose()?;
-        let nguid = device.get("nguid").and_then(Value::as_str).map(|u| parse_hex16(u, &format!("{nkey}.device.nguid"))).transpose()?;
+        // `nvmetcli save` writes the all-zero NGUID for "none": it is not an identifier.
+        let nguid = device.get("nguid").and_then(Value::as_str).map(|u| parse_hex16(u, &format!("{nkey}.device.nguid"))).transpose()?.filter(|nguid| *nguid != [0; 16]);
+        let uuid = uuid.filter(|uuid| *uuid != [0; 16]);
         let p2pmem = namespace.get("p2pmem").and_then(Value::as_str).map(|v| v.parse().map_err(|e| SetupError::config(format!("{nkey}.p2pmem"), e))).transpose()?;
         namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem });
     }
-    Ok(SubsystemConfig { nqn: nqn.to_owned(), serial: attr_str("serial"), model: attr_str("model"), allow_any_host, allowed_hosts, namespaces })
+    if namespaces.is_empty() {
+        warn!(subsystem = nqn, "subsystem has no enabled namespace");
+    }
+    Ok(SubsystemConfig {
+        nqn: nqn.to_owned(),
+        serial: attr_str("serial"),
+        model: attr_str("model"),
+        firmware: attr_str("firmware"),
+        ieee_oui,
+        controller_ids,
+        allow_any_host,
+        allowed_hosts,
+        namespaces,
+    })
 }
 
 fn array<'a>(value: Option<&'a Value>, key: &str) -> Result<&'a [Value], SetupError> {
@@ -232,7 +345,13 @@ fn array<'a>(value: Option<&'a Value>, key: &str) -> Result<&'a [Value], SetupEr
 fn number_string(value: Option<&Value>, key: &str) -> Result<Option<u32>, SetupError> {
     match value {
         None => Ok(None),
-        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| SetupError::config(key, format!("{s:?} is not a number"))),
+        // Decimal, or hexadecimal after 0x as configfs writes IDs.
+        Some(Value::String(s)) => match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16),
+            None => s.parse(),
+        }
+        .map(Some)
+        .map_err(|_| SetupError::config(key, format!("{s:?} is not a number"))),
         Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or_else(|| SetupError::config(key, "out of range")),
         Some(_) => Err(SetupError::config(key, "expected a number")),
     }
@@ -330,6 +449,59 @@ mod tests {
         assert_eq!(namespace.uuid.unwrap()[15], 0xbc);
         assert_eq!(namespace.nguid.unwrap()[15], 1);
         assert_eq!(namespace.p2pmem, Some(P2pMem::Auto));
+    }
+
+    #[test]
+    fn a_second_port_is_refused_by_name_not_dropped() {
+        let mut sample = nvmetcli_sample();
+        let mut second = sample["ports"][0].clone();
+        second["portid"] = json!(2);
+        second["addr"]["trsvcid"] = json!("4421");
+        sample["ports"].as_array_mut().unwrap().push(second);
+        let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
+        assert!(error.contains("portid 2 at 192.0.2.1:4421"), "{error}");
+    }
+
+    #[test]
+    fn a_passthru_subsystem_is_refused_by_name() {
+        let mut sample = nvmetcli_sample();
+        sample["subsystems"][0]["passthru"] = json!([{"device": {"path": "/dev/nvme1"}, "enable": 1}]);
+        let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
+        assert!(error.contains("subsystems[0].passthru") && error.contains("nqn.sub"), "{error}");
+    }
+
+    #[test]
+    fn port_parameters_are_bounded() {
+        let mut sample = nvmetcli_sample();
+        sample["ports"][0]["param"] = json!({"inline_data_size": "65536", "mdts": "7"});
+        let config = parse_nvmetcli(&sample, None).unwrap();
+        assert_eq!(config.in_capsule_data_bytes, Some(IN_CAPSULE_DATA_MAX), "clamped as nvmet clamps it");
+        assert_eq!(config.max_transfer_shift, Some(7));
+        sample["ports"][0]["param"] = json!({"mdts": "9"});
+        assert!(parse_nvmetcli(&sample, None).unwrap_err().to_string().contains("param.mdts"));
+        sample["ports"][0]["param"] = json!({"pi_enable": "1"});
+        assert!(parse_nvmetcli(&sample, None).unwrap_err().to_string().contains("pi_enable"));
+    }
+
+    #[test]
+    fn subsystem_attributes_move_over_and_zero_ids_are_none() {
+        let mut sample = nvmetcli_sample();
+        let attr = &mut sample["subsystems"][0]["attr"];
+        attr["firmware"] = json!("6.1.0");
+        attr["ieee_oui"] = json!("0x001b21");
+        attr["cntlid_min"] = json!("10");
+        attr["cntlid_max"] = json!("20");
+        sample["subsystems"][0]["namespaces"][0]["device"]["nguid"] = json!("00000000-0000-0000-0000-000000000000");
+        let config = parse_nvmetcli(&sample, None).unwrap();
+        let subsystem = &config.subsystems[0];
+        assert_eq!(subsystem.firmware.as_deref(), Some("6.1.0"));
+        assert_eq!(subsystem.ieee_oui, Some(0x001b21));
+        assert_eq!(subsystem.controller_ids, Some((10, 20)));
+        assert_eq!(subsystem.namespaces[0].nguid, None, "nvmetcli's all-zero NGUID means none");
+        sample["subsystems"][0]["attr"]["cntlid_min"] = json!("30");
+        assert!(parse_nvmetcli(&sample, None).unwrap_err().to_string().contains("cntlid_min"));
+        sample["subsystems"][0]["attr"]["cntlid_min"] = json!("0");
+        assert!(parse_nvmetcli(&sample, None).is_err(), "CNTLID 0 is reserved");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::backend::Backend;
 use crate::config::{as_uuid, stable_id, P2pMem, ServeConfig};
-use crate::core::{Limits, Namespace, Placement, Port, Subsystem, Target};
+use crate::core::{Limits, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, Namespace, Placement, Port, Subsystem, Target};
 use crate::error::SetupError;
 use crate::memory::p2pmem::{P2pMemMapping, Provider};
 use crate::memory::{Memory, Pools};
@@ -93,7 +93,9 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
             nqn: subsystem.nqn.clone(),
             serial,
             model: subsystem.model.clone().unwrap_or_else(|| "p2ptgt".into()),
-            firmware: env!("CARGO_PKG_VERSION").chars().take(8).collect(),
+            firmware: subsystem.firmware.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()).chars().take(8).collect(),
+            ieee_oui: subsystem.ieee_oui.unwrap_or(0),
+            controller_ids: subsystem.controller_ids.map_or(CONTROLLER_ID_MIN..=CONTROLLER_ID_MAX, |(first, last)| first..=last),
             allow_any_host: subsystem.allow_any_host,
             allowed_hosts: subsystem.allowed_hosts.clone(),
             namespaces,

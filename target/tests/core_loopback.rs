@@ -281,24 +281,30 @@ fn reset_and_shutdown_registers() {
 }
 
 #[test]
-fn async_event_held_until_namespace_change() {
+fn async_event_configuration_takes_only_what_identify_offers() {
     let target = target();
     let mut admin_queue = TestHost::admin(&target);
     admin_queue.bring_up(SUBSYSTEM, HOST);
+    let (_, identify) = admin_queue.identify(1, 0);
+    assert_eq!(le32(&identify, 92), 0, "OAES: no notice is raised");
     let mut aec = command(admin::SET_FEATURES, 0);
     aec.cdw10 = U32::new(0x0B);
     aec.cdw11 = U32::new(1 << 8);
-    assert_eq!(admin_queue.call(aec, &[]).status(), Status::SUCCESS);
+    assert_eq!(admin_queue.call(aec, &[]).status(), Status::INVALID_FIELD.dnr(), "namespace notices are not offered");
+    aec.cdw11 = U32::new(0xFF);
+    assert_eq!(admin_queue.call(aec, &[]).status(), Status::SUCCESS, "critical warnings may be enabled");
+    let mut get = command(admin::GET_FEATURES, 0);
+    get.cdw10 = U32::new(0x0B);
+    assert_eq!(admin_queue.call(get, &[]).result.get(), 0xFF);
     let mut aer = command(admin::ASYNC_EVENT_REQUEST, 0);
     aer.command_id = zerocopy::little_endian::U16::new(0x5000);
     admin_queue.link.send(zerocopy::IntoBytes::as_bytes(&aer));
     assert!(admin_queue.link.responses.is_empty(), "held");
+    // A change is still logged (log 04h), but raises no event the host did not enable.
     target.notify_namespace_changed(SUBSYSTEM, 1);
     admin_queue.link.queue.handle_timeout(Instant::now());
     admin_queue.link.run();
-    let event = admin_queue.link.responses.pop_front().expect("AER completed");
-    assert_eq!(event.command_id.get(), 0x5000);
-    assert_eq!(event.result.get(), 0x04 << 16 | 0x02);
+    assert!(admin_queue.link.responses.is_empty(), "still held");
     let (_, log) = admin_queue.get_log(0x04, 0, 4096);
     assert_eq!(le32(&log, 0), 1);
     let (_, log) = admin_queue.get_log(0x04, 0, 4096);

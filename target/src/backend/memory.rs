@@ -63,7 +63,7 @@ impl MemoryBackend {
                 Ok(buffer.len_bytes)
             }
             BackendOp::Flush => Ok(0),
-            BackendOp::WriteZeroes { offset_bytes, len_bytes } => {
+            BackendOp::WriteZeroes { offset_bytes, len_bytes, .. } => {
                 let r = range(*offset_bytes, *len_bytes)?;
                 data[r].fill(0);
                 Ok(0)

@@ -47,6 +47,15 @@ impl Backend {
     }
 
     /// Whether acknowledged writes may sit in a volatile cache until a Flush.
+    /// Whether deallocated blocks read as zeroes (DLFEAT 001b): blocks a file punches
+    /// out do; a block device's discard promises nothing about what reads back.
+    pub fn deallocated_reads_zeroes(&self) -> bool {
+        match self {
+            Backend::File(file) => !file.block_device,
+            Backend::Memory(_) => true,
+        }
+    }
+
     pub fn volatile_write_cache(&self) -> bool {
         match self {
             Backend::File(file) => file.volatile_write_cache,
@@ -82,7 +91,10 @@ pub enum BackendOp {
     /// Buffer to storage. With `durable` set the data is on stable media when done.
     Write { offset_bytes: u64, buffer: DataBuffer, durable: bool },
     Flush,
-    WriteZeroes { offset_bytes: u64, len_bytes: u64 },
+    /// Zeroes a range. With `deallocate` the blocks may be unmapped instead of written
+    /// (they read as zeroes either way); with `durable` the zeroes are on stable media
+    /// when done.
+    WriteZeroes { offset_bytes: u64, len_bytes: u64, deallocate: bool, durable: bool },
     /// Dataset Management deallocate: advisory, ranges already validated.
     Deallocate { ranges: Vec<(u64, u64)> },
 }

@@ -34,11 +34,17 @@ struct Pending {
     remaining: u32,
     transferred: u32,
     error: Option<BackendError>,
-    /// Whether an unsupported zero-range may fall back to punching a hole.
-    zero_fallback: Option<(RawFd, u64, u64)>,
+    /// Whether an unsupported zero-range (or unmap) may fall back to the other: the
+    /// descriptor, range and the mode to try instead.
+    zero_fallback: Option<(RawFd, u64, u64, i32)>,
+    /// A data sync to run once the operation's entries are done (durable Write Zeroes).
+    then_sync: Option<types::Fd>,
     /// The buffer the kernel reads or writes, held until the operation completes.
     buffer: Option<DataBuffer>,
 }
+
+/// BLKDISCARD, _IO(0x12, 119): discard a byte range of a block device.
+const BLKDISCARD: libc::c_ulong = 0x1277;
 
 /// user_data of watch polls: above any tag.
 const WATCH: u64 = 1 << 63;
@@ -186,7 +192,7 @@ impl Executor {
         let fd = types::Fd(file.file.as_raw_fd());
         let user_data = u64::from(tag);
         let polled = file.pollable && self.polling_preferred && matches!(op, BackendOp::Read { .. } | BackendOp::Write { .. });
-        let mut pending = Pending { op: op.name(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None, buffer: None };
+        let mut pending = Pending { op: op.name(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None, then_sync: None, buffer: None };
         let mut entries = std::mem::take(&mut self.entries);
         entries.clear();
         match op {
@@ -212,10 +218,30 @@ impl Executor {
                 });
             }
             BackendOp::Flush => entries.push(opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()),
-            BackendOp::WriteZeroes { offset_bytes, len_bytes } => {
-                pending.zero_fallback = Some((fd.0, offset_bytes, len_bytes));
-                let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+            BackendOp::WriteZeroes { offset_bytes, len_bytes, deallocate, durable } => {
+                // Punching a hole unmaps (a block device: zeroes by unmapping, or fails);
+                // zero-range writes zeroes (tmpfs has none). Each falls back to the other.
+                let zero = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+                let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                let (mode, fallback) = if deallocate { (punch, zero) } else { (zero, punch) };
+                pending.zero_fallback = Some((fd.0, offset_bytes, len_bytes, fallback));
+                pending.then_sync = durable.then_some(fd);
                 entries.push(opcode::Fallocate::new(fd, len_bytes).offset(offset_bytes).mode(mode).build());
+            }
+            BackendOp::Deallocate { ranges } if file.block_device => {
+                // Discard, not a hole punch: on a block device that is a zero-fill by
+                // unmapping, which fails where the device cannot guarantee zeroes.
+                for &(offset, len) in &ranges {
+                    let range = [offset, len];
+                    // SAFETY: BLKDISCARD reads two u64s from the pointer, which points at
+                    // `range`, alive for the call.
+                    let rc = unsafe { libc::ioctl(fd.0, BLKDISCARD, range.as_ptr()) };
+                    if rc != 0 {
+                        // Deallocate is advisory: a device without discard still completes it.
+                        tracing::debug!(error = %io::Error::last_os_error(), "discard refused");
+                        break;
+                    }
+                }
             }
             BackendOp::Deallocate { ranges } => {
                 let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
@@ -320,9 +346,7 @@ impl Executor {
             if result < 0 {
                 let source = io::Error::from_raw_os_error(-result);
                 match pending.zero_fallback.take() {
-                    Some((fd, offset, len)) if -result == libc::EOPNOTSUPP => {
-                        // File systems without zero-range (tmpfs) still zero by punching.
-                        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                    Some((fd, offset, len, mode)) if -result == libc::EOPNOTSUPP => {
                         // SAFETY: fallocate on a descriptor the backend keeps open; no memory.
                         let rc = unsafe { libc::fallocate(fd, mode, offset as i64, len as i64) };
                         if rc != 0 {
@@ -337,6 +361,15 @@ impl Executor {
                 pending.transferred = pending.transferred.saturating_add(result as u32);
             }
             pending.remaining -= 1;
+            if pending.remaining == 0 && pending.error.is_none() {
+                if let Some(fd) = pending.then_sync.take() {
+                    // The zeroes are in place: make them durable before completing.
+                    pending.remaining = 1;
+                    let entry = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(user_data);
+                    self.push(entry);
+                    continue;
+                }
+            }
             if pending.remaining == 0 {
                 if let Some(mut pending) = self.pending.remove(&tag) {
                     let buffer = pending.buffer.take();

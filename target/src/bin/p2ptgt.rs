@@ -58,6 +58,17 @@ struct ServeArgs {
     /// In-capsule data bytes per I/O command (0 disables; forced to 0 in CMB mode).
     #[arg(long, default_value_t = 4096)]
     in_capsule_bytes: u32,
+    /// Largest transfer one command may move (MDTS), in KiB: 128, 256, 512 or 1024.
+    /// Lowered, with a warning, when a payload pool cannot hold one per I/O queue.
+    #[arg(long, default_value_t = 128)]
+    mdts_kib: u32,
+    /// Firmware revision reported to hosts (at most 8 characters; default: the
+    /// p2ptgt version).
+    #[arg(long)]
+    firmware: Option<String>,
+    /// IEEE OUI reported to hosts (24 bits, e.g. 0x001b21).
+    #[arg(long, value_parser = parse_oui)]
+    ieee_oui: Option<u32>,
     /// Maximum I/O queue depth (CAP.MQES + 1).
     #[arg(long, default_value_t = 128)]
     queue_depth: u32,
@@ -152,7 +163,7 @@ fn main() -> ExitCode {
 
 fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
     let listen = args.listen.as_deref().map(config::parse_listen).transpose()?;
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => config::load_nvmetcli(path, listen)?,
         None => {
             let listen = listen.ok_or_else(|| SetupError::config("--listen", "required without --config"))?;
@@ -172,18 +183,36 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
                     nqn,
                     serial: None,
                     model: None,
+                    firmware: None,
+                    ieee_oui: None,
+                    controller_ids: None,
                     allow_any_host: args.allow_any_host,
                     allowed_hosts: args.allow_hosts.clone(),
                     namespaces,
                 }],
                 in_capsule_data_bytes: None,
                 queue_entries_max: None,
+                max_transfer_shift: None,
                 limits: Default::default(),
             }
         }
     };
     if !(2..=1024).contains(&args.queue_depth) {
         return Err(SetupError::config("--queue-depth", "must be 2..=1024"));
+    }
+    let max_transfer_shift = match args.mdts_kib {
+        128 => 5,
+        256 => 6,
+        512 => 7,
+        1024 => 8,
+        _ => return Err(SetupError::config("--mdts-kib", "must be 128, 256, 512 or 1024")),
+    };
+    if args.firmware.as_ref().is_some_and(|f| f.is_empty() || f.len() > 8 || !f.is_ascii()) {
+        return Err(SetupError::config("--firmware", "must be 1 to 8 ASCII characters"));
+    }
+    for subsystem in &mut config.subsystems {
+        subsystem.firmware = subsystem.firmware.take().or_else(|| args.firmware.clone());
+        subsystem.ieee_oui = subsystem.ieee_oui.or(args.ieee_oui);
     }
     if args.io_queues == 0 {
         return Err(SetupError::config("--io-queues", "must be at least 1"));
@@ -202,7 +231,8 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
     let mut limits = Limits {
         io_queue_entries_max: args.queue_depth,
         io_queues_max: args.io_queues,
-        in_capsule_data_bytes: args.in_capsule_bytes.min(16384),
+        in_capsule_data_bytes: args.in_capsule_bytes.min(p2ptgt::config::IN_CAPSULE_DATA_MAX),
+        max_transfer_shift: config.max_transfer_shift.unwrap_or(max_transfer_shift),
         connections_max: args.max_connections,
         connections_per_peer_max: args.max_connections_per_peer,
         queues_per_host_max: args.max_queues_per_host,
@@ -223,6 +253,12 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
         cpus: args.cpus.map(|list| list.0).unwrap_or_default(),
     };
     serve::run(config, options)
+}
+
+/// A 24-bit IEEE OUI, hexadecimal (with or without 0x) .
+fn parse_oui(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    u32::from_str_radix(digits, 16).ok().filter(|oui| *oui < 1 << 24).ok_or_else(|| format!("{text:?}: expected up to 6 hex digits"))
 }
 
 #[cfg(test)]

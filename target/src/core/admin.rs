@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::controller::Controller;
+use super::controller::{Controller, Settings};
 use super::queue::{Outcome, Queue};
 use super::subsystem::Subsystem;
 use crate::wire::command::{admin as opcode, io as io_opcode};
@@ -15,6 +15,13 @@ use crate::wire::{DataPointer, RawCommand, Status};
 pub(crate) fn execute(queue: &mut Queue, now: Instant, controller: &Arc<Controller>, command: &RawCommand, data: DataPointer) -> Outcome {
     if matches!(data, DataPointer::InCapsule { .. }) {
         return Outcome::status(Status::INVALID_FIELD.dnr());
+    }
+    // The data pointer must describe exactly what the command moves (nvmet does the
+    // same): a short buffer is refused, not filled with a truncated structure.
+    match expected_data_bytes(command) {
+        Some(expected) if u64::from(data.length_bytes()) == expected => {}
+        Some(_) => return Outcome::status(Status::SGL_INVALID_DATA.dnr()),
+        None => {}
     }
     match command.opcode {
         opcode::IDENTIFY => identify(queue, controller, command),
@@ -35,6 +42,18 @@ pub(crate) fn execute(queue: &mut Queue, now: Instant, controller: &Arc<Controll
         // Dword 0 bit 0 set: the command was not aborted.
         opcode::ABORT if !controller.is_discovery() => Outcome::success(1),
         _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
+    }
+}
+
+/// Bytes the data pointer of an admin command must describe; `None` for an opcode
+/// this controller does not know (it fails as such).
+fn expected_data_bytes(command: &RawCommand) -> Option<u64> {
+    match command.opcode {
+        opcode::IDENTIFY => Some(identify::IDENTIFY_BYTES as u64),
+        opcode::GET_LOG_PAGE => LogRequest::parse(command).ok().map(|request| request.length_bytes),
+        opcode::GET_FEATURES if command.cdw10.get() as u8 == feature::HOST_IDENTIFIER => Some(16),
+        opcode::GET_FEATURES | opcode::SET_FEATURES | opcode::ASYNC_EVENT_REQUEST | opcode::KEEP_ALIVE | opcode::ABORT => Some(0),
+        _ => None,
     }
 }
 
@@ -79,6 +98,7 @@ fn identify(queue: &Queue, controller: &Controller, command: &RawCommand) -> Out
                 nguid: namespace.nguid,
                 uuid: namespace.uuid,
                 volatile_write_cache: namespace.backend.volatile_write_cache(),
+                deallocated_reads_zeroes: namespace.backend.deallocated_reads_zeroes(),
                 ready: true,
             };
             match cns {
@@ -120,14 +140,15 @@ fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option
         command_capsule_units: in_capsule.saturating_add(64) / 16,
         in_capsule_data: in_capsule > 0,
         async_event_limit: limits.async_events_max,
+        async_event_notices: ASYNC_EVENT_NOTICES,
+        ieee_oui: subsystem.map_or(0, |s| s.ieee_oui),
     };
-    let mut page = identity.encode();
-    if identity.volatile_write_cache {
-        // VWC bits 2:1 = 10b: Flush does not take the broadcast NSID.
-        page.u8(525, 1 | 2 << 1);
-    }
-    page.0.to_vec()
+    identity.encode().0.to_vec()
 }
+
+/// Notices (OAES) the target raises. None yet: namespaces, and the subsystems in the
+/// discovery log, are fixed while the target runs, so nothing ever changes to notify.
+const ASYNC_EVENT_NOTICES: u32 = 0;
 
 fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) -> Outcome {
     let request = match LogRequest::parse(command) {
@@ -138,12 +159,15 @@ fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) ->
         if request.log_id != log_id::DISCOVERY {
             return Outcome::status(Status::INVALID_LOG_PAGE.dnr());
         }
-        super::discovery::log(&queue.target, &controller.host_nqn)
+        super::discovery::log(&queue.target, &controller.host_nqn, queue.config.local_address)
     } else {
         match request.log_id {
             log_id::SUPPORTED => log_page::supported_logs(&[0, 1, 2, 3, 4, 5]),
             log_id::ERROR => vec![0u8; 64],
-            log_id::SMART => smart(controller, command.namespace_id.get()),
+            log_id::SMART => match smart(controller, command.namespace_id.get()) {
+                Some(log) => log,
+                None => return Outcome::status(Status::INVALID_NAMESPACE.dnr()),
+            },
             log_id::FIRMWARE_SLOT => log_page::firmware_slot_log(controller.subsystem().map_or("", |s| s.firmware.as_str())),
             log_id::CHANGED_NAMESPACES => log_page::changed_namespaces_log(&controller.changed_namespaces(request.retain_event)),
             log_id::COMMAND_EFFECTS => log_page::command_effects_log(
@@ -166,26 +190,61 @@ fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) ->
     }
 }
 
-fn smart(controller: &Controller, namespace_id: u32) -> Vec<u8> {
+/// The SMART / Health log of one namespace, or of the whole controller for NSID 0 or
+/// FFFFFFFFh; `None` for an NSID that names no namespace.
+fn smart(controller: &Controller, namespace_id: u32) -> Option<Vec<u8>> {
     let mut counters = HealthCounters::default();
+    let whole_controller = namespace_id == 0 || namespace_id == u32::MAX;
     if let Some(subsystem) = controller.subsystem() {
-        for namespace in subsystem.namespaces.values().filter(|n| namespace_id == u32::MAX || n.id == namespace_id) {
+        if !whole_controller && subsystem.namespace(namespace_id).is_none() {
+            return None;
+        }
+        for namespace in subsystem.namespaces.values().filter(|n| whole_controller || n.id == namespace_id) {
             counters.bytes_read = counters.bytes_read.saturating_add(namespace.stats.read_bytes.get());
             counters.bytes_written = counters.bytes_written.saturating_add(namespace.stats.write_bytes.get());
             counters.read_commands = counters.read_commands.saturating_add(namespace.stats.read_commands.get());
             counters.write_commands = counters.write_commands.saturating_add(namespace.stats.write_commands.get());
         }
     }
-    log_page::smart_log(&counters)
+    Some(log_page::smart_log(&counters))
 }
 
 /// Feature identifiers (NVMe Base 2.0, Figure 317).
 mod feature {
+    pub const ARBITRATION: u8 = 0x01;
+    pub const POWER_MANAGEMENT: u8 = 0x02;
+    pub const TEMPERATURE_THRESHOLD: u8 = 0x04;
     pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
     pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    pub const WRITE_ATOMICITY: u8 = 0x0A;
     pub const ASYNC_EVENT_CONFIGURATION: u8 = 0x0B;
     pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
     pub const HOST_IDENTIFIER: u8 = 0x81;
+}
+
+/// Get Features SEL values (NVMe Base 2.0, Figure 191).
+mod select {
+    pub const CURRENT: u32 = 0;
+    pub const DEFAULT: u32 = 1;
+    pub const SAVED: u32 = 2;
+    pub const CAPABILITIES: u32 = 3;
+}
+
+/// Get Features SEL 11b: the value is changeable (bit 2); none is saveable (bit 0) or
+/// namespace specific (bit 1).
+const CHANGEABLE: u64 = 1 << 2;
+
+/// Temperature Threshold: TMPSEL 0h (composite) and Fh (all sensors) are the
+/// composite temperature, the only one the SMART log reports.
+fn temperature_threshold_index(cdw11: u32) -> Option<usize> {
+    let sensor = (cdw11 >> 16) & 0xF;
+    let kind = (cdw11 >> 20) & 3;
+    (matches!(sensor, 0 | 0xF) && kind < 2).then_some(kind as usize)
+}
+
+/// Whether the controller has a volatile write cache to turn on and off (feature 06h).
+fn has_write_cache(controller: &Controller) -> bool {
+    controller.subsystem().is_some_and(|s| s.namespaces.values().any(|n| n.backend.volatile_write_cache()))
 }
 
 fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
@@ -195,16 +254,52 @@ fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &
         return Outcome::status(Status::FEATURE_NOT_SAVEABLE.dnr());
     }
     let discovery = controller.is_discovery();
+    let invalid = Outcome::status(Status::INVALID_FIELD.dnr());
     match cdw10 as u8 {
+        feature::ARBITRATION if !discovery => {
+            controller.change_settings(|settings| settings.arbitration = value);
+            Outcome::success(0)
+        }
+        feature::POWER_MANAGEMENT if !discovery => {
+            // One power state (NPSS 0): PS must be 0; the workload hint is kept.
+            if value & 0x1F != 0 {
+                return invalid;
+            }
+            controller.change_settings(|settings| settings.power_management = value & 0xFF);
+            Outcome::success(0)
+        }
+        feature::TEMPERATURE_THRESHOLD if !discovery => match temperature_threshold_index(value) {
+            Some(index) => {
+                controller.change_settings(|settings| {
+                    if let Some(threshold) = settings.temperature_thresholds.get_mut(index) {
+                        *threshold = value as u16;
+                    }
+                });
+                Outcome::success(0)
+            }
+            None => invalid,
+        },
+        feature::WRITE_ATOMICITY if !discovery => {
+            controller.change_settings(|settings| settings.write_atomicity = value & 1);
+            Outcome::success(0)
+        }
         feature::NUMBER_OF_QUEUES if !discovery => {
+            // Only between a reset and the first I/O queue (NVMe Base 2.0, 5.27.1.5).
+            if controller.has_io_queues() {
+                return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
+            }
             let (submission, completion) = (value & 0xFFFF, value >> 16);
             if submission == 0xFFFF || completion == 0xFFFF {
-                return Outcome::status(Status::INVALID_FIELD.dnr());
+                return invalid;
             }
             let granted = submission.max(completion).min(u32::from(queue.target.limits.io_queues_max).saturating_sub(1));
             Outcome::success(u64::from(granted | granted << 16))
         }
         feature::ASYNC_EVENT_CONFIGURATION => {
+            let supported = if discovery { ASYNC_EVENT_NOTICES } else { identify::AEC_CRITICAL_WARNINGS | ASYNC_EVENT_NOTICES };
+            if value & !supported != 0 {
+                return invalid;
+            }
             controller.set_async_event_configuration(value);
             Outcome::success(0)
         }
@@ -212,43 +307,56 @@ fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &
             controller.set_keep_alive_ms(value, now);
             Outcome::success(0)
         }
-        feature::VOLATILE_WRITE_CACHE if !discovery => {
+        feature::VOLATILE_WRITE_CACHE if has_write_cache(controller) => {
             controller.set_write_cache_enabled(value & 1 != 0);
             Outcome::success(0)
         }
         feature::HOST_IDENTIFIER if !discovery => Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr()),
-        _ => Outcome::status(Status::INVALID_FIELD.dnr()),
+        _ => invalid,
     }
 }
 
 fn get_features(queue: &Queue, controller: &Controller, command: &RawCommand) -> Outcome {
     let cdw10 = command.cdw10.get();
+    let cdw11 = command.cdw11.get();
     let select = (cdw10 >> 8) & 7;
     let discovery = controller.is_discovery();
     let fid = cdw10 as u8;
-    if select == 3 {
-        // Supported capabilities: changeable (bit 2), not saveable, not per namespace.
-        return match fid {
-            feature::ASYNC_EVENT_CONFIGURATION | feature::KEEP_ALIVE_TIMER => Outcome::success(1 << 2),
-            feature::NUMBER_OF_QUEUES | feature::VOLATILE_WRITE_CACHE if !discovery => Outcome::success(1 << 2),
-            _ => Outcome::status(Status::INVALID_FIELD.dnr()),
-        };
+    let invalid = Outcome::status(Status::INVALID_FIELD.dnr());
+    if select > select::CAPABILITIES {
+        return invalid;
     }
-    match fid {
-        feature::NUMBER_OF_QUEUES if !discovery => {
-            let n = u64::from(queue.target.limits.io_queues_max.saturating_sub(1));
-            Outcome::success(n | n << 16)
-        }
-        feature::ASYNC_EVENT_CONFIGURATION => Outcome::success(u64::from(controller.async_event_configuration())),
-        feature::KEEP_ALIVE_TIMER => Outcome::success(u64::from(controller.keep_alive_ms())),
-        feature::VOLATILE_WRITE_CACHE if !discovery => Outcome::success(u64::from(controller.write_cache_enabled())),
+    // Nothing is saveable: SEL 10b (saved) reads the default (NVMe Base 2.0, 5.15.1).
+    let current = select == select::CURRENT;
+    let settings = if current { controller.settings() } else { Settings::default() };
+    let queues = u64::from(queue.target.limits.io_queues_max.saturating_sub(1));
+    let value = match fid {
+        feature::ARBITRATION if !discovery => u64::from(settings.arbitration),
+        feature::POWER_MANAGEMENT if !discovery => u64::from(settings.power_management),
+        feature::TEMPERATURE_THRESHOLD if !discovery => match temperature_threshold_index(cdw11) {
+            Some(index) => settings.temperature_thresholds.get(index).copied().map_or(0, u64::from),
+            None => return invalid,
+        },
+        feature::WRITE_ATOMICITY if !discovery => u64::from(settings.write_atomicity),
+        feature::NUMBER_OF_QUEUES if !discovery => queues | queues << 16,
+        feature::ASYNC_EVENT_CONFIGURATION => if current { u64::from(controller.async_event_configuration()) } else { 0 },
+        feature::KEEP_ALIVE_TIMER => if current { u64::from(controller.keep_alive_ms()) } else { 0 },
+        feature::VOLATILE_WRITE_CACHE if has_write_cache(controller) => if current { u64::from(controller.write_cache_enabled()) } else { 1 },
         feature::HOST_IDENTIFIER if !discovery => {
-            // Only the 128-bit identifier exists on fabrics: EXHID must be set.
-            if command.cdw11.get() & 1 == 0 {
-                return Outcome::status(Status::INVALID_FIELD.dnr());
+            if select == select::CAPABILITIES {
+                return Outcome::success(0);
             }
-            Outcome::send(controller.host_id.to_vec())
+            // Only the 128-bit identifier exists on fabrics: EXHID must be set.
+            if cdw11 & 1 == 0 {
+                return invalid;
+            }
+            return Outcome::send(controller.host_id.to_vec());
         }
-        _ => Outcome::status(Status::INVALID_FIELD.dnr()),
+        _ => return invalid,
+    };
+    match select {
+        select::CAPABILITIES => Outcome::success(CHANGEABLE),
+        select::CURRENT | select::DEFAULT | select::SAVED => Outcome::success(value),
+        _ => invalid,
     }
 }

@@ -60,6 +60,27 @@ struct KeepAlive {
     deadline: Instant,
 }
 
+/// Features whose values only this controller keeps: they change nothing the target
+/// does, but the host may set and read them back (NVMe Base 2.0, section 5.27.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Arbitration (01h), as the host set it.
+    pub arbitration: u32,
+    /// Power Management (02h): power state and workload hint.
+    pub power_management: u32,
+    /// Temperature Threshold (04h) of the composite temperature: over, under (kelvin).
+    pub temperature_thresholds: [u16; 2],
+    /// Write Atomicity Normal (0Ah).
+    pub write_atomicity: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        // Over-temperature threshold 343 K (70 °C); no under-temperature threshold.
+        Settings { arbitration: 0, power_management: 0, temperature_thresholds: [343, 0], write_atomicity: 0 }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Events {
     /// Completion Dword 0 values of events not yet reported.
@@ -80,6 +101,7 @@ pub struct Controller {
     /// Set by any command (traffic based keep-alive, CTRATT.TBKAS).
     traffic_seen: AtomicBool,
     events: Mutex<Events>,
+    settings: Mutex<Settings>,
     /// Connected I/O queues and the reset generation each connected in.
     io_queues: Mutex<BTreeMap<u16, u32>>,
     write_cache_enabled: AtomicBool,
@@ -105,6 +127,7 @@ impl Controller {
             keep_alive: Mutex::new(KeepAlive { timeout, deadline: later(now, timeout.unwrap_or_default()) }),
             traffic_seen: AtomicBool::new(false),
             events: Mutex::new(Events::default()),
+            settings: Mutex::new(Settings::default()),
             io_queues: Mutex::new(BTreeMap::new()),
             write_cache_enabled: AtomicBool::new(true),
             dead: AtomicBool::new(false),
@@ -170,8 +193,8 @@ impl Controller {
     }
 
     fn configuration_valid(&self, value: u32) -> bool {
-        let css_ok = matches!(cc::css(value), 0 | 6);
-        let basic = cc::mps(value) == 0 && cc::ams(value) == 0 && css_ok;
+        // CAP.CSS advertises the NVM command set only: CC.CSS 000b.
+        let basic = cc::mps(value) == 0 && cc::ams(value) == 0 && cc::css(value) == 0;
         match self.kind {
             ControllerKind::Io(_) => basic && cc::iosqes(value) == 6 && cc::iocqes(value) == 4,
             ControllerKind::Discovery => basic,
@@ -280,6 +303,19 @@ impl Controller {
         } else {
             std::mem::take(&mut events.changed_namespaces)
         }
+    }
+
+    pub fn settings(&self) -> Settings {
+        *lock(&self.settings)
+    }
+
+    pub fn change_settings(&self, change: impl FnOnce(&mut Settings)) {
+        change(&mut lock(&self.settings));
+    }
+
+    /// Whether any I/O queue is connected in the current reset generation.
+    pub fn has_io_queues(&self) -> bool {
+        !lock(&self.io_queues).is_empty()
     }
 
     /// Claims I/O queue `queue_id` in the current reset generation, which it returns;

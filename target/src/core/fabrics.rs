@@ -165,17 +165,20 @@ fn property(queue: &mut Queue, command: &RawCommand) -> Outcome {
         (property::VS, false) => u64::from(VERSION),
         (property::CC, false) => u64::from(controller.configuration()),
         (property::CSTS, false) => u64::from(controller.status()),
-        (property::CRTO, false) => 0,
+        // CRWMT (bits 15:0) equals CAP.TO: ready comes as fast with media as without.
+        (property::CRTO, false) => READY_TIMEOUT_UNITS,
         _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
     };
     Outcome::success(value)
 }
 
-/// CAP (NVMe Base 2.0, section 3.1.3.1): MQES, CQR, TO, CSS NVM. MPSMIN = MPSMAX = 4 KiB.
+/// CAP (NVMe Base 2.0, section 3.1.3.1): MQES, CQR, TO, CSS NVM, CRMS.CRWMS (which a
+/// 2.0 controller sets; the ready timeout is then CRTO.CRWMT). MPSMIN = MPSMAX = 4 KiB.
 fn capabilities(io_queue_entries_max: u32, discovery: bool, admin_entries_max: u32) -> u64 {
     let entries = if discovery { admin_entries_max } else { io_queue_entries_max };
     let mqes = u64::from(entries.saturating_sub(1)).min(0xFFFF);
     let contiguous_queues_required = 1 << 16;
     let nvm_command_set = 1 << 37;
-    mqes | contiguous_queues_required | READY_TIMEOUT_UNITS << 24 | nvm_command_set
+    let ready_with_media = 1 << 59;
+    mqes | contiguous_queues_required | READY_TIMEOUT_UNITS << 24 | nvm_command_set | ready_with_media
 }

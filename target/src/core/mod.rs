@@ -23,7 +23,7 @@ use crate::wire::{Completion, KeyedSgl};
 pub use buffer::{Buffer, BufferPool, DataBuffer, Lease, LeaseHome, Placement, Region, SlotLoan};
 pub use controller::Controller;
 pub use queue::{Capsule, Queue, QueueConfig};
-pub use subsystem::{Limits, Namespace, Port, Subsystem, Target, DISCOVERY_NQN};
+pub use subsystem::{Limits, Namespace, Port, Subsystem, Target, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, DISCOVERY_NQN};
 
 /// Identifies a request inside one queue from capsule arrival until its response has
 /// been sent.

@@ -43,6 +43,9 @@ pub struct QueueConfig {
     pub queue_id: u16,
     /// Commands the host may have outstanding (HSQSIZE + 1).
     pub entries: u32,
+    /// The target address the host reached this queue at, if the transport knows it:
+    /// discovery reports it when the target listens on a wildcard address.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 /// Data coming from the host, and what happens once it is here.

@@ -100,6 +100,10 @@ pub struct Subsystem {
     pub serial: String,
     pub model: String,
     pub firmware: String,
+    /// IEEE OUI reported in Identify Controller.
+    pub ieee_oui: u32,
+    /// The CNTLIDs this subsystem's controllers take (nvmet's cntlid_min..cntlid_max).
+    pub controller_ids: std::ops::RangeInclusive<u16>,
     pub allow_any_host: bool,
     pub allowed_hosts: Vec<String>,
     pub namespaces: BTreeMap<u32, Arc<Namespace>>,
@@ -145,8 +149,8 @@ struct Controllers {
 }
 
 /// Controller IDs the dynamic model hands out (nvmet's default cntlid range).
-const CONTROLLER_ID_MIN: u16 = 1;
-const CONTROLLER_ID_MAX: u16 = 0xFFEF;
+pub const CONTROLLER_ID_MIN: u16 = 1;
+pub const CONTROLLER_ID_MAX: u16 = 0xFFEF;
 
 #[derive(Debug, Serialize)]
 pub struct ControllerSummary {
@@ -201,13 +205,19 @@ impl Target {
                 return Err(Status::CONNECT_CONTROLLER_BUSY.dnr());
             }
         }
-        let span = usize::from(CONTROLLER_ID_MAX - CONTROLLER_ID_MIN) + 1;
-        for _ in 0..span {
-            let id = registry.next_id;
-            registry.next_id = if id >= CONTROLLER_ID_MAX { CONTROLLER_ID_MIN } else { id.saturating_add(1) };
+        let (first, last) = match &kind {
+            ControllerKind::Io(subsystem) => (*subsystem.controller_ids.start(), *subsystem.controller_ids.end()),
+            ControllerKind::Discovery => (CONTROLLER_ID_MIN, CONTROLLER_ID_MAX),
+        };
+        // IDs are unique target-wide; each subsystem draws from its own range, starting
+        // after the last ID handed out so a closed controller's ID is not reused at once.
+        let start = usize::from(registry.next_id.clamp(first, last).saturating_sub(first));
+        let span = usize::from(last.saturating_sub(first)).saturating_add(1);
+        for id in (first..=last).chain(first..=last).skip(start).take(span) {
             if let std::collections::btree_map::Entry::Vacant(slot) = registry.live.entry(id) {
                 let controller = Arc::new(Controller::new(id, kind, host_nqn, host_id, keep_alive_ms, now));
                 slot.insert(controller.clone());
+                registry.next_id = if id >= CONTROLLER_ID_MAX { CONTROLLER_ID_MIN } else { id.saturating_add(1) };
                 return Ok(controller);
             }
         }

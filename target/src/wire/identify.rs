@@ -87,6 +87,10 @@ pub struct ControllerIdentity<'a> {
     /// Whether SGLs may describe data at an offset inside the capsule (SGLS bit 20).
     pub in_capsule_data: bool,
     pub async_event_limit: u8,
+    /// OAES: the notices this controller raises (and the host may enable).
+    pub async_event_notices: u32,
+    /// IEEE OUI of the subsystem's vendor, least significant byte first on the wire.
+    pub ieee_oui: u32,
 }
 
 /// Identify Controller field offsets (NVMe Base Specification 2.0, Figure 275).
@@ -96,6 +100,7 @@ mod controller {
     pub const MN: usize = 24;
     pub const FR: usize = 64;
     pub const RAB: usize = 72;
+    pub const IEEE: usize = 73;
     pub const CMIC: usize = 76;
     pub const MDTS: usize = 77;
     pub const CNTLID: usize = 78;
@@ -114,6 +119,7 @@ mod controller {
     pub const MAXCMD: usize = 514;
     pub const NN: usize = 516;
     pub const ONCS: usize = 520;
+    pub const FUSES: usize = 522;
     pub const VWC: usize = 525;
     pub const SGLS: usize = 536;
     pub const MNAN: usize = 540;
@@ -130,8 +136,15 @@ mod controller {
 pub const OAES_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
 /// OAES bit 31: Discovery Log Page Change Notices.
 pub const OAES_DISCOVERY_CHANGE: u32 = 1 << 31;
-/// CTRATT bit 19: Traffic Based Keep Alive support.
-pub const CTRATT_TRAFFIC_BASED_KEEP_ALIVE: u32 = 1 << 19;
+/// CTRATT bit 0: 128-bit Host Identifier support (HIDS), which fabrics require.
+pub const CTRATT_HOST_ID_128: u32 = 1;
+/// CTRATT bit 6: Traffic Based Keep Alive support (TBKAS).
+pub const CTRATT_TRAFFIC_BASED_KEEP_ALIVE: u32 = 1 << 6;
+/// Asynchronous Event Configuration bits 7:0: the SMART / Health critical warnings,
+/// which every controller lets the host enable.
+pub const AEC_CRITICAL_WARNINGS: u32 = 0xFF;
+/// VWC bits 2:1 = 10b: Flush does not take the broadcast NSID.
+const VWC_FLUSH_NO_BROADCAST: u8 = 2 << 1;
 /// ONCS bit 2: Dataset Management; bit 3: Write Zeroes.
 pub const ONCS_DATASET_MANAGEMENT: u16 = 1 << 2;
 pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
@@ -148,11 +161,10 @@ impl ControllerIdentity<'_> {
             .u8(RAB, 6)
             .u16(CNTLID, self.controller_id)
             .u32(VER, self.version)
+            .u32(OAES, self.async_event_notices)
             .u8(CNTRLTYPE, self.controller_type as u8)
             .u8(ACL, 3)
             .u8(AERL, self.async_event_limit.saturating_sub(1))
-            .u8(FRMW, 0x3) // one slot, read only
-            .u8(LPA, 0x7) // per-namespace SMART, commands effects, extended data
             .u8(ELPE, 0)
             .u16(KAS, self.keep_alive_granularity_100ms)
             .u16(MAXCMD, self.max_commands)
@@ -164,22 +176,27 @@ impl ControllerIdentity<'_> {
         }
         page.u32(SGLS, sgls).u8(MSDBD, 1).u8(FCATT, 0).u16(ICDOFF, 0);
         if io {
-            page.u8(CMIC, 1 << 1) // more than one controller may attach
+            let ieee = self.ieee_oui.to_le_bytes();
+            page.bytes(IEEE, &ieee[..3])
+                .u8(CMIC, 1 << 1) // more than one controller may attach
                 .u8(MDTS, self.max_transfer_shift)
-                .u32(OAES, OAES_NAMESPACE_ATTRIBUTE)
-                .u32(CTRATT, CTRATT_TRAFFIC_BASED_KEEP_ALIVE)
+                .u32(CTRATT, CTRATT_HOST_ID_128 | CTRATT_TRAFFIC_BASED_KEEP_ALIVE)
+                .u8(FRMW, 0x3) // one slot, read only
+                .u8(LPA, 0x7) // per-namespace SMART, commands effects, extended data
                 .u8(SQES, 0x66)
                 .u8(CQES, 0x44)
                 .u32(NN, self.namespace_count)
                 .u32(MNAN, self.namespace_count)
                 .u16(ONCS, ONCS_DATASET_MANAGEMENT | ONCS_WRITE_ZEROES)
-                .u8(VWC, u8::from(self.volatile_write_cache))
+                .u8(FUSES, 0)
+                .u8(VWC, if self.volatile_write_cache { 1 | VWC_FLUSH_NO_BROADCAST } else { 0 })
                 .u32(IOCCSZ, self.command_capsule_units)
                 .u32(IORCSZ, 1)
                 // Power state 0: maximum power 25.00 W in 0.01 W units.
                 .u16(PSD0, 2500);
         } else {
-            page.u32(OAES, OAES_DISCOVERY_CHANGE);
+            // The discovery log answers with extended data; it is the only log.
+            page.u8(LPA, 1 << 2);
         }
         page
     }
@@ -193,6 +210,8 @@ pub struct NamespaceIdentity {
     pub nguid: [u8; 16],
     pub uuid: [u8; 16],
     pub volatile_write_cache: bool,
+    /// Deallocated blocks read as zeroes (DLFEAT bits 2:0 = 001b).
+    pub deallocated_reads_zeroes: bool,
     pub ready: bool,
 }
 
@@ -204,10 +223,15 @@ mod namespace {
     pub const NSFEAT: usize = 24;
     pub const NLBAF: usize = 25;
     pub const FLBAS: usize = 26;
+    pub const NMIC: usize = 30;
     pub const DLFEAT: usize = 33;
     pub const NGUID: usize = 104;
     pub const LBAF0: usize = 128;
 }
+
+/// NMIC bit 0: the namespace may be attached to more than one controller. Every
+/// namespace is: all controllers of a subsystem see all its namespaces.
+const NMIC_SHARED: u8 = 1;
 
 /// Namespace Identification Descriptor types (NVMe Base Specification 2.0, Figure 279).
 pub mod descriptor {
@@ -227,7 +251,9 @@ impl NamespaceIdentity {
             .u8(NSFEAT, 0)
             .u8(NLBAF, 0)
             .u8(FLBAS, 0)
-            .u8(DLFEAT, 0)
+            .u8(NMIC, NMIC_SHARED)
+            // Bit 3: Write Zeroes may deallocate (DEAC honoured).
+            .u8(DLFEAT, 1 << 3 | u8::from(self.deallocated_reads_zeroes))
             .bytes(NGUID, &self.nguid)
             // LBA format 0: no metadata, LBADS in bits 23:16, relative performance best.
             .u32(LBAF0, u32::from(self.block_size_shift) << 16);
@@ -249,7 +275,7 @@ impl NamespaceIdentity {
         const NMIC: usize = 1;
         const NSTAT: usize = 14;
         let mut page = Page::default();
-        page.u8(NMIC, 1).u8(NSTAT, u8::from(self.ready));
+        page.u8(NMIC, NMIC_SHARED).u8(NSTAT, u8::from(self.ready));
         page
     }
 }
@@ -284,6 +310,8 @@ mod tests {
             command_capsule_units: 260,
             in_capsule_data: true,
             async_event_limit: 4,
+            async_event_notices: 0,
+            ieee_oui: 0x00_12_34_56,
         }
     }
 
@@ -305,7 +333,10 @@ mod tests {
         assert_eq!(&page.0[768..776], b"nqn.test");
         assert_eq!(page.0[111], 1, "CNTRLTYPE");
         assert_eq!(page.0[76] & 2, 2, "CMIC multi-controller");
-        assert_eq!(page.0[525], 1, "VWC");
+        assert_eq!(page.0[525], 1 | 2 << 1, "VWC present, no broadcast Flush");
+        assert_eq!(le32(&page, 96), 1 | 1 << 6, "CTRATT: HIDS and TBKAS, not FDPS (bit 19)");
+        assert_eq!(&page.0[73..76], &[0x56, 0x34, 0x12], "IEEE OUI");
+        assert_eq!(le32(&page, 92), 0, "OAES: no notice is raised");
     }
 
     #[test]
@@ -325,11 +356,13 @@ mod tests {
         let page = identity.encode();
         assert_eq!(page.0[111], 2);
         assert_eq!(le32(&page, 516), 0, "NN");
-        assert_eq!(le32(&page, 92), OAES_DISCOVERY_CHANGE);
+        assert_eq!(page.0[260], 0, "FRMW: no firmware log");
+        assert_eq!(page.0[261], 1 << 2, "LPA: extended data only");
+        assert_eq!(le32(&page, 96), 0, "CTRATT");
     }
 
     fn namespace() -> NamespaceIdentity {
-        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, ready: true }
+        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, ready: true }
     }
 
     #[test]
@@ -339,6 +372,8 @@ mod tests {
         assert_eq!(u64::from_le_bytes(page.0[8..16].try_into().unwrap()), 0x20_0000);
         assert_eq!(le32(&page, 128), 9 << 16);
         assert_eq!(&page.0[104..120], &[0xAB; 16]);
+        assert_eq!(page.0[30], 1, "NMIC: shared");
+        assert_eq!(page.0[33], 0b1001, "DLFEAT: DEAC honoured, deallocated blocks read zeroes");
     }
 
     #[test]

@@ -33,16 +33,23 @@ pub fn memory_namespace(id: u32, bytes: usize) -> Arc<Namespace> {
 }
 
 pub fn target_with(namespaces: Vec<Arc<Namespace>>, allowed: Vec<String>, limits: Limits) -> Arc<Target> {
+    let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
+    target_on(port, namespaces, allowed, limits)
+}
+
+/// A target listening on `port`, with one subsystem of `namespaces`.
+pub fn target_on(port: Port, namespaces: Vec<Arc<Namespace>>, allowed: Vec<String>, limits: Limits) -> Arc<Target> {
     let subsystem = Subsystem {
         nqn: SUBSYSTEM.into(),
         serial: "p2ptgt-test".into(),
         model: "p2ptgt".into(),
         firmware: "0.1".into(),
+        ieee_oui: 0,
+        controller_ids: 1..=0xFFEF,
         allow_any_host: allowed.is_empty(),
         allowed_hosts: allowed,
         namespaces: namespaces.into_iter().map(|n| (n.id, n)).collect::<BTreeMap<_, _>>(),
     };
-    let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
     Arc::new(Target::new(vec![subsystem], port, limits))
 }
 
@@ -64,7 +71,11 @@ pub struct TestHost {
 
 impl TestHost {
     pub fn new(target: &Arc<Target>, pools: &Pools, queue_id: u16, entries: u32) -> TestHost {
-        TestHost { link: Loopback::new(target.clone(), pools, QueueConfig { queue_id, entries }), target: target.clone(), next_id: 1 }
+        TestHost::with_config(target, pools, QueueConfig { queue_id, entries, local_address: None })
+    }
+
+    pub fn with_config(target: &Arc<Target>, pools: &Pools, config: QueueConfig) -> TestHost {
+        TestHost { link: Loopback::new(target.clone(), pools, config), target: target.clone(), next_id: 1 }
     }
 
     pub fn admin(target: &Arc<Target>) -> TestHost {
@@ -136,7 +147,8 @@ impl TestHost {
         self.call(cmd, &[])
     }
 
-    /// The Linux host's admin sequence (PROTOCOL.md 2.5, steps 2-8): returns the CNTLID.
+    /// The Linux host's admin sequence (Connect, read CAP, CC with EN clear, then set,
+    /// read CSTS): returns the CNTLID.
     pub fn bring_up(&mut self, subsystem: &str, host: &str) -> u16 {
         let connect = self.connect(subsystem, host, 0, 0xFFFF, 31, false);
         assert_eq!(connect.status(), Status::SUCCESS);

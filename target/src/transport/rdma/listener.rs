@@ -535,7 +535,7 @@ impl Setup {
             Err(e) => return Err((Some(id), fail(e, "event channel"))),
         };
         let initiator_depth = self.initiator_depth.min(info.max_qp_init_rd_atom).max(1);
-        let config = QueueConfig { queue_id: request.queue_id, entries };
+        let config = QueueConfig { queue_id: request.queue_id, entries, local_address: id.local().map(|address| address.ip()) };
         let wake = |control: &Arc<Control>| -> Box<dyn Fn() + Send + Sync> {
             let control = control.clone();
             Box::new(move || control.wake())
