@@ -455,6 +455,44 @@ mod tests {
         DataBuffer::Slot(unsafe { SlotLoan::new(buffer, 0, Arc::new(())) })
     }
 
+    /// Runs one operation without a buffer and waits for its result.
+    fn run_once(executor: &mut Executor, backend: &Backend, op: BackendOp) -> Result<u32, BackendError> {
+        executor.submit(9, backend, op);
+        executor.flush().unwrap();
+        loop {
+            if let Some((tag, result, _)) = executor.poll_done() {
+                assert_eq!(tag, 9);
+                return result;
+            }
+            executor.wait(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Write Zeroes: without DEAC the blocks stay allocated; with DEAC (and FUA, which
+    /// adds a data sync after the zeroing) they are given back. Both read as zeroes.
+    #[test]
+    fn write_zeroes_deallocates_only_when_allowed() {
+        let scratch = Scratch::new("zeroes", 1 << 20, 0x5A);
+        let Backend::File(file) = &scratch.backend else { unreachable!() };
+        let allocated = || {
+            use std::os::unix::fs::MetadataExt;
+            file.file.metadata().unwrap().blocks() * 512
+        };
+        let mut executor = Executor::new(8, false).unwrap();
+        let before = allocated();
+        let zero = BackendOp::WriteZeroes { offset_bytes: 0, len_bytes: 256 << 10, deallocate: false, durable: false };
+        run_once(&mut executor, &scratch.backend, zero).expect("zero range");
+        let unmap = BackendOp::WriteZeroes { offset_bytes: 512 << 10, len_bytes: 256 << 10, deallocate: true, durable: true };
+        run_once(&mut executor, &scratch.backend, unmap).expect("deallocate and sync");
+        let after = allocated();
+        // File systems that zero ranges by unmapping too (tmpfs) free both ranges.
+        assert!(after <= before - (256 << 10), "DEAC gave the range back: {before} -> {after} bytes");
+        let contents = std::fs::read(&file.path).unwrap();
+        assert!(contents[..256 << 10].iter().all(|&b| b == 0));
+        assert!(contents[512 << 10..768 << 10].iter().all(|&b| b == 0));
+        assert!(contents[256 << 10..512 << 10].iter().all(|&b| b == 0x5A), "untouched between");
+    }
+
     /// A file cannot complete on a polled ring (the kernel refuses buffered or
     /// non-block I/O there): with polling preferred, its reads still go by the
     /// interrupt ring, and nothing waits on polling.
