@@ -46,6 +46,7 @@ fn setup() -> Setup {
         nguid: [2; 16],
         payload_placement: Placement::Payload,
         stats: Default::default(),
+        range_locks: Default::default(),
     });
     let subsystem = Subsystem {
         nqn: NQN.into(),

@@ -82,6 +82,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
                 backend,
                 payload_placement: placement,
                 stats: Default::default(),
+        range_locks: Default::default(),
             };
             namespaces.insert(namespace.id, Arc::new(entry));
         }

@@ -108,6 +108,23 @@ impl BackendOp {
         }
     }
 
+    /// The bytes of the namespace the operation reads or writes (for Deallocate, the
+    /// span of its ranges); `None` for Flush.
+    pub fn byte_range(&self) -> Option<(u64, u64)> {
+        match self {
+            BackendOp::Read { offset_bytes, buffer } | BackendOp::Write { offset_bytes, buffer, .. } => {
+                Some((*offset_bytes, u64::from(buffer.buffer().len_bytes)))
+            }
+            BackendOp::WriteZeroes { offset_bytes, len_bytes, .. } => Some((*offset_bytes, *len_bytes)),
+            BackendOp::Deallocate { ranges } => {
+                let start = ranges.iter().map(|&(offset, _)| offset).min()?;
+                let end = ranges.iter().map(|&(offset, len)| offset.saturating_add(len)).max()?;
+                Some((start, end.saturating_sub(start)))
+            }
+            BackendOp::Flush => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             BackendOp::Read { .. } => "read",

@@ -79,7 +79,7 @@ fn identify(queue: &Queue, controller: &Controller, command: &RawCommand) -> Out
             }
             identify::encode_namespace_list(subsystem.namespaces.keys().copied(), namespace_id)
         }
-        cns::CSI_CONTROLLER if csi == CSI_NVM => identify::Page::default(),
+        cns::CSI_CONTROLLER if csi == CSI_NVM => identify::encode_nvm_controller(queue.target.limits.max_transfer_shift),
         cns::NAMESPACE | cns::NAMESPACE_DESCRIPTORS | cns::CSI_NAMESPACE | cns::INDEPENDENT_NAMESPACE => {
             if cns == cns::CSI_NAMESPACE && csi != CSI_NVM {
                 return Outcome::status(Status::INVALID_FIELD.dnr());
@@ -99,6 +99,8 @@ fn identify(queue: &Queue, controller: &Controller, command: &RawCommand) -> Out
                 uuid: namespace.uuid,
                 volatile_write_cache: namespace.backend.volatile_write_cache(),
                 deallocated_reads_zeroes: namespace.backend.deallocated_reads_zeroes(),
+                transfer_blocks_max: super::io::copy_range_blocks_max(queue.target.limits.max_transfer_bytes(), namespace.backend.block_size_shift()),
+                copy_ranges_max: super::io::COPY_RANGES_MAX,
                 ready: true,
             };
             match cns {
@@ -172,7 +174,16 @@ fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) ->
             log_id::CHANGED_NAMESPACES => log_page::changed_namespaces_log(&controller.changed_namespaces(request.retain_event)),
             log_id::COMMAND_EFFECTS => log_page::command_effects_log(
                 &[opcode::GET_LOG_PAGE, opcode::IDENTIFY, opcode::ABORT, opcode::SET_FEATURES, opcode::GET_FEATURES, opcode::ASYNC_EVENT_REQUEST, opcode::KEEP_ALIVE],
-                &[(io_opcode::FLUSH, false), (io_opcode::WRITE, true), (io_opcode::READ, false), (io_opcode::WRITE_ZEROES, true), (io_opcode::DATASET_MANAGEMENT, true)],
+                &[
+                    (io_opcode::FLUSH, false),
+                    (io_opcode::WRITE, true),
+                    (io_opcode::READ, false),
+                    (io_opcode::COMPARE, false),
+                    (io_opcode::WRITE_ZEROES, true),
+                    (io_opcode::DATASET_MANAGEMENT, true),
+                    (io_opcode::VERIFY, false),
+                    (io_opcode::COPY, true),
+                ],
             ),
             _ => return Outcome::status(Status::INVALID_LOG_PAGE.dnr()),
         }

@@ -1,38 +1,58 @@
-//! NVM command set I/O commands (nvmet's io-cmd-*.c): Read, Write, Flush, Write Zeroes and
-//! Dataset Management, checked against the namespace before they reach a backend.
+//! NVM command set I/O commands (nvmet's io-cmd-*.c, and what SPDK adds): Read, Write,
+//! Flush, Compare (alone or fused with a Write), Write Zeroes, Dataset Management, Verify
+//! and Copy, checked against the namespace before they reach a backend.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::controller::Controller;
-use super::queue::{Inbound, Outcome, Queue, Work};
+use super::queue::{FusedHalf, Inbound, MediaJob, Outcome, Queue, Work};
 use super::subsystem::Namespace;
 use crate::backend::BackendOp;
 use crate::wire::bytes;
-use crate::wire::command::io as opcode;
+use crate::wire::command::{fuse, io as opcode};
 use crate::wire::{DataPointer, RawCommand, Status};
 
 pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawCommand, data: DataPointer) -> Outcome {
-    let known = matches!(command.opcode, opcode::READ | opcode::WRITE | opcode::FLUSH | opcode::WRITE_ZEROES | opcode::DATASET_MANAGEMENT);
-    let Some(subsystem) = controller.subsystem().filter(|_| known) else {
+    const KNOWN: [u8; 8] = [
+        opcode::READ,
+        opcode::WRITE,
+        opcode::FLUSH,
+        opcode::COMPARE,
+        opcode::WRITE_ZEROES,
+        opcode::DATASET_MANAGEMENT,
+        opcode::VERIFY,
+        opcode::COPY,
+    ];
+    let Some(subsystem) = controller.subsystem().filter(|_| KNOWN.contains(&command.opcode)) else {
         return Outcome::status(Status::INVALID_OPCODE.dnr());
     };
     let Some(namespace) = subsystem.namespace(command.namespace_id.get()).cloned() else {
         return Outcome::status(Status::INVALID_NAMESPACE.dnr());
     };
+    let max_transfer_bytes = u64::from(queue.target.limits.max_transfer_bytes());
+    let durable = command.force_unit_access() || !controller.write_cache_enabled();
+    match (command.fuse(), command.opcode) {
+        (fuse::NONE, _) => {}
+        // Compare and Write is the one fused operation (FUSES bit 0).
+        (fuse::FIRST, opcode::COMPARE) | (fuse::SECOND, opcode::WRITE) => {
+            let half = match transfer(&namespace, command, data, max_transfer_bytes) {
+                Ok((offset_bytes, len_bytes)) => FusedHalf { namespace, offset_bytes, len_bytes, durable },
+                Err(status) => return Outcome::status(status),
+            };
+            queue.stats.other_commands.add(1);
+            return if command.fuse() == fuse::FIRST { Outcome::FusedCompare(half) } else { Outcome::FusedWrite(half) };
+        }
+        _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
+    }
     let stats = &queue.stats;
     match command.opcode {
         opcode::READ | opcode::WRITE => {
             let to_host = command.opcode == opcode::READ;
-            let (offset_bytes, len_bytes) = match block_range(&namespace, command.starting_lba(), command.block_count()) {
+            let (offset_bytes, len_bytes) = match transfer(&namespace, command, data, max_transfer_bytes) {
                 Ok(range) => range,
                 Err(status) => return Outcome::status(status),
             };
-            if len_bytes > u64::from(queue.target.limits.max_transfer_bytes()) {
-                return Outcome::status(Status::INVALID_FIELD.dnr());
-            }
-            if u64::from(data.length_bytes()) != len_bytes {
-                return Outcome::status(Status::SGL_INVALID_DATA.dnr());
-            }
             if to_host && matches!(data, DataPointer::InCapsule { .. }) {
                 return Outcome::status(Status::INVALID_FIELD.dnr());
             }
@@ -48,10 +68,25 @@ pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawC
             let work = if to_host {
                 Work::Read { namespace, offset_bytes }
             } else {
-                let durable = command.force_unit_access() || !controller.write_cache_enabled();
                 Work::Inbound(Inbound::Write { namespace, offset_bytes, durable })
             };
             Outcome::Transfer(work)
+        }
+        opcode::COMPARE => {
+            stats.other_commands.add(1);
+            match transfer(&namespace, command, data, max_transfer_bytes) {
+                Ok((offset_bytes, _)) => Outcome::Transfer(Work::Inbound(Inbound::Compare { namespace, offset_bytes })),
+                Err(status) => Outcome::status(status),
+            }
+        }
+        opcode::VERIFY => {
+            stats.other_commands.add(1);
+            match block_range(&namespace, command.starting_lba(), command.block_count()) {
+                // VSL (Identify Controller, NVM command set) is MDTS.
+                Ok((_, len_bytes)) if len_bytes > max_transfer_bytes => Outcome::status(Status::INVALID_FIELD.dnr()),
+                Ok((offset_bytes, len_bytes)) => Outcome::Transfer(Work::Media { namespace, len_bytes: len_bytes as u32, job: MediaJob::Verify { offset_bytes } }),
+                Err(status) => Outcome::status(status),
+            }
         }
         opcode::FLUSH => {
             stats.other_commands.add(1);
@@ -59,7 +94,6 @@ pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawC
         }
         opcode::WRITE_ZEROES => {
             stats.other_commands.add(1);
-            let durable = command.force_unit_access() || !controller.write_cache_enabled();
             // DEAC (CDW12 bit 25): the host allows deallocating instead of writing.
             let deallocate = command.cdw12.get() & (1 << 25) != 0;
             match block_range(&namespace, command.starting_lba(), command.block_count()) {
@@ -80,8 +114,70 @@ pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawC
             }
             Outcome::Transfer(Work::Inbound(Inbound::Deallocate { namespace, ranges }))
         }
+        opcode::COPY => {
+            stats.other_commands.add(1);
+            let cdw12 = command.cdw12.get();
+            let ranges = (cdw12 & 0xFF).saturating_add(1);
+            // Descriptor format (bits 11:8): only format 0h (OCFS bit 0).
+            if (cdw12 >> 8) & 0xF != 0 {
+                return Outcome::status(Status::INVALID_FIELD.dnr());
+            }
+            if ranges > u32::from(COPY_RANGES_MAX) {
+                return Outcome::status(Status::COMMAND_SIZE_LIMIT.dnr());
+            }
+            if data.length_bytes() < ranges.saturating_mul(COPY_RANGE_BYTES as u32) {
+                return Outcome::status(Status::SGL_INVALID_DATA.dnr());
+            }
+            let destination_lba = command.starting_lba();
+            Outcome::Transfer(Work::Inbound(Inbound::Copy { namespace, ranges, destination_lba, durable }))
+        }
         _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
     }
+}
+
+/// The byte range of a command that moves NLB blocks through its data pointer: in the
+/// namespace, at most MDTS, and exactly what the data pointer describes.
+fn transfer(namespace: &Namespace, command: &RawCommand, data: DataPointer, max_transfer_bytes: u64) -> Result<(u64, u64), Status> {
+    let (offset_bytes, len_bytes) = block_range(namespace, command.starting_lba(), command.block_count())?;
+    if len_bytes > max_transfer_bytes {
+        return Err(Status::INVALID_FIELD.dnr());
+    }
+    if u64::from(data.length_bytes()) != len_bytes {
+        return Err(Status::SGL_INVALID_DATA.dnr());
+    }
+    Ok((offset_bytes, len_bytes))
+}
+
+/// Source ranges one Copy may name (MSRC + 1).
+pub const COPY_RANGES_MAX: u16 = 128;
+/// A source range entry of descriptor format 0h (NVM Command Set 1.0, Figure 44).
+const COPY_RANGE_BYTES: usize = 32;
+
+/// The largest source range, in blocks (MSSRL): one transfer of at most MDTS.
+pub fn copy_range_blocks_max(max_transfer_bytes: u32, block_size_shift: u8) -> u32 {
+    (max_transfer_bytes >> block_size_shift).min(u32::from(u16::MAX))
+}
+
+/// Copy's source ranges as byte ranges, checked against the namespace and the limits
+/// Identify Namespace advertises (MSSRL, MCL); `destination_lba` must fit the total.
+pub(crate) fn copy_ranges(namespace: &Namespace, ranges: u32, destination_lba: u64, max_transfer_bytes: u32, bytes: &[u8]) -> Result<(VecDeque<(u64, u64)>, u64), Status> {
+    let longest = copy_range_blocks_max(max_transfer_bytes, namespace.backend.block_size_shift());
+    let mut byte_ranges = VecDeque::with_capacity(ranges as usize);
+    let mut total_blocks: u64 = 0;
+    for entry in bytes.chunks_exact(COPY_RANGE_BYTES).take(ranges as usize) {
+        let (Some(lba), Some(blocks)) = (bytes::get::<8>(entry, 8), bytes::get::<2>(entry, 16)) else { continue };
+        let blocks = u32::from(u16::from_le_bytes(blocks)) + 1;
+        if blocks > longest {
+            return Err(Status::COMMAND_SIZE_LIMIT.dnr());
+        }
+        total_blocks = total_blocks.saturating_add(u64::from(blocks));
+        byte_ranges.push_back(block_range(namespace, u64::from_le_bytes(lba), blocks)?);
+    }
+    if total_blocks > u64::from(longest).saturating_mul(u64::from(COPY_RANGES_MAX)) {
+        return Err(Status::COMMAND_SIZE_LIMIT.dnr());
+    }
+    let (destination_bytes, _) = block_range(namespace, destination_lba, u32::try_from(total_blocks).map_err(|_| Status::LBA_RANGE.dnr())?)?;
+    Ok((byte_ranges, destination_bytes))
 }
 
 /// Byte offset and length of `blocks` blocks at `lba`, or LBA Out of Range.

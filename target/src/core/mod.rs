@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod fabrics;
 pub mod io;
 pub mod queue;
+pub mod range_lock;
 pub mod stats;
 pub mod subsystem;
 

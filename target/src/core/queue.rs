@@ -31,10 +31,11 @@ use zerocopy::little_endian::U16;
 use super::buffer::{BufferPool, DataBuffer, Lease, Placement, SlotLoan};
 use super::controller::Controller;
 use super::stats::IoStats;
+use super::range_lock::{Entered, Locked};
 use super::subsystem::{Namespace, Target};
 use super::{Action, DisconnectReason, ResponseData, Tag};
 use crate::backend::{BackendError, BackendOp};
-use crate::wire::command::FABRICS;
+use crate::wire::command::{fuse, FABRICS};
 use crate::wire::{Completion, DataPointer, KeyedSgl, RawCommand, Status};
 
 /// Fixed per connection by the RDMA CM exchange.
@@ -57,6 +58,59 @@ pub(crate) enum Inbound {
     Deallocate { namespace: Arc<Namespace>, ranges: u32 },
     /// Payload, then written to the namespace.
     Write { namespace: Arc<Namespace>, offset_bytes: u64, durable: bool },
+    /// Data to compare with the namespace's blocks.
+    Compare { namespace: Arc<Namespace>, offset_bytes: u64 },
+    /// Copy's source range entries, then the copy.
+    Copy { namespace: Arc<Namespace>, ranges: u32, destination_lba: u64, durable: bool },
+    /// The compare data of a fused Compare and Write (on the first command's tag).
+    FusedCompare { pair: FusedHalf, second: Tag },
+    /// The write data of a fused Compare and Write (on the second command's tag).
+    FusedWrite { pair: FusedHalf, first: Tag, expected: Vec<u8> },
+}
+
+/// One command of a fused Compare and Write, checked: both name the same blocks.
+#[derive(Debug)]
+pub(crate) struct FusedHalf {
+    pub namespace: Arc<Namespace>,
+    pub offset_bytes: u64,
+    pub len_bytes: u64,
+    /// The write is FUA or the write cache is off.
+    pub durable: bool,
+}
+
+impl FusedHalf {
+    fn pairs_with(&self, other: &FusedHalf) -> bool {
+        self.namespace.id == other.namespace.id && self.offset_bytes == other.offset_bytes && self.len_bytes == other.len_bytes
+    }
+}
+
+/// Work on the namespace's blocks that needs a buffer of its own, not one the host's
+/// data pointer describes.
+#[derive(Debug)]
+pub(crate) enum MediaJob {
+    /// Read the blocks; the data goes nowhere (Verify).
+    Verify { offset_bytes: u64 },
+    /// Read the blocks and compare them with `expected`; for a fused Compare and Write,
+    /// then write `write` in their place, all under the range's lock.
+    Compare { offset_bytes: u64, expected: Vec<u8>, write: Option<FusedWrite> },
+    /// Read one source range of a Copy, then write it to the destination.
+    Copy { source_bytes: u64, progress: CopyProgress },
+}
+
+/// The write half of a fused Compare and Write, carried by the first command.
+#[derive(Debug)]
+pub(crate) struct FusedWrite {
+    second: Tag,
+    data: Vec<u8>,
+    durable: bool,
+}
+
+/// Where a Copy stands: the destination of the range in hand and the ranges after it.
+#[derive(Debug)]
+pub(crate) struct CopyProgress {
+    remaining: VecDeque<(u64, u64)>,
+    destination_bytes: u64,
+    durable: bool,
 }
 
 /// What a request does once it has a buffer.
@@ -67,6 +121,8 @@ pub(crate) enum Work {
     Read { namespace: Arc<Namespace>, offset_bytes: u64 },
     /// Bytes computed by the controller, pushed to the host.
     Send { data: Vec<u8> },
+    /// A buffer of `len_bytes` for work on the namespace's blocks.
+    Media { namespace: Arc<Namespace>, len_bytes: u32, job: MediaJob },
 }
 
 /// What executing a command decided.
@@ -78,6 +134,10 @@ pub(crate) enum Outcome {
     /// A backend operation without data (Flush, Write Zeroes, Deallocate).
     Backend { namespace: Arc<Namespace>, op: BackendOp },
     HoldForEvent,
+    /// The first command of a fused Compare and Write: it waits for the next command.
+    FusedCompare(FusedHalf),
+    /// The second command of a fused Compare and Write.
+    FusedWrite(FusedHalf),
 }
 
 impl Outcome {
@@ -99,11 +159,20 @@ enum State {
     AwaitingBuffer { work: Work, in_capsule: Option<Vec<u8>>, since: Instant },
     /// RDMA READ of host data in flight; the transport holds the lease.
     Fetching { work: Inbound },
-    /// On the backend, which holds the buffer if there is one. `read` pushes the data
-    /// to the host afterwards.
-    Executing { namespace: Arc<Namespace>, read: bool },
+    /// Its blocks are locked by a fused Compare and Write; or, for that command, its
+    /// lock (`exclusive`) is not yet taken or commands are still inside the range.
+    AwaitingRange { namespace: Arc<Namespace>, op: BackendOp, next: Next, exclusive: bool, lock: Option<Locked> },
+    /// On the backend, which holds the buffer if there is one; `next` says what follows.
+    Executing { namespace: Arc<Namespace>, next: Next, range: RangeHold },
     /// Asynchronous Event Request held until an event occurs.
     AwaitingEvent,
+    /// The first command of a fused pair, until the next capsule brings its partner.
+    AwaitingPartner { half: FusedHalf, in_capsule: Option<Vec<u8>> },
+    /// The second command of a fused pair, with its in-capsule data if any. The first
+    /// command's request carries the pair; this one is answered with it.
+    FusedSecond { in_capsule: Option<Vec<u8>> },
+    /// A fused command whose partner carries the work.
+    AwaitingPartnerWork,
     /// Response handed to the transport, with any data and buffer it carries.
     Responding,
 }
@@ -113,11 +182,38 @@ impl State {
         match self {
             State::AwaitingBuffer { .. } => "awaiting-buffer",
             State::Fetching { .. } => "fetching",
+            State::AwaitingRange { .. } => "awaiting-range",
             State::Executing { .. } => "executing",
             State::AwaitingEvent => "awaiting-event",
+            State::AwaitingPartner { .. } => "awaiting-partner",
+            State::FusedSecond { .. } | State::AwaitingPartnerWork => "fused",
             State::Responding => "responding",
         }
     }
+}
+
+/// What comes after a backend operation.
+#[derive(Debug)]
+enum Next {
+    Respond,
+    /// Push the read data to the host.
+    Push,
+    /// Compare the blocks read with `expected`; a fused write follows a match.
+    Compare { expected: Vec<u8>, write: Option<FusedWrite> },
+    /// The fused write is done: answer both commands.
+    FusedWritten { second: Tag },
+    /// A Copy source range is read: write it.
+    CopyRead(CopyProgress),
+    /// A Copy range is written: the next, or the answer.
+    CopyWritten(CopyProgress),
+}
+
+/// What a backend operation holds of its namespace's range locks.
+#[derive(Debug)]
+enum RangeHold {
+    None,
+    Entered(#[allow(dead_code)] Entered),
+    Locked(Locked),
 }
 
 /// What a request keeps from its capsule for its whole life.
@@ -169,6 +265,10 @@ pub struct Queue {
     requests: Vec<Option<Request>>,
     free_tags: Vec<Tag>,
     held_events: Vec<Tag>,
+    /// Requests waiting for a range lock, tried again on every pass.
+    awaiting_range: Vec<Tag>,
+    /// A fused first command waiting for the next capsule.
+    fused_first: Option<Tag>,
     actions: VecDeque<Action>,
     pool: Box<dyn BufferPool>,
     submission_queue_head: u16,
@@ -188,6 +288,8 @@ impl Queue {
             requests: (0..slots).map(|_| None).collect(),
             free_tags: (0..slots as Tag).rev().collect(),
             held_events: Vec::new(),
+            awaiting_range: Vec::new(),
+            fused_first: None,
             actions: VecDeque::new(),
             pool,
             submission_queue_head: 0,
@@ -309,7 +411,7 @@ impl Queue {
             Ok(data) => (data, self.execute(now, &command, data)),
             Err(status) => (DataPointer::None, Outcome::status(status)),
         };
-        let unused = self.begin(now, tag, Header { command, data }, outcome, in_capsule, loan);
+        let unused = self.pair_or_begin(now, tag, Header { command, data }, outcome, in_capsule, loan);
         if stale {
             self.disconnect(DisconnectReason::ControllerGone);
         }
@@ -346,6 +448,94 @@ impl Queue {
         }
     }
 
+    /// A fused first command waits for the next capsule, which must be its second;
+    /// everything else begins.
+    fn pair_or_begin(&mut self, now: Instant, tag: Tag, header: Header, outcome: Outcome, in_capsule: &[u8], loan: Option<SlotLoan>) -> Option<SlotLoan> {
+        if let Some(first) = self.fused_first.take() {
+            if let Outcome::FusedWrite(second) = outcome {
+                self.pair(now, first, tag, header, second, in_capsule);
+                return loan;
+            }
+            // Not its partner: the first is aborted, this command goes on alone. A
+            // second that failed its own checks fails its first with it.
+            let status = if header.command.fuse() == fuse::SECOND { Status::FUSED_FAILED } else { Status::FUSED_MISSING };
+            self.answer(first, status);
+        }
+        match outcome {
+            Outcome::FusedCompare(half) => match in_capsule_copy(header.data, in_capsule) {
+                Ok(data) => {
+                    self.put(tag, Request { header, state: State::AwaitingPartner { half, in_capsule: data } });
+                    self.fused_first = Some(tag);
+                }
+                Err(status) => self.respond(tag, header, status, 0, None),
+            },
+            Outcome::FusedWrite(_) => self.respond(tag, header, Status::FUSED_MISSING, 0, None),
+            outcome => return self.begin(now, tag, header, outcome, in_capsule, loan),
+        }
+        loan
+    }
+
+    /// The second command of a fused Compare and Write arrived right after its first.
+    fn pair(&mut self, now: Instant, first: Tag, second: Tag, second_header: Header, second_half: FusedHalf, in_capsule: &[u8]) {
+        let Some(Request { header: first_header, state: State::AwaitingPartner { half, in_capsule: compare_data } }) = self.take(first) else {
+            self.respond(second, second_header, Status::FUSED_MISSING, 0, None);
+            return;
+        };
+        if !half.pairs_with(&second_half) {
+            self.respond(first, first_header, Status::FUSED_MISSING, 0, None);
+            self.respond(second, second_header, Status::FUSED_MISSING, 0, None);
+            return;
+        }
+        let write_data = match in_capsule_copy(second_header.data, in_capsule) {
+            Ok(data) => data,
+            Err(status) => {
+                self.respond(first, first_header, Status::FUSED_FAILED, 0, None);
+                self.respond(second, second_header, status, 0, None);
+                return;
+            }
+        };
+        self.put(second, Request { header: second_header, state: State::FusedSecond { in_capsule: write_data } });
+        let pair = FusedHalf { durable: second_half.durable, ..half };
+        match compare_data {
+            Some(expected) => self.fused_compare_data(now, first, first_header, pair, second, expected),
+            None => self.allocate(now, first, first_header, Work::Inbound(Inbound::FusedCompare { pair, second }), None),
+        }
+    }
+
+    /// The compare data of a fused pair is here; the write data comes next.
+    fn fused_compare_data(&mut self, now: Instant, first: Tag, first_header: Header, pair: FusedHalf, second: Tag, expected: Vec<u8>) {
+        let Some(Request { header: second_header, state: State::FusedSecond { in_capsule } }) = self.take(second) else {
+            self.respond(first, first_header, Status::FUSED_MISSING, 0, None);
+            return;
+        };
+        match in_capsule {
+            Some(write) => {
+                self.put(second, Request { header: second_header, state: State::AwaitingPartnerWork });
+                self.compare_and_write(now, first, first_header, pair, second, expected, write);
+            }
+            None => {
+                self.put(first, Request { header: first_header, state: State::AwaitingPartnerWork });
+                self.allocate(now, second, second_header, Work::Inbound(Inbound::FusedWrite { pair, first, expected }), None);
+            }
+        }
+    }
+
+    /// Both halves of a fused pair are in hand: a buffer for the blocks, then the lock.
+    #[allow(clippy::too_many_arguments)]
+    fn compare_and_write(&mut self, now: Instant, first: Tag, first_header: Header, pair: FusedHalf, second: Tag, expected: Vec<u8>, write: Vec<u8>) {
+        let len_bytes = u32::try_from(expected.len()).unwrap_or(u32::MAX);
+        let write = FusedWrite { second, data: write, durable: pair.durable };
+        let job = MediaJob::Compare { offset_bytes: pair.offset_bytes, expected, write: Some(write) };
+        self.allocate(now, first, first_header, Work::Media { namespace: pair.namespace, len_bytes, job }, None);
+    }
+
+    /// Answers request `tag` with `status` and no data, whatever it was waiting for.
+    fn answer(&mut self, tag: Tag, status: Status) {
+        if let Some(request) = self.take(tag) {
+            self.respond(tag, request.header, status, 0, None);
+        }
+    }
+
     /// A new request (or one whose CPU step just ended) moves on according to
     /// `outcome`. Returns `loan` unless the request kept it.
     fn begin(&mut self, now: Instant, tag: Tag, header: Header, outcome: Outcome, in_capsule: &[u8], loan: Option<SlotLoan>) -> Option<SlotLoan> {
@@ -355,14 +545,22 @@ impl Queue {
                 self.put(tag, Request { header, state: State::AwaitingEvent });
                 self.held_events.push(tag);
             }
-            Outcome::Backend { namespace, op } => self.submit(tag, header, namespace, op),
+            Outcome::Backend { namespace, op } => self.submit(tag, header, namespace, op, Next::Respond),
             Outcome::Transfer(work) => return self.begin_transfer(now, tag, header, work, in_capsule, loan),
+            // Paired in `pair_or_begin`; a fused command that comes back after its CPU
+            // step has lost its partner.
+            Outcome::FusedCompare(_) | Outcome::FusedWrite(_) => self.respond(tag, header, Status::FUSED_MISSING, 0, None),
         }
         loan
     }
 
     /// A request that moves data: in-capsule data, or a buffer to fetch into or push from.
     fn begin_transfer(&mut self, now: Instant, tag: Tag, header: Header, work: Work, in_capsule: &[u8], loan: Option<SlotLoan>) -> Option<SlotLoan> {
+        if let Work::Media { .. } = work {
+            // Its buffer is the target's own, sized by the work.
+            self.allocate(now, tag, header, work, None);
+            return loan;
+        }
         let length = header.data.length_bytes();
         if length == 0 {
             // No data pointer for a command that needs one.
@@ -388,7 +586,7 @@ impl Queue {
                     Ok(loan) => {
                         self.target.payload.count(loan.buffer().region, u64::from(length_bytes));
                         let op = BackendOp::Write { offset_bytes: at, buffer: DataBuffer::Slot(loan), durable };
-                        self.submit(tag, header, namespace, op);
+                        self.submit(tag, header, namespace, op, Next::Respond);
                         None
                     }
                     Err(loan) => {
@@ -408,9 +606,11 @@ impl Queue {
     /// Takes a buffer for the request, or puts it in the pool's line.
     fn allocate(&mut self, now: Instant, tag: Tag, header: Header, work: Work, in_capsule: Option<&[u8]>) {
         let (placement, len_bytes) = match &work {
-            Work::Inbound(Inbound::Write { namespace, .. }) | Work::Read { namespace, .. } => {
+            Work::Inbound(Inbound::Write { namespace, .. } | Inbound::Compare { namespace, .. }) | Work::Read { namespace, .. } => {
                 (namespace.payload_placement, header.data.length_bytes())
             }
+            Work::Inbound(Inbound::FusedCompare { pair, .. } | Inbound::FusedWrite { pair, .. }) => (pair.namespace.payload_placement, header.data.length_bytes()),
+            Work::Media { namespace, len_bytes, .. } => (namespace.payload_placement, *len_bytes),
             // A reply takes what it holds, not what the host offered room for.
             Work::Send { data } => (Placement::Control, header.data.length_bytes().min(u32::try_from(data.len()).unwrap_or(u32::MAX))),
             Work::Inbound(_) => (Placement::Control, header.data.length_bytes()),
@@ -458,6 +658,7 @@ impl Queue {
     /// The request has its buffer: fetch into it, fill it, or hand it to the backend.
     fn with_buffer(&mut self, now: Instant, tag: Tag, header: Header, work: Work, lease: Lease, in_capsule: Option<&[u8]>) {
         match (work, header.data) {
+            (Work::Media { namespace, job, .. }, _) => self.media(tag, header, namespace, job, lease),
             (Work::Send { data }, DataPointer::Keyed(remote)) => {
                 self.pool.write(&lease, &data);
                 let remote = KeyedSgl { length_bytes: lease.buffer().len_bytes, ..remote };
@@ -465,7 +666,7 @@ impl Queue {
                 self.respond(tag, header, Status::SUCCESS, 0, Some(reply));
             }
             (Work::Read { namespace, offset_bytes }, DataPointer::Keyed(_)) => {
-                self.submit(tag, header, namespace, BackendOp::Read { offset_bytes, buffer: DataBuffer::Pool(lease) });
+                self.submit(tag, header, namespace, BackendOp::Read { offset_bytes, buffer: DataBuffer::Pool(lease) }, Next::Push);
             }
             (Work::Inbound(work), DataPointer::Keyed(remote)) => {
                 self.put(tag, Request { header, state: State::Fetching { work } });
@@ -509,7 +710,40 @@ impl Queue {
             Inbound::Write { namespace, offset_bytes, durable } => {
                 let buffer = lease.buffer();
                 self.target.payload.count(buffer.region, u64::from(buffer.len_bytes));
-                self.submit(tag, header, namespace, BackendOp::Write { offset_bytes, buffer: DataBuffer::Pool(lease), durable });
+                self.submit(tag, header, namespace, BackendOp::Write { offset_bytes, buffer: DataBuffer::Pool(lease), durable }, Next::Respond);
+                return;
+            }
+            Inbound::Compare { namespace, offset_bytes } => {
+                let expected = self.copy_out(lease);
+                let len_bytes = u32::try_from(expected.len()).unwrap_or(u32::MAX);
+                let job = MediaJob::Compare { offset_bytes, expected, write: None };
+                self.allocate(now, tag, header, Work::Media { namespace, len_bytes, job }, None);
+                return;
+            }
+            Inbound::FusedCompare { pair, second } => {
+                let expected = self.copy_out(lease);
+                self.fused_compare_data(now, tag, header, pair, second, expected);
+                return;
+            }
+            Inbound::FusedWrite { pair, first, expected } => {
+                let write = self.copy_out(lease);
+                self.put(tag, Request { header, state: State::AwaitingPartnerWork });
+                match self.take(first) {
+                    Some(Request { header: first_header, .. }) => self.compare_and_write(now, first, first_header, pair, tag, expected, write),
+                    // The first went with a closing queue.
+                    None => self.free(tag),
+                }
+                return;
+            }
+            Inbound::Copy { namespace, ranges, destination_lba, durable } => {
+                let bytes = self.copy_out(lease);
+                let max_transfer_bytes = self.target.limits.max_transfer_bytes();
+                match super::io::copy_ranges(&namespace, ranges, destination_lba, max_transfer_bytes, &bytes) {
+                    Ok((remaining, destination_bytes)) => {
+                        self.copy_next(now, tag, header, namespace, CopyProgress { remaining, destination_bytes, durable });
+                    }
+                    Err(status) => self.respond(tag, header, status, 0, None),
+                }
                 return;
             }
             Inbound::Connect => {
@@ -534,9 +768,9 @@ impl Queue {
     }
 
     /// The backend finished a request's operation and gives its buffer back.
-    pub fn handle_backend_done(&mut self, tag: Tag, result: Result<u32, BackendError>, buffer: Option<DataBuffer>) {
+    pub fn handle_backend_done(&mut self, now: Instant, tag: Tag, result: Result<u32, BackendError>, buffer: Option<DataBuffer>) {
         let Some(request) = self.take(tag) else { return };
-        let Request { header, state: State::Executing { namespace, read } } = request else {
+        let Request { header, state: State::Executing { namespace, next, range } } = request else {
             self.put(tag, request);
             return;
         };
@@ -553,17 +787,111 @@ impl Queue {
                 Status::from(error)
             }
         };
-        let reply = match (buffer, header.data) {
-            (Some(buffer), DataPointer::Keyed(remote)) if read && status.is_success() => {
-                self.target.payload.count(buffer.buffer().region, u64::from(buffer.buffer().len_bytes));
-                Some(ResponseData::Push { remote, buffer })
+        match next {
+            Next::Respond | Next::Push => {
+                let reply = match (buffer, header.data) {
+                    (Some(buffer), DataPointer::Keyed(remote)) if matches!(next, Next::Push) && status.is_success() => {
+                        self.target.payload.count(buffer.buffer().region, u64::from(buffer.buffer().len_bytes));
+                        Some(ResponseData::Push { remote, buffer })
+                    }
+                    // The receive slot of an in-capsule write goes back with the response.
+                    (Some(DataBuffer::Slot(loan)), _) => Some(ResponseData::ReturnSlot(loan)),
+                    // A pool lease with nothing to push is dropped here: back to the pool.
+                    _ => None,
+                };
+                self.respond(tag, header, status, 0, reply);
             }
-            // The receive slot of an in-capsule write goes back with the response.
-            (Some(DataBuffer::Slot(loan)), _) => Some(ResponseData::ReturnSlot(loan)),
-            // A pool lease with nothing to push is dropped here: back to the pool.
-            _ => None,
+            Next::Compare { expected, write } => self.compared(tag, header, namespace, status, buffer, expected, write, range),
+            Next::FusedWritten { second } => {
+                self.respond(tag, header, status, 0, None);
+                self.answer(second, status);
+            }
+            Next::CopyRead(progress) => match buffer {
+                Some(buffer) if status.is_success() => {
+                    let op = BackendOp::Write { offset_bytes: progress.destination_bytes, buffer, durable: progress.durable };
+                    drop(range);
+                    self.submit(tag, header, namespace, op, Next::CopyWritten(progress));
+                }
+                _ => self.respond(tag, header, if status.is_success() { Status::INTERNAL_ERROR } else { status }, 0, None),
+            },
+            Next::CopyWritten(mut progress) => {
+                let written = buffer.map_or(0, |buffer| u64::from(buffer.buffer().len_bytes));
+                drop(range);
+                if status.is_success() {
+                    progress.destination_bytes = progress.destination_bytes.saturating_add(written);
+                    self.copy_next(now, tag, header, namespace, progress);
+                } else {
+                    self.respond(tag, header, status, 0, None);
+                }
+            }
+        }
+    }
+
+    /// The blocks of a Compare are read: answer, or for a fused Compare and Write on a
+    /// match, write the new data under the same lock.
+    #[allow(clippy::too_many_arguments)]
+    fn compared(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, status: Status, buffer: Option<DataBuffer>, expected: Vec<u8>, write: Option<FusedWrite>, range: RangeHold) {
+        let fail = |queue: &mut Queue, status: Status, write: Option<FusedWrite>| {
+            queue.respond(tag, header, status, 0, None);
+            if let Some(write) = write {
+                queue.answer(write.second, Status::FUSED_FAILED);
+            }
         };
-        self.respond(tag, header, status, 0, reply);
+        let Some(DataBuffer::Pool(lease)) = buffer else {
+            return fail(self, if status.is_success() { Status::INTERNAL_ERROR } else { status }, write);
+        };
+        if !status.is_success() {
+            return fail(self, status, write);
+        }
+        // The CPU compares: the blocks and the host's data cross host memory here.
+        let mut blocks = vec![0u8; expected.len()];
+        self.pool.read(&lease, &mut blocks);
+        self.target.payload.count(super::buffer::Region::Host, blocks.len() as u64);
+        if blocks != expected {
+            return fail(self, Status::COMPARE_FAILURE.dnr(), write);
+        }
+        let Some(write) = write else {
+            return self.respond(tag, header, Status::SUCCESS, 0, None);
+        };
+        self.pool.write(&lease, &write.data);
+        let offset_bytes = header.command.starting_lba() << namespace.backend.block_size_shift();
+        let op = BackendOp::Write { offset_bytes, buffer: DataBuffer::Pool(lease), durable: write.durable };
+        let next = Next::FusedWritten { second: write.second };
+        match range {
+            RangeHold::Locked(lock) => self.dispatch(tag, header, namespace, op, next, RangeHold::Locked(lock)),
+            // (A fused read always runs under its lock; should it not, the write takes one.)
+            _ => self.submit_exclusive(tag, header, namespace, op, next, None),
+        }
+    }
+
+    /// The next source range of a Copy, or its answer when none is left.
+    fn copy_next(&mut self, now: Instant, tag: Tag, header: Header, namespace: Arc<Namespace>, mut progress: CopyProgress) {
+        match progress.remaining.pop_front() {
+            Some((source_bytes, len_bytes)) => {
+                let len_bytes = u32::try_from(len_bytes).unwrap_or(u32::MAX);
+                let job = MediaJob::Copy { source_bytes, progress };
+                self.allocate(now, tag, header, Work::Media { namespace, len_bytes, job }, None);
+            }
+            None => self.respond(tag, header, Status::SUCCESS, 0, None),
+        }
+    }
+
+    /// A request's own buffer for work on its blocks is here.
+    fn media(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, job: MediaJob, lease: Lease) {
+        let buffer = DataBuffer::Pool(lease);
+        match job {
+            MediaJob::Verify { offset_bytes } => self.submit(tag, header, namespace, BackendOp::Read { offset_bytes, buffer }, Next::Respond),
+            MediaJob::Compare { offset_bytes, expected, write: None } => {
+                self.submit(tag, header, namespace, BackendOp::Read { offset_bytes, buffer }, Next::Compare { expected, write: None });
+            }
+            MediaJob::Compare { offset_bytes, expected, write: Some(write) } => {
+                let next = Next::Compare { expected, write: Some(write) };
+                self.submit_exclusive(tag, header, namespace, BackendOp::Read { offset_bytes, buffer }, next, None);
+            }
+            MediaJob::Copy { source_bytes, progress } => {
+                self.submit(tag, header, namespace, BackendOp::Read { offset_bytes: source_bytes, buffer }, Next::CopyRead(progress));
+            }
+        }
     }
 
     /// The transport sent the response (and any data before it) and let go of its
@@ -592,6 +920,8 @@ impl Queue {
         self.pool.cancel_waits();
         self.actions.clear();
         self.held_events.clear();
+        self.awaiting_range.clear();
+        self.fused_first = None;
         for tag in 0..self.requests.len() as Tag {
             let ends_now = match self.requests.get(usize::from(tag)) {
                 Some(Some(request)) => !matches!(request.state, State::Fetching { .. } | State::Executing { .. }),
@@ -614,12 +944,61 @@ impl Queue {
         !matches!(self.association, Association::AwaitingConnect { .. })
     }
 
-    /// Hands `op` (and its buffer) to the backend; a read's data is pushed to the host
-    /// when it comes back.
-    fn submit(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, op: BackendOp) {
-        let read = matches!(op, BackendOp::Read { .. });
-        self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), read } });
+    /// Hands `op` (and its buffer) to the backend once its blocks are not locked;
+    /// `next` says what follows.
+    fn submit(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, op: BackendOp, next: Next) {
+        let hold = match op.byte_range() {
+            None => RangeHold::None,
+            Some((offset_bytes, len_bytes)) => match namespace.range_locks.enter(offset_bytes, len_bytes) {
+                Some(entered) => RangeHold::Entered(entered),
+                None => return self.await_range(tag, header, namespace, op, next, false, None),
+            },
+        };
+        self.dispatch(tag, header, namespace, op, next, hold);
+    }
+
+    /// Hands `op` to the backend with its blocks locked and no other command inside
+    /// them (fused Compare and Write).
+    fn submit_exclusive(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, op: BackendOp, next: Next, lock: Option<Locked>) {
+        let (offset_bytes, len_bytes) = op.byte_range().unwrap_or_default();
+        match lock.or_else(|| namespace.range_locks.lock(offset_bytes, len_bytes)) {
+            Some(lock) if lock.drained() => self.dispatch(tag, header, namespace, op, next, RangeHold::Locked(lock)),
+            lock => self.await_range(tag, header, namespace, op, next, true, lock),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn await_range(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, op: BackendOp, next: Next, exclusive: bool, lock: Option<Locked>) {
+        self.put(tag, Request { header, state: State::AwaitingRange { namespace, op, next, exclusive, lock } });
+        self.awaiting_range.push(tag);
+    }
+
+    fn dispatch(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, op: BackendOp, next: Next, range: RangeHold) {
+        self.put(tag, Request { header, state: State::Executing { namespace: namespace.clone(), next, range } });
         self.actions.push_back(Action::Submit { tag, namespace, op });
+    }
+
+    /// Requests waiting on range locks try again. Locks are held for a read and a
+    /// write at most, so the transport keeps calling (without sleeping) while
+    /// [`Queue::awaits_ranges`].
+    pub fn poll_ranges(&mut self) {
+        for tag in std::mem::take(&mut self.awaiting_range) {
+            let Some(request) = self.take(tag) else { continue };
+            let Request { header, state: State::AwaitingRange { namespace, op, next, exclusive, lock } } = request else {
+                self.put(tag, request);
+                continue;
+            };
+            if exclusive {
+                self.submit_exclusive(tag, header, namespace, op, next, lock);
+            } else {
+                self.submit(tag, header, namespace, op, next);
+            }
+        }
+    }
+
+    /// Whether requests wait on range locks (see [`Queue::poll_ranges`]).
+    pub fn awaits_ranges(&self) -> bool {
+        !self.awaiting_range.is_empty()
     }
 
     /// Hands the response (with its data or buffer) to the transport.
@@ -685,4 +1064,14 @@ impl Queue {
 
 fn advance(head: u16, entries: u32) -> u16 {
     u32::from(head).saturating_add(1).checked_rem(entries).unwrap_or(0) as u16
+}
+
+/// A copy of the in-capsule data a data pointer names, `None` for a keyed pointer.
+fn in_capsule_copy(data: DataPointer, in_capsule: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let DataPointer::InCapsule { offset_bytes, length_bytes } = data else { return Ok(None) };
+    usize::try_from(offset_bytes)
+        .ok()
+        .and_then(|start| in_capsule.get(start..)?.get(..usize::try_from(length_bytes).ok()?))
+        .map(|bytes| Some(bytes.to_vec()))
+        .ok_or(Status::SGL_INVALID_DATA.dnr())
 }

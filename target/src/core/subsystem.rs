@@ -12,6 +12,7 @@ use tracing::warn;
 
 use super::buffer::Placement;
 use super::controller::{Controller, ControllerKind};
+use super::range_lock::RangeLocks;
 use super::stats::{IoStats, PayloadStats};
 use crate::backend::Backend;
 use crate::wire::Status;
@@ -86,6 +87,8 @@ pub struct Namespace {
     /// in the CMB; `Control` pins it to host memory (the device cannot reach the CMB).
     pub payload_placement: Placement,
     pub stats: IoStats,
+    /// Ranges fused Compare and Write holds against every other command.
+    pub range_locks: Arc<RangeLocks>,
 }
 
 impl Namespace {

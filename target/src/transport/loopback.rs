@@ -183,6 +183,7 @@ impl Loopback {
     pub fn run(&mut self) {
         loop {
             self.queue.poll_grants(Instant::now());
+            self.queue.poll_ranges();
             while let Some(action) = self.queue.poll_action() {
                 self.perform(action);
             }
@@ -200,7 +201,7 @@ impl Loopback {
                 std::thread::yield_now();
                 continue;
             };
-            self.queue.handle_backend_done(tag, result, buffer);
+            self.queue.handle_backend_done(Instant::now(), tag, result, buffer);
         }
     }
 
@@ -215,7 +216,7 @@ impl Loopback {
     /// Releases the oldest held backend completion.
     pub fn complete_backend(&mut self) -> bool {
         let Some((tag, result, buffer)) = self.backend_done.pop_front() else { return false };
-        self.queue.handle_backend_done(tag, result, buffer);
+        self.queue.handle_backend_done(Instant::now(), tag, result, buffer);
         self.run();
         true
     }

@@ -55,10 +55,10 @@ impl RawCommand {
         self.flags & FUSE_MASK
     }
 
-    /// Checks what every NVMe over Fabrics command must satisfy: SGLs (PSDT 01b) and no
-    /// fused operation.
+    /// Checks what every NVMe over Fabrics command must satisfy: SGLs (PSDT 01b). Fused
+    /// operations are for the I/O queue to judge.
     pub fn check_flags(&self) -> Result<(), Status> {
-        if self.flags & PSDT_MASK != PSDT_SGL_METABUF || self.fuse() != 0 {
+        if self.flags & PSDT_MASK != PSDT_SGL_METABUF {
             return Err(Status::INVALID_FIELD.dnr());
         }
         Ok(())
@@ -105,8 +105,18 @@ pub mod io {
     pub const FLUSH: u8 = 0x00;
     pub const WRITE: u8 = 0x01;
     pub const READ: u8 = 0x02;
+    pub const COMPARE: u8 = 0x05;
     pub const WRITE_ZEROES: u8 = 0x08;
     pub const DATASET_MANAGEMENT: u8 = 0x09;
+    pub const VERIFY: u8 = 0x0C;
+    pub const COPY: u8 = 0x19;
+}
+
+/// FUSE values (command Dword 0 bits 9:8).
+pub mod fuse {
+    pub const NONE: u8 = 0;
+    pub const FIRST: u8 = 1;
+    pub const SECOND: u8 = 2;
 }
 
 /// The Fabrics command opcode; the command is named by FCTYPE.
@@ -172,12 +182,15 @@ mod tests {
     }
 
     #[test]
-    fn prp_and_fused_commands_are_refused() {
+    fn prp_commands_are_refused() {
         let mut command = RawCommand::from_capsule(&golden_read()).unwrap();
-        for flags in [0x00, 0x80, 0xC0, 0x41, 0x42] {
+        for flags in [0x00, 0x80, 0xC0, 0x01, 0x82] {
             command.flags = flags;
             assert_eq!(command.check_flags(), Err(Status::INVALID_FIELD.dnr()), "flags {flags:#x}");
         }
+        command.flags = 0x41;
+        assert_eq!(command.check_flags(), Ok(()), "fused: the queue judges");
+        assert_eq!(command.fuse(), fuse::FIRST);
     }
 
     #[test]

@@ -121,6 +121,8 @@ mod controller {
     pub const ONCS: usize = 520;
     pub const FUSES: usize = 522;
     pub const VWC: usize = 525;
+    pub const ACWU: usize = 532;
+    pub const OCFS: usize = 534;
     pub const SGLS: usize = 536;
     pub const MNAN: usize = 540;
     pub const SUBNQN: usize = 768;
@@ -145,9 +147,13 @@ pub const CTRATT_TRAFFIC_BASED_KEEP_ALIVE: u32 = 1 << 6;
 pub const AEC_CRITICAL_WARNINGS: u32 = 0xFF;
 /// VWC bits 2:1 = 10b: Flush does not take the broadcast NSID.
 const VWC_FLUSH_NO_BROADCAST: u8 = 2 << 1;
-/// ONCS bit 2: Dataset Management; bit 3: Write Zeroes.
-pub const ONCS_DATASET_MANAGEMENT: u16 = 1 << 2;
-pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
+/// ONCS: the optional NVM commands served: Compare (bit 0), Dataset Management (2),
+/// Write Zeroes (3), Save and Select in Set and Get Features (4), Verify (7), Copy (8).
+pub const OPTIONAL_NVM_COMMANDS: u16 = 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 7 | 1 << 8;
+/// FUSES bit 0: fused Compare and Write.
+pub const FUSES_COMPARE_AND_WRITE: u16 = 1;
+/// OCFS bit 0: Copy descriptor format 0h.
+pub const OCFS_FORMAT_0: u16 = 1;
 
 impl ControllerIdentity<'_> {
     pub fn encode(&self) -> Page {
@@ -187,8 +193,11 @@ impl ControllerIdentity<'_> {
                 .u8(CQES, 0x44)
                 .u32(NN, self.namespace_count)
                 .u32(MNAN, self.namespace_count)
-                .u16(ONCS, ONCS_DATASET_MANAGEMENT | ONCS_WRITE_ZEROES)
-                .u8(FUSES, 0)
+                .u16(ONCS, OPTIONAL_NVM_COMMANDS)
+                .u16(FUSES, FUSES_COMPARE_AND_WRITE)
+                // One block; each namespace states its own unit (NACWU).
+                .u16(ACWU, 0)
+                .u16(OCFS, OCFS_FORMAT_0)
                 .u8(VWC, if self.volatile_write_cache { 1 | VWC_FLUSH_NO_BROADCAST } else { 0 })
                 .u32(IOCCSZ, self.command_capsule_units)
                 .u32(IORCSZ, 1)
@@ -212,6 +221,11 @@ pub struct NamespaceIdentity {
     pub volatile_write_cache: bool,
     /// Deallocated blocks read as zeroes (DLFEAT bits 2:0 = 001b).
     pub deallocated_reads_zeroes: bool,
+    /// Blocks in one maximum transfer (MDTS): the largest fused Compare and Write
+    /// that is atomic, and the largest Copy source range.
+    pub transfer_blocks_max: u32,
+    /// Source ranges one Copy may name.
+    pub copy_ranges_max: u16,
     pub ready: bool,
 }
 
@@ -225,6 +239,10 @@ mod namespace {
     pub const FLBAS: usize = 26;
     pub const NMIC: usize = 30;
     pub const DLFEAT: usize = 33;
+    pub const NACWU: usize = 44;
+    pub const MSSRL: usize = 64;
+    pub const MCL: usize = 68;
+    pub const MSRC: usize = 72;
     pub const NGUID: usize = 104;
     pub const LBAF0: usize = 128;
 }
@@ -245,10 +263,17 @@ impl NamespaceIdentity {
     pub fn encode(&self) -> Page {
         use namespace::*;
         let mut page = Page::default();
+        let range_blocks = self.transfer_blocks_max.clamp(1, u32::from(u16::MAX));
         page.u64(NSZE, self.size_blocks)
             .u64(NCAP, self.size_blocks)
             .u64(NUSE, self.size_blocks)
-            .u8(NSFEAT, 0)
+            // NSFEAT bit 1 (NSABP): NAWUN, NAWUPF and NACWU apply (0: one block atomic
+            // for writes; compare and write up to MDTS).
+            .u8(NSFEAT, 1 << 1)
+            .u16(NACWU, range_blocks.saturating_sub(1) as u16)
+            .u16(MSSRL, range_blocks as u16)
+            .u32(MCL, range_blocks.saturating_mul(u32::from(self.copy_ranges_max)))
+            .u8(MSRC, self.copy_ranges_max.saturating_sub(1).min(255) as u8)
             .u8(NLBAF, 0)
             .u8(FLBAS, 0)
             .u8(NMIC, NMIC_SHARED)
@@ -278,6 +303,16 @@ impl NamespaceIdentity {
         page.u8(NMIC, NMIC_SHARED).u8(NSTAT, u8::from(self.ready));
         page
     }
+}
+
+/// CNS 06h for the NVM command set (NVM Command Set 1.0, Figure 98): VSL, the largest
+/// Verify, as a power of two of 4 KiB pages (MDTS). Write Zeroes and Dataset
+/// Management have no limit of their own (0).
+pub fn encode_nvm_controller(verify_size_shift: u8) -> Page {
+    const VSL: usize = 0;
+    let mut page = Page::default();
+    page.u8(VSL, verify_size_shift);
+    page
 }
 
 /// CNS 02h / 07h: up to 1024 active NSIDs greater than `start`, ascending.
@@ -362,7 +397,7 @@ mod tests {
     }
 
     fn namespace() -> NamespaceIdentity {
-        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, ready: true }
+        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, transfer_blocks_max: 256, copy_ranges_max: 128, ready: true }
     }
 
     #[test]
@@ -373,6 +408,10 @@ mod tests {
         assert_eq!(le32(&page, 128), 9 << 16);
         assert_eq!(&page.0[104..120], &[0xAB; 16]);
         assert_eq!(page.0[30], 1, "NMIC: shared");
+        assert_eq!(u16::from_le_bytes([page.0[44], page.0[45]]), 255, "NACWU, 0's based");
+        assert_eq!(u16::from_le_bytes([page.0[64], page.0[65]]), 256, "MSSRL");
+        assert_eq!(le32(&page, 68), 256 * 128, "MCL");
+        assert_eq!(page.0[72], 127, "MSRC, 0's based");
         assert_eq!(page.0[33], 0b1001, "DLFEAT: DEAC honoured, deallocated blocks read zeroes");
     }
 

@@ -35,6 +35,8 @@ statuses! {
     INTERNAL_ERROR = 0x006, "Internal Error";
     ABORT_REQUESTED = 0x007, "Command Abort Requested";
     ABORTED_SQ_DELETION = 0x008, "Command Aborted due to SQ Deletion";
+    FUSED_FAILED = 0x009, "Command Aborted due to Failed Fused Command";
+    FUSED_MISSING = 0x00A, "Command Aborted due to Missing Fused Command";
     INVALID_NAMESPACE = 0x00B, "Invalid Namespace or Format";
     COMMAND_SEQUENCE_ERROR = 0x00C, "Command Sequence Error";
     SGL_INVALID_LAST = 0x00D, "Invalid SGL Segment Descriptor";
@@ -53,12 +55,14 @@ statuses! {
     INVALID_LOG_PAGE = 0x109, "Invalid Log Page";
     FEATURE_NOT_SAVEABLE = 0x10D, "Feature Identifier Not Saveable";
     FEATURE_NOT_CHANGEABLE = 0x10E, "Feature Not Changeable";
+    COMMAND_SIZE_LIMIT = 0x183, "Command Size Limit Exceeded";
     CONNECT_FORMAT = 0x180, "Incompatible Format";
     CONNECT_CONTROLLER_BUSY = 0x181, "Controller Busy";
     CONNECT_INVALID_PARAMETER = 0x182, "Connect Invalid Parameters";
     CONNECT_INVALID_HOST = 0x184, "Connect Invalid Host";
     WRITE_FAULT = 0x280, "Write Fault";
     UNRECOVERED_READ_ERROR = 0x281, "Unrecovered Read Error";
+    COMPARE_FAILURE = 0x285, "Compare Failure";
     ACCESS_DENIED = 0x286, "Access Denied";
 }
 

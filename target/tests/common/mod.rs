@@ -29,6 +29,7 @@ pub fn memory_namespace(id: u32, bytes: usize) -> Arc<Namespace> {
         nguid: [0xA0 | id as u8; 16],
         payload_placement: Placement::Payload,
         stats: Default::default(),
+        range_locks: Default::default(),
     })
 }
 

@@ -168,10 +168,11 @@ impl Connection {
         loop {
             let mut progressed = self.drain_completions();
             while let Some((tag, result, buffer)) = self.executor.poll_done() {
-                self.queue.handle_backend_done(tag, result, buffer);
+                self.queue.handle_backend_done(Instant::now(), tag, result, buffer);
                 progressed = true;
             }
             self.queue.poll_grants(Instant::now());
+            self.queue.poll_ranges();
             let polled = self.executor.take_polled_count();
             if polled > 0 {
                 self.queue.stats.polled_ios.add(polled);
@@ -222,7 +223,9 @@ impl Connection {
                 judged_since.get_or_insert(current.started);
             }
             let spinning = self.closing.is_none() && self.shallow() && current.started.elapsed() < current.budget;
-            if spinning || self.executor.needs_polling() {
+            // A range lock is held for one read and one write at most: wait it out
+            // awake, like a polled operation.
+            if spinning || self.executor.needs_polling() || self.queue.awaits_ranges() {
                 std::thread::yield_now();
                 continue;
             }
