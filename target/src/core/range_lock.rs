@@ -166,6 +166,44 @@ mod tests {
         assert!(locks.lock(0, 128 << 10).is_some(), "stripe 0 was let go");
     }
 
+    /// Threads entering and locking the same block at once: while a drained lock is
+    /// held, no entered command is inside, and no two locks are held.
+    #[test]
+    fn a_drained_lock_excludes_every_entry_across_threads() {
+        use std::sync::atomic::AtomicUsize;
+        let locks = Arc::new(RangeLocks::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let holders = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let (locks, inside, holders) = (locks.clone(), inside.clone(), holders.clone());
+                std::thread::spawn(move || {
+                    let mut rounds = 0;
+                    while rounds < 2000 {
+                        if thread == 0 || thread == 1 {
+                            let Some(lock) = locks.lock(4096, 512) else { continue };
+                            if !lock.drained() {
+                                continue;
+                            }
+                            assert_eq!(holders.fetch_add(1, SeqCst), 0, "two locks held");
+                            assert_eq!(inside.load(SeqCst), 0, "an entry inside a drained lock");
+                            holders.fetch_sub(1, SeqCst);
+                        } else {
+                            let Some(_entered) = locks.enter(0, 8192) else { continue };
+                            inside.fetch_add(1, SeqCst);
+                            assert_eq!(holders.load(SeqCst), 0, "entered while a drained lock is held");
+                            inside.fetch_sub(1, SeqCst);
+                        }
+                        rounds += 1;
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    }
+
     #[test]
     fn stripes_wrap_and_never_repeat() {
         assert_eq!(Stripes::of(0, 1), Stripes { first: 0, count: 1 });
