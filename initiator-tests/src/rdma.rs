@@ -9,9 +9,11 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use p2ptgt::wire::command::FABRICS;
+use p2ptgt::wire::command::{fabrics_type, FABRICS};
+use p2ptgt::wire::fabrics::{property, ConnectData};
 use p2ptgt::wire::sgl::RawSglDescriptor;
-use p2ptgt::wire::{KeyedSgl, RawCommand};
+use p2ptgt::wire::{Completion, KeyedSgl, RawCommand};
+use zerocopy::{FromBytes, IntoBytes};
 use rdma_mummy_sys as sys;
 use zerocopy::little_endian::{U16, U32};
 
@@ -454,4 +456,47 @@ pub fn private_data(record_format: u16, queue_id: u16, receive: u16, send: u16, 
     data[6..8].copy_from_slice(&send.to_le_bytes());
     data[8..10].copy_from_slice(&controller_id.to_le_bytes());
     data
+}
+
+/// How long a client waits for one response.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Sends `cmd` and returns its completion.
+pub fn call(client: &mut Client, cmd: &RawCommand) -> Result<Completion, String> {
+    client.send(cmd.as_bytes()).map_err(|e| e.to_string())?;
+    match client.receive(WAIT) {
+        Received::Completion(bytes) => Completion::read_from_bytes(&bytes).map_err(|_| "bad completion".to_string()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// A keyed SGL for `len` bytes at `offset` in the client's data region (with its own
+/// key unless `key` says otherwise).
+pub fn keyed(client: &Client, offset: u64, len: u32, key: Option<u32>) -> RawSglDescriptor {
+    let (address, rkey) = client.data_region();
+    RawSglDescriptor::keyed(KeyedSgl { address: address + offset, length_bytes: len, key: key.unwrap_or(rkey), invalidate: false })
+}
+
+/// Connect (SQSIZE 31) for `queue_id` of `controller_id` as `host_nqn`, the Connect
+/// data fetched from the start of the data region.
+pub fn connect_queue(client: &mut Client, host_nqn: &str, queue_id: u16, controller_id: u16, subsystem: &str, keep_alive_ms: u32) -> Result<Completion, String> {
+    let data = ConnectData::new([9; 16], controller_id, subsystem, host_nqn);
+    client.data_mut()[..1024].copy_from_slice(data.as_bytes());
+    let mut cmd = fabrics(fabrics_type::CONNECT, 1);
+    cmd.cdw10 = U32::new(u32::from(queue_id) << 16);
+    cmd.cdw11 = U32::new(31);
+    cmd.cdw12 = U32::new(keep_alive_ms);
+    cmd.data_pointer = keyed(client, 0, 1024, None);
+    call(client, &cmd)
+}
+
+/// CC with EN clear, then set: the controller becomes ready.
+pub fn enable(client: &mut Client) -> Result<(), String> {
+    for (id, value) in [(2u16, 4 << 20 | 6 << 16), (3, 4 << 20 | 6 << 16 | 1)] {
+        let mut set = fabrics(fabrics_type::PROPERTY_SET, id);
+        set.cdw11 = U32::new(property::CC);
+        set.cdw12 = U32::new(value);
+        call(client, &set)?;
+    }
+    Ok(())
 }

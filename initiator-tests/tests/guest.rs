@@ -34,6 +34,12 @@ fn small_cmb_applies_backpressure() {
 
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
+fn compare_and_write_has_one_winner_and_copy_verify_compare_work() {
+    expect("nvm-commands.sh", &[], &[], 12);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
 fn queue_waiting_for_buffers_is_woken_by_another_queue() {
     // 2 MiB: 14 buffers of 128 KiB, kept empty by a QD128 job on one I/O queue while a
     // QD1 job on the other waits for buffers; no host I/O timeout or reconnect allowed.

@@ -13,15 +13,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use initiator_tests::rdma::{command, connect, fabrics, private_data, Client, ConnectOutcome, Received};
+use initiator_tests::rdma::{call, command, connect, connect_queue, enable, fabrics, keyed, private_data, Client, ConnectOutcome, Received, WAIT};
 use p2ptgt::wire::command::{admin, fabrics_type};
-use p2ptgt::wire::fabrics::{property, ConnectData};
+use p2ptgt::wire::fabrics::property;
 use p2ptgt::wire::sgl::RawSglDescriptor;
-use p2ptgt::wire::{Completion, KeyedSgl, RawCommand, Status};
+use p2ptgt::wire::{Completion, Status};
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, IntoBytes};
 
-const WAIT: Duration = Duration::from_secs(5);
 
 struct Run {
     address: SocketAddr,
@@ -63,46 +62,15 @@ impl Run {
         }
     }
 
-    /// Sends `cmd` and returns its completion.
-    fn call(client: &mut Client, cmd: &RawCommand) -> Result<Completion, String> {
-        client.send(cmd.as_bytes()).map_err(|e| e.to_string())?;
-        match client.receive(WAIT) {
-            Received::Completion(bytes) => Completion::read_from_bytes(&bytes).map_err(|_| "bad completion".to_string()),
-            other => Err(format!("{other:?}")),
-        }
-    }
-
-    fn keyed(client: &Client, offset: u64, len: u32, key: Option<u32>) -> RawSglDescriptor {
-        let (address, rkey) = client.data_region();
-        RawSglDescriptor::keyed(KeyedSgl { address: address + offset, length_bytes: len, key: key.unwrap_or(rkey), invalidate: false })
-    }
-
     /// Connect (SQSIZE 31) for `queue_id` of `controller_id`, Connect data fetched from
     /// the start of the data region.
     fn connect_queue(&self, client: &mut Client, queue_id: u16, controller_id: u16, subsystem: &str, keep_alive_ms: u32) -> Result<Completion, String> {
-        let data = ConnectData::new([9; 16], controller_id, subsystem, &self.host);
-        client.data_mut()[..1024].copy_from_slice(data.as_bytes());
-        let mut cmd = fabrics(fabrics_type::CONNECT, 1);
-        cmd.cdw10 = U32::new(u32::from(queue_id) << 16);
-        cmd.cdw11 = U32::new(31);
-        cmd.cdw12 = U32::new(keep_alive_ms);
-        cmd.data_pointer = Self::keyed(client, 0, 1024, None);
-        Self::call(client, &cmd)
+        connect_queue(client, &self.host, queue_id, controller_id, subsystem, keep_alive_ms)
     }
 
     /// Admin Connect under the dynamic controller model, no keep-alive.
     fn admin_connect(&self, client: &mut Client, subsystem: &str) -> Result<Completion, String> {
         self.connect_queue(client, 0, 0xFFFF, subsystem, 0)
-    }
-
-    fn enable(client: &mut Client) -> Result<(), String> {
-        for (id, value) in [(2u16, 4 << 20 | 6 << 16), (3, 4 << 20 | 6 << 16 | 1)] {
-            let mut set = fabrics(fabrics_type::PROPERTY_SET, id);
-            set.cdw11 = U32::new(property::CC);
-            set.cdw12 = U32::new(value);
-            Self::call(client, &set)?;
-        }
-        Ok(())
     }
 
     fn expect_status(&mut self, name: &str, result: Result<Completion, String>, want: Status) {
@@ -139,51 +107,51 @@ impl Run {
         let Some(mut client) = self.open(0, 31, 0) else { return self.check("admin queue connects", false, String::new()) };
         let mut identify = command(admin::IDENTIFY, 10);
         identify.cdw10 = U32::new(1);
-        identify.data_pointer = Self::keyed(&client, 4096, 4096, None);
-        self.expect_status("identify before Connect", Self::call(&mut client, &identify), Status::COMMAND_SEQUENCE_ERROR.dnr());
+        identify.data_pointer = keyed(&client, 4096, 4096, None);
+        self.expect_status("identify before Connect", call(&mut client, &identify), Status::COMMAND_SEQUENCE_ERROR.dnr());
         self.expect_status("Connect to an unknown subsystem", self.admin_connect(&mut client, "nqn.unknown"), Status::CONNECT_INVALID_PARAMETER.dnr());
         let subsystem = self.subsystem.clone();
         self.expect_status("Connect to the subsystem", self.admin_connect(&mut client, &subsystem), Status::SUCCESS);
-        self.expect_status("identify before CC.EN", Self::call(&mut client, &identify), Status::COMMAND_SEQUENCE_ERROR.dnr());
-        let enabled = Self::enable(&mut client);
+        self.expect_status("identify before CC.EN", call(&mut client, &identify), Status::COMMAND_SEQUENCE_ERROR.dnr());
+        let enabled = enable(&mut client);
         self.check("enable", enabled.is_ok(), format!("{enabled:?}"));
-        self.expect_status("identify works", Self::call(&mut client, &identify), Status::SUCCESS);
-        self.expect_status("unknown admin opcode", Self::call(&mut client, &command(0xC1, 11)), Status::INVALID_OPCODE.dnr());
+        self.expect_status("identify works", call(&mut client, &identify), Status::SUCCESS);
+        self.expect_status("unknown admin opcode", call(&mut client, &command(0xC1, 11)), Status::INVALID_OPCODE.dnr());
         let mut fused = identify;
         fused.flags = 0x41;
-        self.expect_status("fused command", Self::call(&mut client, &fused), Status::INVALID_FIELD.dnr());
+        self.expect_status("fused command", call(&mut client, &fused), Status::INVALID_FIELD.dnr());
         let mut prp = identify;
         prp.flags = 0x00;
-        self.expect_status("PSDT 00b (PRPs)", Self::call(&mut client, &prp), Status::INVALID_FIELD.dnr());
+        self.expect_status("PSDT 00b (PRPs)", call(&mut client, &prp), Status::INVALID_FIELD.dnr());
         let mut segment = identify;
         segment.data_pointer.identifier = 0x30;
-        self.expect_status("SGL last-segment descriptor", Self::call(&mut client, &segment), Status::SGL_INVALID_TYPE.dnr());
+        self.expect_status("SGL last-segment descriptor", call(&mut client, &segment), Status::SGL_INVALID_TYPE.dnr());
         let mut in_capsule = identify;
         in_capsule.data_pointer = RawSglDescriptor::in_capsule(16);
-        self.expect_status("in-capsule data on the admin queue", Self::call(&mut client, &in_capsule), Status::SGL_INVALID_DATA.dnr());
+        self.expect_status("in-capsule data on the admin queue", call(&mut client, &in_capsule), Status::SGL_INVALID_DATA.dnr());
         let mut too_long = identify;
-        too_long.data_pointer = Self::keyed(&client, 4096, 8 << 20, None);
-        self.expect_status("data length beyond MDTS", Self::call(&mut client, &too_long), Status::INVALID_FIELD.dnr());
+        too_long.data_pointer = keyed(&client, 4096, 8 << 20, None);
+        self.expect_status("data length beyond MDTS", call(&mut client, &too_long), Status::INVALID_FIELD.dnr());
         let mut cap = fabrics(fabrics_type::PROPERTY_SET, 12);
         cap.cdw11 = U32::new(property::CAP);
-        self.expect_status("Property Set of read-only CAP", Self::call(&mut client, &cap), Status::INVALID_FIELD.dnr());
+        self.expect_status("Property Set of read-only CAP", call(&mut client, &cap), Status::INVALID_FIELD.dnr());
         let mut log = command(admin::GET_LOG_PAGE, 13);
         log.cdw10 = U32::new(3 << 16 | 0x02);
         log.cdw12 = U32::new(1 << 20);
-        log.data_pointer = Self::keyed(&client, 4096, 16, None);
-        self.expect_status("Get Log Page offset past the log", Self::call(&mut client, &log), Status::INVALID_FIELD.dnr());
+        log.data_pointer = keyed(&client, 4096, 16, None);
+        self.expect_status("Get Log Page offset past the log", call(&mut client, &log), Status::INVALID_FIELD.dnr());
         let mut unknown_fctype = fabrics(0x33, 14);
         unknown_fctype.cdw10 = U32::new(0);
-        self.expect_status("unknown fctype", Self::call(&mut client, &unknown_fctype), Status::INVALID_OPCODE.dnr());
+        self.expect_status("unknown fctype", call(&mut client, &unknown_fctype), Status::INVALID_OPCODE.dnr());
         // AER flood: four are held, the fifth is refused.
         for id in 20..24u16 {
             let _ = client.send(command(admin::ASYNC_EVENT_REQUEST, id).as_bytes());
         }
-        self.expect_status("fifth AER exceeds the limit", Self::call(&mut client, &command(admin::ASYNC_EVENT_REQUEST, 24)), Status::ASYNC_EVENT_LIMIT.dnr());
+        self.expect_status("fifth AER exceeds the limit", call(&mut client, &command(admin::ASYNC_EVENT_REQUEST, 24)), Status::ASYNC_EVENT_LIMIT.dnr());
         // A bogus rkey: the RDMA WRITE fails, the target closes this connection.
         let mut bogus = identify;
         bogus.command_id = U16::new(30);
-        bogus.data_pointer = Self::keyed(&client, 4096, 4096, Some(0xDEAD_BEEF));
+        bogus.data_pointer = keyed(&client, 4096, 4096, Some(0xDEAD_BEEF));
         let _ = client.send(bogus.as_bytes());
         let outcome = client.receive(WAIT);
         let closed = matches!(outcome, Received::Disconnected) || matches!(client.receive(WAIT), Received::Disconnected);
@@ -214,21 +182,21 @@ impl Run {
         let too_early = self.connect_queue(&mut early, 1, controller, &subsystem, 0);
         self.expect_status("I/O Connect before CC.EN", too_early, Status::COMMAND_SEQUENCE_ERROR.dnr());
         drop(early);
-        let _ = Self::enable(&mut admin_queue);
+        let _ = enable(&mut admin_queue);
         let Some(mut live) = self.open(1, 31, controller) else { return };
         let connected = self.connect_queue(&mut live, 1, controller, &subsystem, 0);
         self.expect_status("I/O Connect after CC.EN", connected, Status::SUCCESS);
         let mut read = command(0x02, 40);
         read.namespace_id = U32::new(1);
         read.cdw12 = U32::new(7);
-        read.data_pointer = Self::keyed(&live, 8192, 1024, None);
-        self.expect_status("read whose SGL length does not match NLB", Self::call(&mut live, &read), Status::SGL_INVALID_DATA.dnr());
+        read.data_pointer = keyed(&live, 8192, 1024, None);
+        self.expect_status("read whose SGL length does not match NLB", call(&mut live, &read), Status::SGL_INVALID_DATA.dnr());
         read.cdw10 = U32::new(u32::MAX);
         read.cdw11 = U32::new(u32::MAX);
-        read.data_pointer = Self::keyed(&live, 8192, 4096, None);
-        self.expect_status("read beyond the last LBA", Self::call(&mut live, &read), Status::LBA_RANGE.dnr());
+        read.data_pointer = keyed(&live, 8192, 4096, None);
+        self.expect_status("read beyond the last LBA", call(&mut live, &read), Status::LBA_RANGE.dnr());
         read.namespace_id = U32::new(77);
-        self.expect_status("read of a namespace that does not exist", Self::call(&mut live, &read), Status::INVALID_NAMESPACE.dnr());
+        self.expect_status("read of a namespace that does not exist", call(&mut live, &read), Status::INVALID_NAMESPACE.dnr());
         let mut write = command(0x01, 41);
         write.namespace_id = U32::new(1);
         write.data_pointer = RawSglDescriptor::in_capsule(4096);
@@ -256,7 +224,7 @@ impl Run {
         let mut reset = fabrics(fabrics_type::PROPERTY_SET, 50);
         reset.cdw11 = U32::new(property::CC);
         reset.cdw12 = U32::new(4 << 20 | 6 << 16);
-        let _ = Self::call(&mut admin_queue, &reset);
+        let _ = call(&mut admin_queue, &reset);
         let outcome = live.receive(Duration::from_secs(4));
         self.check("controller reset closes its I/O queues", outcome == Received::Disconnected, format!("{outcome:?}"));
     }
@@ -268,7 +236,7 @@ impl Run {
         let subsystem = self.subsystem.clone();
         let connected = self.connect_queue(&mut client, 0, 0xFFFF, &subsystem, 2000);
         self.expect_status("Connect with KATO 2 s", connected, Status::SUCCESS);
-        let _ = Self::enable(&mut client);
+        let _ = enable(&mut client);
         let started = std::time::Instant::now();
         let outcome = client.receive(Duration::from_secs(8));
         let waited = started.elapsed();
@@ -292,7 +260,7 @@ impl Run {
         let mut set = fabrics(fabrics_type::PROPERTY_SET, 2);
         set.cdw11 = U32::new(property::CC);
         set.cdw12 = U32::new(4 << 20 | 6 << 16 | 1);
-        let enabled = Self::call(&mut admin_queue, &set)?;
+        let enabled = call(&mut admin_queue, &set)?;
         if !enabled.status().is_success() {
             return Err(format!("Property Set CC.EN: {}", enabled.status()));
         }
@@ -318,8 +286,8 @@ impl Run {
         let mut identify = command(admin::IDENTIFY, 10);
         identify.cdw10 = U32::new(cns);
         identify.namespace_id = U32::new(namespace_id);
-        identify.data_pointer = Self::keyed(admin_queue, 4096, 4096, None);
-        let got = Self::call(admin_queue, &identify)?;
+        identify.data_pointer = keyed(admin_queue, 4096, 4096, None);
+        let got = call(admin_queue, &identify)?;
         if !got.status().is_success() {
             return Err(format!("Identify CNS {cns}: {}", got.status()));
         }
@@ -399,7 +367,7 @@ impl Run {
                 } else {
                     let offset = 16384 + usize::from(k) * 4096;
                     io.data_mut()[offset..offset + 4096].copy_from_slice(&pattern);
-                    write.data_pointer = Self::keyed(&io, offset as u64, 4096, None);
+                    write.data_pointer = keyed(&io, offset as u64, 4096, None);
                     capsule = write.as_bytes().to_vec();
                 }
                 if let Err(e) = io.send(&capsule) {
