@@ -255,9 +255,14 @@ collect_bad_commands() {
     local aec
     aec=$(grep -o 'value:0x[0-9a-f]*' "$dir/feature-0x0b-sel0.out" | cut -d: -f2) || true
     [[ -n $aec ]] && nvme admin-passthru "$ctrl" --opcode=0x09 --cdw10=0x0b --cdw11="$aec" >/dev/null 2>&1
-    if grep -q 'Invalid argument' "$dir/cmd-io-fused-first-without-second.err"; then
-        say "$(basename "$dir"): the kernel host refuses a fused flag from user space (EINVAL); fused-without-partner is not sent"
-    fi
+    # The kernel host keeps some commands from the wire: any flags (fused) and transfers
+    # beyond its max_hw_sectors (EINVAL), Set Features Number of Queues (EPERM). Those
+    # items record the refusal on both sides.
+    local err
+    for err in "$dir"/cmd-*.err; do
+        grep -q 'NVMe status' "$err" || [[ $(cat "${err%.err}.rc") == 0 ]] \
+            || say "$(basename "$dir"): not sent, the host refused it: $(basename "${err%.err}") ($(head -n 1 "$err"))"
+    done
 }
 
 # Discovery: the log from `nvme discover`, with its kernel log, and Identify of a

@@ -295,13 +295,11 @@ pub fn supported_logs(data: &[u8]) -> Fields {
     page.finish()
 }
 
-/// Error Information (log 01h): the entries with a non-zero error count.
+/// Error Information (log 01h): every entry the data holds, empty ones too.
 pub fn error_log(data: &[u8]) -> Fields {
     let mut page = Page::new(data);
     for entry in 0..data.len() / 64 {
-        if page.u64_at(entry * 64) != Some(0) {
-            page.fields_at(&format!("entry[{entry}]."), entry * 64, ERROR_ENTRY);
-        }
+        page.fields_at(&format!("entry[{entry}]."), entry * 64, ERROR_ENTRY);
     }
     page.finish()
 }
