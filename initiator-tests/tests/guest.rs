@@ -106,3 +106,11 @@ fn hostile_host_with_host_buffers() {
 fn backend_errors_become_statuses() {
     expect("backend-errors.sh", &[], &[], 6);
 }
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn answers_as_the_kernel_target_does() {
+    // nvmet and p2ptgt in one guest, asked the same questions; differences.tsv lists
+    // the accepted differences.
+    expect("conformance.sh", &[], &[], 6);
+}
