@@ -201,3 +201,28 @@ fn controllers_take_ids_from_their_subsystems_range() {
     assert_eq!(&page[73..76], &[0x21, 0x1b, 0x00], "IEEE OUI, least significant byte first");
     assert_eq!(&page[64..65], b"f");
 }
+
+#[test]
+fn failed_commands_set_more_and_fill_the_error_log() {
+    let mut live = live_queues(1 << 20);
+    let blocks = (NAMESPACE_BYTES / 512) as u64;
+    let (read, _) = live.io.read_blocks(blocks, 1);
+    assert_eq!(read.status(), Status::LBA_RANGE.dnr());
+    assert!(read.more(), "More: the error log has an entry");
+    let (ok, _) = live.io.read_blocks(0, 1);
+    assert!(!ok.more());
+    let failed = live.admin.call(features(0x00, 0, 0), &[]);
+    assert_eq!(failed.status(), Status::INVALID_FIELD.dnr());
+    let (_, identify) = live.admin.identify(1, 0);
+    assert_eq!(identify[262], 127, "ELPE: 128 entries");
+    let (completion, log) = live.admin.get_log(0x01, 0, 2 * 64);
+    assert_eq!(completion.status(), Status::SUCCESS);
+    let entry = |n: usize| &log[n * 64..n * 64 + 64];
+    assert_eq!(u64::from_le_bytes(entry(0)[0..8].try_into().unwrap()), 2, "newest first");
+    assert_eq!(le16(entry(0), 8), 0, "admin queue");
+    assert_eq!(le16(entry(0), 12) >> 1 & 0x7FF, 0x002, "Invalid Field");
+    assert_eq!(u64::from_le_bytes(entry(1)[0..8].try_into().unwrap()), 1);
+    assert_eq!(le16(entry(1), 8), 1, "I/O queue 1");
+    assert_eq!(le16(entry(1), 10), read.command_id.get());
+    assert_eq!(u64::from_le_bytes(entry(1)[16..24].try_into().unwrap()), blocks, "the LBA");
+}

@@ -142,6 +142,7 @@ fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option
         command_capsule_units: in_capsule.saturating_add(64) / 16,
         in_capsule_data: in_capsule > 0,
         async_event_limit: limits.async_events_max,
+        error_log_entries: (super::controller::ERROR_LOG_ENTRIES - 1) as u8,
         async_event_notices: ASYNC_EVENT_NOTICES,
         ieee_oui: subsystem.map_or(0, |s| s.ieee_oui),
     };
@@ -165,7 +166,7 @@ fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) ->
     } else {
         match request.log_id {
             log_id::SUPPORTED => log_page::supported_logs(&[0, 1, 2, 3, 4, 5]),
-            log_id::ERROR => vec![0u8; 64],
+            log_id::ERROR => controller.error_log(),
             log_id::SMART => match smart(controller, command.namespace_id.get()) {
                 Some(log) => log,
                 None => return Outcome::status(Status::INVALID_NAMESPACE.dnr()),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::subsystem::{Subsystem, DISCOVERY_NQN};
+use crate::wire::log_page::ErrorEntry;
 use crate::wire::Status;
 
 #[derive(Debug)]
@@ -81,6 +82,16 @@ impl Default for Settings {
     }
 }
 
+/// Entries the Error Information log keeps (ELPE + 1), as nvmet.
+pub const ERROR_LOG_ENTRIES: usize = 128;
+
+/// The controller's Error Information log: the newest entries, and how many there were.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    count: u64,
+    newest_last: VecDeque<ErrorEntry>,
+}
+
 #[derive(Debug, Default)]
 struct Events {
     /// Completion Dword 0 values of events not yet reported.
@@ -102,6 +113,7 @@ pub struct Controller {
     traffic_seen: AtomicBool,
     events: Mutex<Events>,
     settings: Mutex<Settings>,
+    errors: Mutex<ErrorLog>,
     /// Connected I/O queues and the reset generation each connected in.
     io_queues: Mutex<BTreeMap<u16, u32>>,
     write_cache_enabled: AtomicBool,
@@ -128,6 +140,7 @@ impl Controller {
             traffic_seen: AtomicBool::new(false),
             events: Mutex::new(Events::default()),
             settings: Mutex::new(Settings::default()),
+            errors: Mutex::new(ErrorLog::default()),
             io_queues: Mutex::new(BTreeMap::new()),
             write_cache_enabled: AtomicBool::new(true),
             dead: AtomicBool::new(false),
@@ -303,6 +316,23 @@ impl Controller {
         } else {
             std::mem::take(&mut events.changed_namespaces)
         }
+    }
+
+    /// Logs a failed command in the Error Information log.
+    pub fn log_error(&self, queue_id: u16, command_id: u16, status: Status, namespace_id: u32, lba: u64) {
+        let mut errors = lock(&self.errors);
+        errors.count = errors.count.saturating_add(1);
+        let entry = ErrorEntry { error_count: errors.count, queue_id, command_id, status, namespace_id, lba };
+        if errors.newest_last.len() >= ERROR_LOG_ENTRIES {
+            errors.newest_last.pop_front();
+        }
+        errors.newest_last.push_back(entry);
+    }
+
+    /// Log 01h: the newest error first.
+    pub fn error_log(&self) -> Vec<u8> {
+        let errors = lock(&self.errors);
+        crate::wire::log_page::error_log(errors.newest_last.iter().rev(), ERROR_LOG_ENTRIES)
     }
 
     pub fn settings(&self) -> Settings {

@@ -161,7 +161,7 @@ fn property(queue: &mut Queue, command: &RawCommand) -> Outcome {
         };
     }
     let value = match (access.offset, access.eight_bytes) {
-        (property::CAP, true) => capabilities(limits.io_queue_entries_max, controller.is_discovery(), limits.admin_queue_entries_max),
+        (property::CAP, true) => capabilities(limits.io_queue_entries_max),
         (property::VS, false) => u64::from(VERSION),
         (property::CC, false) => u64::from(controller.configuration()),
         (property::CSTS, false) => u64::from(controller.status()),
@@ -174,9 +174,10 @@ fn property(queue: &mut Queue, command: &RawCommand) -> Outcome {
 
 /// CAP (NVMe Base 2.0, section 3.1.3.1): MQES, CQR, TO, CSS NVM, CRMS.CRWMS (which a
 /// 2.0 controller sets; the ready timeout is then CRTO.CRWMT). MPSMIN = MPSMAX = 4 KiB.
-fn capabilities(io_queue_entries_max: u32, discovery: bool, admin_entries_max: u32) -> u64 {
-    let entries = if discovery { admin_entries_max } else { io_queue_entries_max };
-    let mqes = u64::from(entries.saturating_sub(1)).min(0xFFFF);
+/// A discovery controller reports the I/O queue size too, as nvmet does: the Linux host
+/// holds its queue size option against MQES and warns on every discovery otherwise.
+fn capabilities(io_queue_entries_max: u32) -> u64 {
+    let mqes = u64::from(io_queue_entries_max.saturating_sub(1)).min(0xFFFF);
     let contiguous_queues_required = 1 << 16;
     let nvm_command_set = 1 << 37;
     let ready_with_media = 1 << 59;

@@ -1015,6 +1015,12 @@ impl Queue {
         if !status.is_success() {
             self.stats.errors.add(1);
             debug!(queue = self.config.queue_id, opcode = command.opcode, %status, "command failed");
+            if let Some(controller) = self.controller() {
+                // Commands that name blocks log their starting LBA (Dwords 10-11).
+                let lba = if self.config.queue_id != 0 { command.starting_lba() } else { 0 };
+                controller.log_error(self.config.queue_id, command.command_id.get(), status, command.namespace_id.get(), lba);
+                completion = completion.with_more();
+            }
         }
         self.put(tag, Request { header, state: State::Responding });
         self.actions.push_back(Action::Respond { tag, completion, invalidate_key, data });

@@ -7,6 +7,9 @@ use super::Status;
 
 pub const COMPLETION_BYTES: usize = 16;
 
+/// Status field bit 13: More.
+const MORE: u16 = 1 << 13;
+
 /// A completion as sent in a NVMe/RDMA response capsule.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -40,8 +43,19 @@ impl Completion {
         self
     }
 
+    /// The status: code, type, CRD and DNR. The More bit is read by [`Completion::more`].
     pub fn status(&self) -> Status {
-        Status::from_raw(self.status_and_phase.get() >> 1)
+        Status::from_raw(self.status_and_phase.get() >> 1 & !MORE)
+    }
+
+    /// Sets More (status bit 13): the Error Information log has an entry for this command.
+    pub fn with_more(mut self) -> Completion {
+        self.status_and_phase = U16::new(self.status_and_phase.get() | MORE << 1);
+        self
+    }
+
+    pub fn more(&self) -> bool {
+        self.status_and_phase.get() >> 1 & MORE != 0
     }
 
     pub fn result64(&self) -> u64 {
@@ -64,5 +78,10 @@ mod tests {
         let parsed = Completion::read_from_bytes(&expected).unwrap();
         assert_eq!(parsed.status(), Status::LBA_RANGE.dnr());
         assert_eq!(parsed.result64(), 0x1122_3344_5566_7788);
+        assert!(!parsed.more());
+        let more = completion.with_more();
+        assert_eq!(more.as_bytes()[15], 0xC1, "More is bit 14 of the last half-word");
+        assert!(more.more());
+        assert_eq!(more.status(), Status::LBA_RANGE.dnr(), "the status leaves More out");
     }
 }

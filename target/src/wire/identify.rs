@@ -87,6 +87,8 @@ pub struct ControllerIdentity<'a> {
     /// Whether SGLs may describe data at an offset inside the capsule (SGLS bit 20).
     pub in_capsule_data: bool,
     pub async_event_limit: u8,
+    /// Error Information log entries, 0's based (ELPE).
+    pub error_log_entries: u8,
     /// OAES: the notices this controller raises (and the host may enable).
     pub async_event_notices: u32,
     /// IEEE OUI of the subsystem's vendor, least significant byte first on the wire.
@@ -171,7 +173,7 @@ impl ControllerIdentity<'_> {
             .u8(CNTRLTYPE, self.controller_type as u8)
             .u8(ACL, 3)
             .u8(AERL, self.async_event_limit.saturating_sub(1))
-            .u8(ELPE, 0)
+            .u8(ELPE, self.error_log_entries)
             .u16(KAS, self.keep_alive_granularity_100ms)
             .u16(MAXCMD, self.max_commands)
             .bytes(SUBNQN, self.subsystem_nqn.as_bytes());
@@ -345,6 +347,7 @@ mod tests {
             command_capsule_units: 260,
             in_capsule_data: true,
             async_event_limit: 4,
+            error_log_entries: 127,
             async_event_notices: 0,
             ieee_oui: 0x00_12_34_56,
         }

@@ -89,6 +89,44 @@ pub fn smart_log(counters: &HealthCounters) -> Vec<u8> {
     log
 }
 
+/// One entry of the Error Information log (01h), 64 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorEntry {
+    /// Counts every error the controller logged, from 1.
+    pub error_count: u64,
+    pub queue_id: u16,
+    pub command_id: u16,
+    pub status: Status,
+    pub namespace_id: u32,
+    pub lba: u64,
+}
+
+pub const ERROR_ENTRY_BYTES: usize = 64;
+
+impl ErrorEntry {
+    pub fn encode(&self, out: &mut [u8]) {
+        super::bytes::put_u64(out, 0, self.error_count);
+        put_u16(out, 8, self.queue_id);
+        put_u16(out, 10, self.command_id);
+        // Status field over the phase tag (0).
+        put_u16(out, 12, self.status.raw() << 1);
+        // Parameter Error Location: not given (FFFFh).
+        put_u16(out, 14, 0xFFFF);
+        super::bytes::put_u64(out, 16, self.lba);
+        put_u32(out, 24, self.namespace_id);
+        put_u8(out, 29, 1); // transport type: RDMA
+    }
+}
+
+/// Log 01h: `entries`, newest first.
+pub fn error_log<'a>(entries: impl Iterator<Item = &'a ErrorEntry>, slots: usize) -> Vec<u8> {
+    let mut log = vec![0u8; slots.saturating_mul(ERROR_ENTRY_BYTES)];
+    for (chunk, entry) in log.chunks_exact_mut(ERROR_ENTRY_BYTES).zip(entries) {
+        entry.encode(chunk);
+    }
+    log
+}
+
 /// Log 03h: one read-only slot holding `revision`.
 pub fn firmware_slot_log(revision: &str) -> Vec<u8> {
     let mut log = vec![0u8; 512];
