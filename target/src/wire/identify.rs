@@ -241,10 +241,10 @@ mod namespace {
     pub const FLBAS: usize = 26;
     pub const NMIC: usize = 30;
     pub const DLFEAT: usize = 33;
-    pub const NACWU: usize = 44;
-    pub const MSSRL: usize = 64;
-    pub const MCL: usize = 68;
-    pub const MSRC: usize = 72;
+    pub const NACWU: usize = 38;
+    pub const MSSRL: usize = 74;
+    pub const MCL: usize = 76;
+    pub const MSRC: usize = 80;
     pub const NGUID: usize = 104;
     pub const LBAF0: usize = 128;
 }
@@ -411,10 +411,10 @@ mod tests {
         assert_eq!(le32(&page, 128), 9 << 16);
         assert_eq!(&page.0[104..120], &[0xAB; 16]);
         assert_eq!(page.0[30], 1, "NMIC: shared");
-        assert_eq!(u16::from_le_bytes([page.0[44], page.0[45]]), 255, "NACWU, 0's based");
-        assert_eq!(u16::from_le_bytes([page.0[64], page.0[65]]), 256, "MSSRL");
-        assert_eq!(le32(&page, 68), 256 * 128, "MCL");
-        assert_eq!(page.0[72], 127, "MSRC, 0's based");
+        assert_eq!(u16::from_le_bytes([page.0[38], page.0[39]]), 255, "NACWU, 0's based");
+        assert_eq!(u16::from_le_bytes([page.0[74], page.0[75]]), 256, "MSSRL");
+        assert_eq!(le32(&page, 76), 256 * 128, "MCL");
+        assert_eq!(page.0[80], 127, "MSRC, 0's based");
         assert_eq!(page.0[33], 0b1001, "DLFEAT: DEAC honoured, deallocated blocks read zeroes");
     }
 

@@ -114,7 +114,6 @@ impl ErrorEntry {
         put_u16(out, 14, 0xFFFF);
         super::bytes::put_u64(out, 16, self.lba);
         put_u32(out, 24, self.namespace_id);
-        put_u8(out, 29, 1); // transport type: RDMA
     }
 }
 
