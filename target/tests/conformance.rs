@@ -225,4 +225,6 @@ fn failed_commands_set_more_and_fill_the_error_log() {
     assert_eq!(le16(entry(1), 8), 1, "I/O queue 1");
     assert_eq!(le16(entry(1), 10), read.command_id.get());
     assert_eq!(u64::from_le_bytes(entry(1)[16..24].try_into().unwrap()), blocks, "the LBA");
+    let (_, smart) = live.admin.get_log(0x02, 0, 512);
+    assert_eq!(u128::from_le_bytes(smart[176..192].try_into().unwrap()), 2, "SMART: error log entries");
 }

@@ -205,7 +205,7 @@ fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) ->
 /// The SMART / Health log of one namespace, or of the whole controller for NSID 0 or
 /// FFFFFFFFh; `None` for an NSID that names no namespace.
 fn smart(controller: &Controller, namespace_id: u32) -> Option<Vec<u8>> {
-    let mut counters = HealthCounters::default();
+    let mut counters = HealthCounters { error_log_entries: controller.error_count(), ..HealthCounters::default() };
     let whole_controller = namespace_id == 0 || namespace_id == u32::MAX;
     if let Some(subsystem) = controller.subsystem() {
         if !whole_controller && subsystem.namespace(namespace_id).is_none() {

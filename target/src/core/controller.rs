@@ -329,6 +329,11 @@ impl Controller {
         errors.newest_last.push_back(entry);
     }
 
+    /// Errors logged since the controller was created.
+    pub fn error_count(&self) -> u64 {
+        lock(&self.errors).count
+    }
+
     /// Log 01h: the newest error first.
     pub fn error_log(&self) -> Vec<u8> {
         let errors = lock(&self.errors);

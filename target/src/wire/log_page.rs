@@ -72,6 +72,8 @@ pub struct HealthCounters {
     pub read_commands: u64,
     pub write_commands: u64,
     pub power_on_hours: u64,
+    /// Errors logged in the Error Information log over the controller's life.
+    pub error_log_entries: u64,
 }
 
 /// Log 02h, 512 bytes. Data units are thousands of 512-byte units, rounded up.
@@ -86,6 +88,7 @@ pub fn smart_log(counters: &HealthCounters) -> Vec<u8> {
     put_u128(&mut log, 64, u128::from(counters.read_commands));
     put_u128(&mut log, 80, u128::from(counters.write_commands));
     put_u128(&mut log, 128, u128::from(counters.power_on_hours));
+    put_u128(&mut log, 176, u128::from(counters.error_log_entries));
     log
 }
 
