@@ -299,6 +299,9 @@ start_target --subsystem "$P2PTGT_NQN" --namespace "$P2PTGT_BACKING" --allow-hos
 mkdir -p "$OUT"
 check "connect to nvmet and collect" first_pass nvmet "$NVMET_NQN" "$NVMET_SERVICE"
 check "connect to p2ptgt and collect" first_pass p2ptgt "$P2PTGT_NQN" "$SERVICE"
+check "id-ctrl -H: traffic based keep alive supported, FDP not" \
+    bash -c "nvme id-ctrl $P2PTGT_CTRL -H > $OUT/p2ptgt/id-ctrl-H.txt && grep -q 'Traffic Based Keep Alive Supported' $OUT/p2ptgt/id-ctrl-H.txt && grep -q 'Flexible Data Placement Not Supported' $OUT/p2ptgt/id-ctrl-H.txt"
+check "id-ns -H: the namespace is multipath capable (shared)" bash -c "nvme id-ns $P2PTGT_NS -H | grep -q 'Namespace Multipath Capable'"
 mapfile -t LIDS < <(supported_logs "$OUT/nvmet/log-0x00.out"; supported_logs "$OUT/p2ptgt/log-0x00.out")
 mapfile -t LIDS < <(printf '%s\n' "${LIDS[@]}" | grep -v '^0x00$' | sort -u)
 say "log pages either target supports: ${LIDS[*]}"

@@ -112,5 +112,5 @@ fn backend_errors_become_statuses() {
 fn answers_as_the_kernel_target_does() {
     // nvmet and p2ptgt in one guest, asked the same questions; differences.tsv lists
     // the accepted differences.
-    expect("conformance.sh", &[], &[], 6);
+    expect("conformance.sh", &[], &[], 8);
 }
