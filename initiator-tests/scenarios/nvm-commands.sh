@@ -35,6 +35,16 @@ check "Write Zeroes with DEAC reads back zeroes" \
     bash -c "nvme write-zeroes $DEV --start-block=1000 --block-count=7 --deac && nvme read $DEV --start-block=1000 --block-count=7 --data-size=$((8 * LBA_BYTES)) --data=$WORK/zeroes >/dev/null 2>&1 && cmp -n $((8 * LBA_BYTES)) $WORK/zeroes /dev/zero"
 check "Copy beyond the namespace: LBA Out of Range" \
     bash -c "! nvme copy $DEV --sdlba=\$(( \$(blockdev --getsz $DEV) * 512 / $LBA_BYTES - 2 )) --slbs=0 --blocks=7 >/dev/null 2>&1"
+check "Dataset Management deallocate (blkdiscard) through the target" blkdiscard --offset 0 --length $((1 << 20)) "$DEV"
+disconnect "$NQN"
+check "SIGTERM exits 0" stop_target
+
+# MDTS 1 MiB: advertised, taken by the host, and moved by 1 MiB commands.
+start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-any-host --mdts-kib 1024
+DEV=$(connect "$NQN")
+check "MDTS 8 (1 MiB) with --mdts-kib 1024" bash -c "nvme id-ctrl $CTRL -o json | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)[\"mdts\"] != 8)'"
+check "the host takes 1 MiB commands" test "$(cat "/sys/block/${DEV#/dev/}/queue/max_hw_sectors_kb")" -ge 1024
+check "fio verify with 1 MiB blocks" fio_verify "$DEV" 32M --bsrange=1m-1m --iodepth=8
 disconnect "$NQN"
 TROUBLE=$(dmesg | grep -i nvme | grep -Ei 'timeout|error recovery|reconnect|reset' || true)
 check "no nvme timeout, error recovery or reconnect in dmesg" test -z "$TROUBLE"

@@ -35,7 +35,7 @@ fn small_cmb_applies_backpressure() {
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
 fn compare_and_write_has_one_winner_and_copy_verify_compare_work() {
-    expect("nvm-commands.sh", &[], &[], 12);
+    expect("nvm-commands.sh", &[], &[], 17);
 }
 
 #[test]
