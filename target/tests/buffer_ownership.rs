@@ -59,15 +59,7 @@ impl Bed {
         let mut cmd = host.rw(io::WRITE, lba, blocks);
         cmd.command_id = U16::new(id);
         let data = pattern(id as u8, blocks as usize * BLOCK);
-        let mut capsule;
-        if in_capsule {
-            cmd.data_pointer = RawSglDescriptor::in_capsule(data.len() as u32);
-            capsule = cmd.as_bytes().to_vec();
-            capsule.extend_from_slice(&data);
-        } else {
-            cmd.data_pointer = RawSglDescriptor::keyed(host.link.register(data, false));
-            capsule = cmd.as_bytes().to_vec();
-        }
+        let capsule = host.capsule(cmd, data, in_capsule);
         host.link.deliver(&capsule);
         self.run_all();
         id

@@ -7,10 +7,8 @@ mod common;
 use common::*;
 use p2ptgt::memory::Pools;
 use p2ptgt::wire::command::io;
-use p2ptgt::wire::sgl::RawSglDescriptor;
 use p2ptgt::wire::{Completion, RawCommand, Status};
 use zerocopy::little_endian::{U16, U32};
-use zerocopy::IntoBytes;
 
 const BLOCK: usize = 512;
 
@@ -34,16 +32,8 @@ fn compare_and_write(host: &mut TestHost, lba: u64, expected: Vec<u8>, write: Ve
     (take(host, 0x7001), take(host, 0x7002))
 }
 
-fn send(host: &mut TestHost, mut cmd: RawCommand, data: Vec<u8>, in_capsule: bool) {
-    let mut capsule;
-    if in_capsule {
-        cmd.data_pointer = RawSglDescriptor::in_capsule(data.len() as u32);
-        capsule = cmd.as_bytes().to_vec();
-        capsule.extend_from_slice(&data);
-    } else {
-        cmd.data_pointer = RawSglDescriptor::keyed(host.link.register(data, false));
-        capsule = cmd.as_bytes().to_vec();
-    }
+fn send(host: &mut TestHost, cmd: RawCommand, data: Vec<u8>, in_capsule: bool) {
+    let capsule = host.capsule(cmd, data, in_capsule);
     host.link.send(&capsule);
 }
 

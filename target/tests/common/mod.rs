@@ -102,6 +102,20 @@ impl TestHost {
         }
     }
 
+    /// The capsule of `cmd` carrying `data` in the capsule, or behind a keyed SGL to a
+    /// buffer the link registers.
+    pub fn capsule(&mut self, mut cmd: RawCommand, data: Vec<u8>, in_capsule: bool) -> Vec<u8> {
+        if in_capsule {
+            cmd.data_pointer = RawSglDescriptor::in_capsule(data.len() as u32);
+            let mut capsule = cmd.as_bytes().to_vec();
+            capsule.extend_from_slice(&data);
+            capsule
+        } else {
+            cmd.data_pointer = RawSglDescriptor::keyed(self.link.register(data, false));
+            cmd.as_bytes().to_vec()
+        }
+    }
+
     /// A command whose data the target writes to a host buffer of `len` bytes.
     pub fn call_read(&mut self, mut cmd: RawCommand, len: usize) -> (Completion, Vec<u8>) {
         let keyed = self.link.register(vec![0u8; len], true);
