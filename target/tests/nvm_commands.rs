@@ -108,6 +108,11 @@ fn a_fused_command_without_its_partner_is_aborted() {
     let mut fused_read = host.rw(io::READ, 0, 1);
     fused_read.flags |= 1;
     assert_eq!(host.call_read(fused_read, BLOCK).0.status(), Status::INVALID_FIELD.dnr());
+    // Admin and Fabrics commands never fuse.
+    let mut identify = command(p2ptgt::wire::command::admin::IDENTIFY, 0);
+    identify.cdw10 = U32::new(1);
+    identify.flags |= 1;
+    assert_eq!(live.admin.call_read(identify, 4096).0.status(), Status::INVALID_FIELD.dnr());
 }
 
 /// A write on queue 1 is at the backend (its completion held) when queue 2 sends a

@@ -431,6 +431,10 @@ impl Queue {
 
     /// Routes a command to the fabrics, admin or I/O handlers.
     fn execute(&mut self, now: Instant, command: &RawCommand, data: DataPointer) -> Outcome {
+        // Only I/O commands fuse (Compare and Write).
+        if command.fuse() != fuse::NONE && (command.opcode == FABRICS || self.config.queue_id == 0) {
+            return Outcome::status(Status::INVALID_FIELD.dnr());
+        }
         if command.opcode == FABRICS {
             return super::fabrics::execute(self, command, data);
         }
