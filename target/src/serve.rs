@@ -16,7 +16,7 @@ use crate::core::{Limits, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, Namespace, Place
 use crate::error::SetupError;
 use crate::memory::p2pmem::{P2pMemMapping, Provider};
 use crate::memory::{Memory, Pools};
-use crate::transport::rdma::listener::Status;
+use crate::transport::rdma::listener::ListenerView;
 use crate::transport::rdma::Listener;
 
 /// Knobs beyond the served objects.
@@ -203,7 +203,7 @@ async fn answer(stream: tokio::net::UnixStream, json: String) {
 struct Report {
     target: Arc<Target>,
     pools: Pools,
-    status: Arc<Status>,
+    status: Arc<ListenerView>,
     listen: String,
 }
 

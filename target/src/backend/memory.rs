@@ -42,7 +42,7 @@ impl MemoryBackend {
             let end = start.and_then(|s| s.checked_add(usize::try_from(len).ok()?));
             match (start, end) {
                 (Some(s), Some(e)) if e <= size => Ok(s..e),
-                _ => Err(BackendError::Io { op: op.name(), source: std::io::Error::from_raw_os_error(libc::EINVAL) }),
+                _ => Err(BackendError::Io { op: op.kind(), source: std::io::Error::from_raw_os_error(libc::EINVAL) }),
             }
         };
         match op {

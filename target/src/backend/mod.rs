@@ -125,14 +125,36 @@ impl BackendOp {
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> OpKind {
         match self {
-            BackendOp::Read { .. } => "read",
-            BackendOp::Write { .. } => "write",
-            BackendOp::Flush => "flush",
-            BackendOp::WriteZeroes { .. } => "write zeroes",
-            BackendOp::Deallocate { .. } => "deallocate",
+            BackendOp::Read { .. } => OpKind::Read,
+            BackendOp::Write { .. } => OpKind::Write,
+            BackendOp::Flush => OpKind::Flush,
+            BackendOp::WriteZeroes { .. } => OpKind::WriteZeroes,
+            BackendOp::Deallocate { .. } => OpKind::Deallocate,
         }
+    }
+}
+
+/// What kind of operation failed: it chooses the NVMe status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Read,
+    Write,
+    Flush,
+    WriteZeroes,
+    Deallocate,
+}
+
+impl std::fmt::Display for OpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OpKind::Read => "read",
+            OpKind::Write => "write",
+            OpKind::Flush => "flush",
+            OpKind::WriteZeroes => "write zeroes",
+            OpKind::Deallocate => "deallocate",
+        })
     }
 }
 
@@ -143,9 +165,9 @@ pub enum BackendError {
     #[error("{path}: {what}")]
     Unusable { path: String, what: String },
     #[error("{op} failed")]
-    Io { op: &'static str, #[source] source: io::Error },
+    Io { op: OpKind, #[source] source: io::Error },
     #[error("{op} moved {done} of {expected} bytes")]
-    Short { op: &'static str, done: u32, expected: u32 },
+    Short { op: OpKind, done: u32, expected: u32 },
     #[error("setting up io_uring")]
     Uring(#[source] io::Error),
 }
@@ -158,11 +180,11 @@ impl From<&BackendError> for Status {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => Status::CAPACITY_EXCEEDED.dnr(),
                 Some(libc::EROFS) | Some(libc::EPERM) | Some(libc::EACCES) => Status::ACCESS_DENIED.dnr(),
                 Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => Status::INVALID_FIELD.dnr(),
-                _ if *op == "read" => Status::UNRECOVERED_READ_ERROR,
-                _ if *op == "write" || *op == "write zeroes" => Status::WRITE_FAULT,
+                _ if *op == OpKind::Read => Status::UNRECOVERED_READ_ERROR,
+                _ if matches!(op, OpKind::Write | OpKind::WriteZeroes) => Status::WRITE_FAULT,
                 _ => Status::INTERNAL_ERROR,
             },
-            BackendError::Short { op: "read", .. } => Status::UNRECOVERED_READ_ERROR,
+            BackendError::Short { op: OpKind::Read, .. } => Status::UNRECOVERED_READ_ERROR,
             BackendError::Short { .. } => Status::WRITE_FAULT,
             _ => Status::INTERNAL_ERROR,
         }
@@ -173,18 +195,18 @@ impl From<&BackendError> for Status {
 mod tests {
     use super::*;
 
-    fn io(op: &'static str, errno: i32) -> BackendError {
+    fn io(op: OpKind, errno: i32) -> BackendError {
         BackendError::Io { op, source: io::Error::from_raw_os_error(errno) }
     }
 
     #[test]
     fn errno_maps_to_status() {
-        assert_eq!(Status::from(&io("write", libc::ENOSPC)), Status::CAPACITY_EXCEEDED.dnr());
-        assert_eq!(Status::from(&io("write", libc::EIO)), Status::WRITE_FAULT);
-        assert_eq!(Status::from(&io("read", libc::EIO)), Status::UNRECOVERED_READ_ERROR);
-        assert_eq!(Status::from(&io("flush", libc::EIO)), Status::INTERNAL_ERROR);
-        assert_eq!(Status::from(&io("read", libc::EROFS)), Status::ACCESS_DENIED.dnr());
-        let short = BackendError::Short { op: "read", done: 1, expected: 2 };
+        assert_eq!(Status::from(&io(OpKind::Write, libc::ENOSPC)), Status::CAPACITY_EXCEEDED.dnr());
+        assert_eq!(Status::from(&io(OpKind::Write, libc::EIO)), Status::WRITE_FAULT);
+        assert_eq!(Status::from(&io(OpKind::Read, libc::EIO)), Status::UNRECOVERED_READ_ERROR);
+        assert_eq!(Status::from(&io(OpKind::Flush, libc::EIO)), Status::INTERNAL_ERROR);
+        assert_eq!(Status::from(&io(OpKind::Read, libc::EROFS)), Status::ACCESS_DENIED.dnr());
+        let short = BackendError::Short { op: OpKind::Read, done: 1, expected: 2 };
         assert_eq!(Status::from(&short), Status::UNRECOVERED_READ_ERROR);
     }
 }

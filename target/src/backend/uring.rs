@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::{Backend, BackendError, BackendOp};
+use super::{Backend, BackendError, BackendOp, OpKind};
 use crate::core::buffer::{Buffer, DataBuffer};
 use crate::core::Tag;
 
@@ -29,7 +29,7 @@ pub type Done = (Tag, Result<u32, BackendError>, Option<DataBuffer>);
 
 /// What an in-flight tag is waiting for.
 struct Pending {
-    op: &'static str,
+    op: OpKind,
     expected_bytes: u32,
     remaining: u32,
     transferred: u32,
@@ -192,7 +192,7 @@ impl Executor {
         let fd = types::Fd(file.file.as_raw_fd());
         let user_data = u64::from(tag);
         let polled = file.pollable && self.polling_preferred && matches!(op, BackendOp::Read { .. } | BackendOp::Write { .. });
-        let mut pending = Pending { op: op.name(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None, then_sync: None, buffer: None };
+        let mut pending = Pending { op: op.kind(), expected_bytes: 0, remaining: 1, transferred: 0, error: None, zero_fallback: None, then_sync: None, buffer: None };
         let mut entries = std::mem::take(&mut self.entries);
         entries.clear();
         match op {
@@ -354,7 +354,7 @@ impl Executor {
                         }
                     }
                     // Deallocate is advisory: a device without discard still completes it.
-                    _ if pending.op == "deallocate" => {}
+                    _ if pending.op == OpKind::Deallocate => {}
                     _ => pending.error = Some(BackendError::Io { op: pending.op, source }),
                 }
             } else {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::controller::{Controller, Settings};
 use super::queue::{Outcome, Queue};
 use super::subsystem::Subsystem;
-use crate::wire::command::{admin as opcode, io as io_opcode};
+use crate::wire::command::{admin as opcode, io as io_opcode, COMMAND_BYTES};
 use crate::wire::identify::{self, cns, ControllerIdentity, ControllerType, NamespaceIdentity, CSI_NVM};
 use crate::wire::log_page::{self, id as log_id, HealthCounters, LogRequest};
 use crate::wire::{DataPointer, RawCommand, Status};
@@ -25,7 +25,7 @@ pub(crate) fn execute(queue: &mut Queue, now: Instant, controller: &Arc<Controll
     }
     match command.opcode {
         opcode::IDENTIFY => identify(queue, controller, command),
-        opcode::GET_LOG_PAGE => get_log_page(queue, controller, command),
+        opcode::GET_LOG_PAGE => get_log_page(queue, now, controller, command),
         opcode::SET_FEATURES => set_features(queue, now, controller, command),
         opcode::GET_FEATURES => get_features(queue, controller, command),
         opcode::ASYNC_EVENT_REQUEST => {
@@ -139,7 +139,7 @@ fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option
         max_commands: limits.io_queue_entries_max as u16,
         namespace_count: subsystem.map_or(0, |s| namespace_count(s)),
         volatile_write_cache: subsystem.is_some_and(|s| s.namespaces.values().any(|n| n.backend.volatile_write_cache())),
-        command_capsule_units: in_capsule.saturating_add(64) / 16,
+        command_capsule_units: in_capsule.saturating_add(COMMAND_BYTES as u32) / 16,
         in_capsule_data: in_capsule > 0,
         async_event_limit: limits.async_events_max,
         error_log_entries: (super::controller::ERROR_LOG_ENTRIES - 1) as u8,
@@ -153,7 +153,7 @@ fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option
 /// discovery log, are fixed while the target runs, so nothing ever changes to notify.
 const ASYNC_EVENT_NOTICES: u32 = 0;
 
-fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) -> Outcome {
+fn get_log_page(queue: &Queue, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
     let request = match LogRequest::parse(command) {
         Ok(request) => request,
         Err(status) => return Outcome::status(status),
@@ -167,7 +167,7 @@ fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) ->
         match request.log_id {
             log_id::SUPPORTED => log_page::supported_logs(&[0, 1, 2, 3, 4, 5]),
             log_id::ERROR => controller.error_log(),
-            log_id::SMART => match smart(controller, command.namespace_id.get()) {
+            log_id::SMART => match smart(controller, command.namespace_id.get(), now.saturating_duration_since(queue.target.started)) {
                 Some(log) => log,
                 None => return Outcome::status(Status::INVALID_NAMESPACE.dnr()),
             },
@@ -204,8 +204,8 @@ fn get_log_page(queue: &Queue, controller: &Controller, command: &RawCommand) ->
 
 /// The SMART / Health log of one namespace, or of the whole controller for NSID 0 or
 /// FFFFFFFFh; `None` for an NSID that names no namespace.
-fn smart(controller: &Controller, namespace_id: u32) -> Option<Vec<u8>> {
-    let mut counters = HealthCounters { error_log_entries: controller.error_count(), ..HealthCounters::default() };
+fn smart(controller: &Controller, namespace_id: u32, powered_on: std::time::Duration) -> Option<Vec<u8>> {
+    let mut counters = HealthCounters { error_log_entries: controller.error_count(), power_on_hours: powered_on.as_secs() / 3600, ..HealthCounters::default() };
     let whole_controller = namespace_id == 0 || namespace_id == u32::MAX;
     if let Some(subsystem) = controller.subsystem() {
         if !whole_controller && subsystem.namespace(namespace_id).is_none() {

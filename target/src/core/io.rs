@@ -94,8 +94,8 @@ pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawC
         }
         opcode::WRITE_ZEROES => {
             stats.other_commands.add(1);
-            // DEAC (CDW12 bit 25): the host allows deallocating instead of writing.
-            let deallocate = command.cdw12.get() & (1 << 25) != 0;
+            // DEAC: the host allows deallocating instead of writing.
+            let deallocate = command.write_zeroes_deallocate();
             match block_range(&namespace, command.starting_lba(), command.block_count()) {
                 Ok((offset_bytes, len_bytes)) => Outcome::Backend { namespace, op: BackendOp::WriteZeroes { offset_bytes, len_bytes, deallocate, durable } },
                 Err(status) => Outcome::status(status),

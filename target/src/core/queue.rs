@@ -35,7 +35,7 @@ use super::range_lock::{Entered, Locked};
 use super::subsystem::{Namespace, Target};
 use super::{Action, DisconnectReason, ResponseData, Tag};
 use crate::backend::{BackendError, BackendOp};
-use crate::wire::command::{fuse, FABRICS};
+use crate::wire::command::{fuse, COMMAND_BYTES, FABRICS};
 use crate::wire::{Completion, DataPointer, KeyedSgl, RawCommand, Status};
 
 /// Fixed per connection by the RDMA CM exchange.
@@ -242,7 +242,7 @@ pub struct Capsule<'a> {
 impl<'a> Capsule<'a> {
     /// A capsule received into one contiguous buffer that cannot be lent.
     pub fn contiguous(bytes: &'a [u8]) -> Capsule<'a> {
-        let split = bytes.len().min(64);
+        let split = bytes.len().min(COMMAND_BYTES);
         Capsule { command: bytes.get(..split).unwrap_or(&[]), data: bytes.get(split..).unwrap_or(&[]), loan: None }
     }
 }

@@ -143,6 +143,8 @@ pub struct Target {
     /// Queues connected per host NQN.
     host_queues: Mutex<HashMap<String, usize>>,
     discovery_generation: AtomicU64,
+    /// When the target started: SMART's power-on hours count from here.
+    pub started: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +174,7 @@ impl Target {
             controllers: Mutex::new(Controllers { next_id: CONTROLLER_ID_MIN, ..Default::default() }),
             host_queues: Mutex::new(HashMap::new()),
             discovery_generation: AtomicU64::new(1),
+            started: std::time::Instant::now(),
         }
     }
 

@@ -43,7 +43,7 @@ const WATCH_CONTROL: u64 = 3;
 const SPIN_OUTSTANDING_MAX: usize = 2;
 /// While the backend works on a shallow queue's command, polling goes on up to this
 /// long: its completion is due, and sleeping through an SSD access that outlasts the
-/// idle budget cost one wake-up in every 7-25 QD1 commands (the p99 tail).
+/// idle budget puts a wake-up into the latency of that command.
 const BACKEND_POLL_MAX: Duration = Duration::from_millis(2);
 /// Wake-up period for controller teardown checks when nothing else happens.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -217,7 +217,7 @@ impl Connection {
             // deeper queues amortise wake-ups over batches, and spinning would take the
             // CPU that the host and the NIC need. Each poll yields the CPU, so a worker
             // woken on this CPU (the NIC's, the host's) runs at once instead of waiting for
-            // the spinner's time slice to end: without it the QD1 p99 was 15-20% worse.
+            // the spinner's time slice to end.
             let current = *spin.get_or_insert_with(|| self.start_spin());
             if current.judged {
                 judged_since.get_or_insert(current.started);

@@ -67,12 +67,12 @@ pub struct QueueReport {
 
 /// Shared view of the listener for the control socket.
 #[derive(Default)]
-pub struct Status {
+pub struct ListenerView {
     pub queues: Mutex<Vec<QueueEntry>>,
     pub mode: Mutex<Option<DataPathMode>>,
 }
 
-impl Status {
+impl ListenerView {
     pub fn queue_reports(&self) -> Vec<QueueReport> {
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         queues
@@ -99,7 +99,7 @@ pub struct Listener {
     devices: HashMap<Context, Device>,
     target: Arc<Target>,
     pools: Pools,
-    pub status: Arc<Status>,
+    pub status: Arc<ListenerView>,
     pub control: Arc<Control>,
     /// Adaptive polling budget of each queue thread.
     pub poll_budget: Duration,

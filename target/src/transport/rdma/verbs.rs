@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use rdma_mummy_sys as sys;
 use crate::core::{Buffer, Capsule, Region, SlotLoan};
+use crate::wire::command::COMMAND_BYTES;
 
 fn last_error() -> io::Error {
     io::Error::last_os_error()
@@ -545,8 +546,6 @@ pub struct RecvBuffers {
     pub count: u32,
 }
 
-/// Bytes of a command capsule without data.
-const COMMAND_BYTES: usize = 64;
 /// Alignment of in-capsule data areas (a page: any backend's O_DIRECT alignment).
 const DATA_ALIGN: usize = 4096;
 
