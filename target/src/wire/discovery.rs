@@ -34,31 +34,49 @@ pub struct LogEntry {
     pub address: String,
 }
 
+/// Log entry offsets (NVMe over Fabrics 1.1, Figure 38).
+mod entry {
+    pub const TRTYPE: usize = 0;
+    pub const ADRFAM: usize = 1;
+    pub const SUBTYPE: usize = 2;
+    pub const TREQ: usize = 3;
+    pub const PORTID: usize = 4;
+    pub const CNTLID: usize = 6;
+    pub const ASQSZ: usize = 8;
+    pub const TRSVCID: usize = 32;
+    pub const SUBNQN: usize = 256;
+    pub const TRADDR: usize = 512;
+    pub const TSAS: usize = 768;
+}
+
 impl LogEntry {
     pub fn encode(&self, out: &mut [u8; LOG_ENTRY_BYTES]) {
+        use entry::*;
         out.fill(0);
-        put_u8(out, 0, TRANSPORT_RDMA);
-        put_u8(out, 1, self.address_family);
-        put_u8(out, 2, self.subsystem_type as u8);
-        put_u8(out, 3, TREQ_DISABLE_SQ_FLOW_CONTROL);
-        put_u16(out, 4, self.port_id);
-        put_u16(out, 6, 0xFFFF);
-        put_u16(out, 8, self.admin_queue_entries_max);
-        put_padded(out, 32, 32, self.service_id.as_bytes(), b' ');
+        put_u8(out, TRTYPE, TRANSPORT_RDMA);
+        put_u8(out, ADRFAM, self.address_family);
+        put_u8(out, SUBTYPE, self.subsystem_type as u8);
+        put_u8(out, TREQ, TREQ_DISABLE_SQ_FLOW_CONTROL);
+        put_u16(out, PORTID, self.port_id);
+        put_u16(out, CNTLID, 0xFFFF); // dynamic controller model
+        put_u16(out, ASQSZ, self.admin_queue_entries_max);
+        put_padded(out, TRSVCID, 32, self.service_id.as_bytes(), b' ');
         // NQNs stay NUL terminated: at most 255 bytes of text.
         let nqn = self.subsystem_nqn.as_bytes();
-        put_padded(out, 256, 256, nqn.get(..nqn.len().min(255)).unwrap_or_default(), 0);
-        put_padded(out, 512, 256, self.address.as_bytes(), b' ');
+        put_padded(out, SUBNQN, 256, nqn.get(..nqn.len().min(255)).unwrap_or_default(), 0);
+        put_padded(out, TRADDR, 256, self.address.as_bytes(), b' ');
         // TSAS for RDMA: QP type RC (1), provider type not specified (1), RDMA_CM (1).
-        put(out, 768, &[1, 1, 1]);
+        put(out, TSAS, &[1, 1, 1]);
     }
 }
 
 /// Encode the whole log: the header with GENCTR and NUMREC, then the entries.
 pub fn encode_log(generation: u64, entries: &[LogEntry]) -> Vec<u8> {
+    const GENCTR: usize = 0;
+    const NUMREC: usize = 8;
     let mut log = vec![0u8; LOG_HEADER_BYTES];
-    put_u64(&mut log, 0, generation);
-    put_u64(&mut log, 8, entries.len() as u64);
+    put_u64(&mut log, GENCTR, generation);
+    put_u64(&mut log, NUMREC, entries.len() as u64);
     for entry in entries {
         let mut bytes = [0u8; LOG_ENTRY_BYTES];
         entry.encode(&mut bytes);

@@ -76,19 +76,34 @@ pub struct HealthCounters {
     pub error_log_entries: u64,
 }
 
+/// SMART / Health Information field offsets (NVMe Base 2.0, Figure 207).
+mod smart {
+    pub const BYTES: usize = 512;
+    pub const COMPOSITE_TEMPERATURE: usize = 1;
+    pub const AVAILABLE_SPARE: usize = 3;
+    pub const AVAILABLE_SPARE_THRESHOLD: usize = 4;
+    pub const DATA_UNITS_READ: usize = 32;
+    pub const DATA_UNITS_WRITTEN: usize = 48;
+    pub const HOST_READ_COMMANDS: usize = 64;
+    pub const HOST_WRITE_COMMANDS: usize = 80;
+    pub const POWER_ON_HOURS: usize = 128;
+    pub const ERROR_LOG_ENTRIES: usize = 176;
+}
+
 /// Log 02h, 512 bytes. Data units are thousands of 512-byte units, rounded up.
 pub fn smart_log(counters: &HealthCounters) -> Vec<u8> {
-    let mut log = vec![0u8; 512];
+    use smart::*;
+    let mut log = vec![0u8; BYTES];
     let units = |bytes: u64| u128::from((bytes / 512).div_ceil(1000));
-    put_u16(&mut log, 1, 273 + 40); // composite temperature, kelvin
-    put_u8(&mut log, 3, 100); // available spare
-    put_u8(&mut log, 4, 10); // available spare threshold
-    put_u128(&mut log, 32, units(counters.bytes_read));
-    put_u128(&mut log, 48, units(counters.bytes_written));
-    put_u128(&mut log, 64, u128::from(counters.read_commands));
-    put_u128(&mut log, 80, u128::from(counters.write_commands));
-    put_u128(&mut log, 128, u128::from(counters.power_on_hours));
-    put_u128(&mut log, 176, u128::from(counters.error_log_entries));
+    put_u16(&mut log, COMPOSITE_TEMPERATURE, 273 + 40); // kelvin
+    put_u8(&mut log, AVAILABLE_SPARE, 100);
+    put_u8(&mut log, AVAILABLE_SPARE_THRESHOLD, 10);
+    put_u128(&mut log, DATA_UNITS_READ, units(counters.bytes_read));
+    put_u128(&mut log, DATA_UNITS_WRITTEN, units(counters.bytes_written));
+    put_u128(&mut log, HOST_READ_COMMANDS, u128::from(counters.read_commands));
+    put_u128(&mut log, HOST_WRITE_COMMANDS, u128::from(counters.write_commands));
+    put_u128(&mut log, POWER_ON_HOURS, u128::from(counters.power_on_hours));
+    put_u128(&mut log, ERROR_LOG_ENTRIES, u128::from(counters.error_log_entries));
     log
 }
 
@@ -106,17 +121,29 @@ pub struct ErrorEntry {
 
 pub const ERROR_ENTRY_BYTES: usize = 64;
 
+/// Error Information entry offsets (NVMe Base 2.0, Figure 205).
+mod error_entry {
+    pub const ERROR_COUNT: usize = 0;
+    pub const SQID: usize = 8;
+    pub const CID: usize = 10;
+    pub const STATUS: usize = 12;
+    pub const PARAMETER_ERROR_LOCATION: usize = 14;
+    pub const LBA: usize = 16;
+    pub const NSID: usize = 24;
+}
+
 impl ErrorEntry {
     pub fn encode(&self, out: &mut [u8]) {
-        super::bytes::put_u64(out, 0, self.error_count);
-        put_u16(out, 8, self.queue_id);
-        put_u16(out, 10, self.command_id);
+        use error_entry::*;
+        super::bytes::put_u64(out, ERROR_COUNT, self.error_count);
+        put_u16(out, SQID, self.queue_id);
+        put_u16(out, CID, self.command_id);
         // Status field over the phase tag (0).
-        put_u16(out, 12, self.status.raw() << 1);
-        // Parameter Error Location: not given (FFFFh).
-        put_u16(out, 14, 0xFFFF);
-        super::bytes::put_u64(out, 16, self.lba);
-        put_u32(out, 24, self.namespace_id);
+        put_u16(out, STATUS, self.status.raw() << 1);
+        // Not given (FFFFh).
+        put_u16(out, PARAMETER_ERROR_LOCATION, 0xFFFF);
+        super::bytes::put_u64(out, LBA, self.lba);
+        put_u32(out, NSID, self.namespace_id);
     }
 }
 
@@ -131,9 +158,11 @@ pub fn error_log<'a>(entries: impl Iterator<Item = &'a ErrorEntry>, slots: usize
 
 /// Log 03h: one read-only slot holding `revision`.
 pub fn firmware_slot_log(revision: &str) -> Vec<u8> {
+    const AFI: usize = 0;
+    const FRS1: usize = 8;
     let mut log = vec![0u8; 512];
-    put_u8(&mut log, 0, 1); // active firmware in slot 1
-    super::bytes::put_padded(&mut log, 8, 8, revision.as_bytes(), b' ');
+    put_u8(&mut log, AFI, 1); // active firmware in slot 1
+    super::bytes::put_padded(&mut log, FRS1, 8, revision.as_bytes(), b' ');
     log
 }
 
@@ -152,12 +181,15 @@ pub fn changed_namespaces_log(namespace_ids: &[u32]) -> Vec<u8> {
 
 /// Log 05h: commands supported and effects. CSUPP is bit 0, LBCC bit 1.
 pub fn command_effects_log(admin: &[u8], io: &[(u8, bool)]) -> Vec<u8> {
+    // A dword per admin opcode (ACS), then a dword per I/O opcode (IOCS).
+    const ACS: usize = 0;
+    const IOCS: usize = 1024;
     let mut log = vec![0u8; 4096];
     for &opcode in admin {
-        put_u8(&mut log, usize::from(opcode) * 4, 1);
+        put_u8(&mut log, ACS | (usize::from(opcode) * 4), 1);
     }
     for &(opcode, changes_content) in io {
-        put_u8(&mut log, (usize::from(opcode) * 4) | 1024, 1 | u8::from(changes_content) << 1);
+        put_u8(&mut log, IOCS | (usize::from(opcode) * 4), 1 | u8::from(changes_content) << 1);
     }
     log
 }
