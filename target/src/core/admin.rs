@@ -1,5 +1,6 @@
-//! Admin commands of I/O and discovery controllers (nvmet's admin-cmd.c): Identify, Get
-//! Log Page, Set/Get Features, Asynchronous Event Request, Keep Alive, Abort.
+//! Admin commands of I/O controllers (nvmet's admin-cmd.c): Identify, Get Log Page,
+//! Set/Get Features, Asynchronous Event Request, Keep Alive, Abort. A discovery
+//! controller has its own, smaller dispatch (`discovery.rs`) over the pieces here.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,35 +14,47 @@ use crate::wire::log_page::{self, id as log_id, HealthCounters, LogRequest};
 use crate::wire::{DataPointer, RawCommand, Status};
 
 pub(crate) fn execute(queue: &mut Queue, now: Instant, controller: &Arc<Controller>, command: &RawCommand, data: DataPointer) -> Outcome {
-    if matches!(data, DataPointer::InCapsule { .. }) {
-        return Outcome::status(Status::INVALID_FIELD.dnr());
-    }
-    // The data pointer must describe exactly what the command moves (nvmet does the
-    // same): a short buffer is refused, not filled with a truncated structure.
-    match expected_data_bytes(command) {
-        Some(expected) if u64::from(data.length_bytes()) == expected => {}
-        Some(_) => return Outcome::status(Status::SGL_INVALID_DATA.dnr()),
-        None => {}
+    if let Err(status) = check_data_pointer(command, data) {
+        return Outcome::status(status);
     }
     match command.opcode {
         opcode::IDENTIFY => identify(queue, controller, command),
         opcode::GET_LOG_PAGE => get_log_page(queue, now, controller, command),
         opcode::SET_FEATURES => set_features(queue, now, controller, command),
         opcode::GET_FEATURES => get_features(queue, controller, command),
-        opcode::ASYNC_EVENT_REQUEST => {
-            if queue.held_event_count() >= usize::from(queue.target.limits.async_events_max) {
-                Outcome::status(Status::ASYNC_EVENT_LIMIT.dnr())
-            } else {
-                Outcome::HoldForEvent
-            }
-        }
-        opcode::KEEP_ALIVE => match controller.keep_alive(now) {
-            Ok(()) => Outcome::success(0),
-            Err(status) => Outcome::status(status),
-        },
+        opcode::ASYNC_EVENT_REQUEST => async_event_request(queue),
+        opcode::KEEP_ALIVE => keep_alive(controller, now),
         // Dword 0 bit 0 set: the command was not aborted.
-        opcode::ABORT if !controller.is_discovery() => Outcome::success(1),
+        opcode::ABORT => Outcome::success(1),
         _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
+    }
+}
+
+/// Admin commands take no in-capsule data, and the data pointer must describe exactly
+/// what the command moves (nvmet checks the same): a short buffer is refused, not
+/// filled with a truncated structure.
+pub(super) fn check_data_pointer(command: &RawCommand, data: DataPointer) -> Result<(), Status> {
+    if matches!(data, DataPointer::InCapsule { .. }) {
+        return Err(Status::INVALID_FIELD.dnr());
+    }
+    match expected_data_bytes(command) {
+        Some(expected) if u64::from(data.length_bytes()) != expected => Err(Status::SGL_INVALID_DATA.dnr()),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn async_event_request(queue: &Queue) -> Outcome {
+    if queue.held_event_count() >= usize::from(queue.target.limits.async_events_max) {
+        Outcome::status(Status::ASYNC_EVENT_LIMIT.dnr())
+    } else {
+        Outcome::HoldForEvent
+    }
+}
+
+pub(super) fn keep_alive(controller: &Controller, now: Instant) -> Outcome {
+    match controller.keep_alive(now) {
+        Ok(()) => Outcome::success(0),
+        Err(status) => Outcome::status(status),
     }
 }
 
@@ -63,10 +76,7 @@ fn identify(queue: &Queue, controller: &Controller, command: &RawCommand) -> Out
     let csi = (command.cdw11.get() >> 24) as u8;
     let namespace_id = command.namespace_id.get();
     let Some(subsystem) = controller.subsystem() else {
-        return match cns {
-            cns::CONTROLLER => Outcome::send(controller_identity(queue, controller, None)),
-            _ => Outcome::status(Status::INVALID_FIELD.dnr()),
-        };
+        return Outcome::status(Status::INVALID_FIELD.dnr());
     };
     let page = match cns {
         cns::CONTROLLER => return Outcome::send(controller_identity(queue, controller, Some(subsystem))),
@@ -119,7 +129,7 @@ fn namespace_count(subsystem: &Subsystem) -> u32 {
     subsystem.namespaces.keys().next_back().copied().unwrap_or(0).max(1024)
 }
 
-fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option<&Arc<Subsystem>>) -> Vec<u8> {
+pub(super) fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option<&Arc<Subsystem>>) -> Vec<u8> {
     let limits = &queue.target.limits;
     let in_capsule = limits.in_capsule_data_bytes;
     let (serial, model, firmware, nqn) = match subsystem {
@@ -151,20 +161,14 @@ fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option
 
 /// Notices (OAES) the target raises. None yet: namespaces, and the subsystems in the
 /// discovery log, are fixed while the target runs, so nothing ever changes to notify.
-const ASYNC_EVENT_NOTICES: u32 = 0;
+pub(super) const ASYNC_EVENT_NOTICES: u32 = 0;
 
 fn get_log_page(queue: &Queue, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
     let request = match LogRequest::parse(command) {
         Ok(request) => request,
         Err(status) => return Outcome::status(status),
     };
-    let log = if controller.is_discovery() {
-        if request.log_id != log_id::DISCOVERY {
-            return Outcome::status(Status::INVALID_LOG_PAGE.dnr());
-        }
-        super::discovery::log(&queue.target, &controller.host_nqn, queue.config.local_address)
-    } else {
-        match request.log_id {
+    let log = match request.log_id {
             log_id::SUPPORTED => log_page::supported_logs(&[0, 1, 2, 3, 4, 5]),
             log_id::ERROR => controller.error_log(),
             log_id::SMART => match smart(controller, command.namespace_id.get(), now.saturating_duration_since(queue.target.started)) {
@@ -187,9 +191,13 @@ fn get_log_page(queue: &Queue, now: Instant, controller: &Controller, command: &
                 ],
             ),
             _ => return Outcome::status(Status::INVALID_LOG_PAGE.dnr()),
-        }
     };
-    match request.window(&log) {
+    send_log(queue, &request, &log)
+}
+
+/// The part of `log` a Get Log Page asked for.
+pub(super) fn send_log(queue: &Queue, request: &LogRequest, log: &[u8]) -> Outcome {
+    match request.window(log) {
         Ok(window) => {
             // Bytes asked for past the log's end read as zeroes (bounded by MDTS; the
             // data pointer bounds the transfer itself).
@@ -234,11 +242,10 @@ mod feature {
     pub const HOST_IDENTIFIER: u8 = 0x81;
 }
 
-/// Get Features SEL values (NVMe Base 2.0, Figure 191).
+/// Get Features SEL values (NVMe Base 2.0, Figure 191): current, default (01b), saved
+/// (10b) and supported capabilities.
 mod select {
     pub const CURRENT: u32 = 0;
-    pub const DEFAULT: u32 = 1;
-    pub const SAVED: u32 = 2;
     pub const CAPABILITIES: u32 = 3;
 }
 
@@ -260,19 +267,17 @@ fn has_write_cache(controller: &Controller) -> bool {
 }
 
 fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
-    let cdw10 = command.cdw10.get();
     let value = command.cdw11.get();
-    if cdw10 & (1 << 31) != 0 {
+    let invalid = Outcome::status(Status::INVALID_FIELD.dnr());
+    if command.cdw10.get() & SAVE != 0 {
         return Outcome::status(Status::FEATURE_NOT_SAVEABLE.dnr());
     }
-    let discovery = controller.is_discovery();
-    let invalid = Outcome::status(Status::INVALID_FIELD.dnr());
-    match cdw10 as u8 {
-        feature::ARBITRATION if !discovery => {
+    match command.cdw10.get() as u8 {
+        feature::ARBITRATION => {
             controller.change_settings(|settings| settings.arbitration = value);
             Outcome::success(0)
         }
-        feature::POWER_MANAGEMENT if !discovery => {
+        feature::POWER_MANAGEMENT => {
             // One power state (NPSS 0): PS must be 0; the workload hint is kept.
             if value & 0x1F != 0 {
                 return invalid;
@@ -280,7 +285,7 @@ fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &
             controller.change_settings(|settings| settings.power_management = value & 0xFF);
             Outcome::success(0)
         }
-        feature::TEMPERATURE_THRESHOLD if !discovery => match temperature_threshold_index(value) {
+        feature::TEMPERATURE_THRESHOLD => match temperature_threshold_index(value) {
             Some(index) => {
                 controller.change_settings(|settings| {
                     if let Some(threshold) = settings.temperature_thresholds.get_mut(index) {
@@ -291,11 +296,11 @@ fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &
             }
             None => invalid,
         },
-        feature::WRITE_ATOMICITY if !discovery => {
+        feature::WRITE_ATOMICITY => {
             controller.change_settings(|settings| settings.write_atomicity = value & 1);
             Outcome::success(0)
         }
-        feature::NUMBER_OF_QUEUES if !discovery => {
+        feature::NUMBER_OF_QUEUES => {
             // Only between a reset and the first I/O queue (NVMe Base 2.0, 5.27.1.5).
             if controller.has_io_queues() {
                 return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
@@ -307,11 +312,27 @@ fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &
             let granted = submission.max(completion).min(u32::from(queue.target.limits.io_queues_max).saturating_sub(1));
             Outcome::success(u64::from(granted | granted << 16))
         }
-        feature::ASYNC_EVENT_CONFIGURATION => {
-            let supported = if discovery { ASYNC_EVENT_NOTICES } else { identify::AEC_CRITICAL_WARNINGS | ASYNC_EVENT_NOTICES };
-            if value & !supported != 0 {
-                return invalid;
-            }
+        feature::VOLATILE_WRITE_CACHE if has_write_cache(controller) => {
+            controller.set_write_cache_enabled(value & 1 != 0);
+            Outcome::success(0)
+        }
+        feature::HOST_IDENTIFIER => Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr()),
+        _ => set_common_feature(now, controller, command, identify::AEC_CRITICAL_WARNINGS | ASYNC_EVENT_NOTICES),
+    }
+}
+
+/// Set Features CDW10 bit 31: save the value across resets.
+const SAVE: u32 = 1 << 31;
+
+/// The features every controller has, discovery ones too: Keep Alive Timer and
+/// Asynchronous Event Configuration (which takes the bits in `events`).
+pub(super) fn set_common_feature(now: Instant, controller: &Controller, command: &RawCommand, events: u32) -> Outcome {
+    let value = command.cdw11.get();
+    if command.cdw10.get() & SAVE != 0 {
+        return Outcome::status(Status::FEATURE_NOT_SAVEABLE.dnr());
+    }
+    match command.cdw10.get() as u8 {
+        feature::ASYNC_EVENT_CONFIGURATION if value & !events == 0 => {
             controller.set_async_event_configuration(value);
             Outcome::success(0)
         }
@@ -319,56 +340,61 @@ fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &
             controller.set_keep_alive_ms(value, now);
             Outcome::success(0)
         }
-        feature::VOLATILE_WRITE_CACHE if has_write_cache(controller) => {
-            controller.set_write_cache_enabled(value & 1 != 0);
-            Outcome::success(0)
-        }
-        feature::HOST_IDENTIFIER if !discovery => Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr()),
-        _ => invalid,
+        _ => Outcome::status(Status::INVALID_FIELD.dnr()),
     }
 }
 
 fn get_features(queue: &Queue, controller: &Controller, command: &RawCommand) -> Outcome {
-    let cdw10 = command.cdw10.get();
     let cdw11 = command.cdw11.get();
-    let select = (cdw10 >> 8) & 7;
-    let discovery = controller.is_discovery();
-    let fid = cdw10 as u8;
-    let invalid = Outcome::status(Status::INVALID_FIELD.dnr());
-    if select > select::CAPABILITIES {
-        return invalid;
-    }
+    let Some(select) = select_of(command) else { return Outcome::status(Status::INVALID_FIELD.dnr()) };
     // Nothing is saveable: SEL 10b (saved) reads the default (NVMe Base 2.0, 5.15.1).
     let current = select == select::CURRENT;
     let settings = if current { controller.settings() } else { Settings::default() };
     let queues = u64::from(queue.target.limits.io_queues_max.saturating_sub(1));
-    let value = match fid {
-        feature::ARBITRATION if !discovery => u64::from(settings.arbitration),
-        feature::POWER_MANAGEMENT if !discovery => u64::from(settings.power_management),
-        feature::TEMPERATURE_THRESHOLD if !discovery => match temperature_threshold_index(cdw11) {
+    let value = match command.cdw10.get() as u8 {
+        feature::ARBITRATION => u64::from(settings.arbitration),
+        feature::POWER_MANAGEMENT => u64::from(settings.power_management),
+        feature::TEMPERATURE_THRESHOLD => match temperature_threshold_index(cdw11) {
             Some(index) => settings.temperature_thresholds.get(index).copied().map_or(0, u64::from),
-            None => return invalid,
+            None => return Outcome::status(Status::INVALID_FIELD.dnr()),
         },
-        feature::WRITE_ATOMICITY if !discovery => u64::from(settings.write_atomicity),
-        feature::NUMBER_OF_QUEUES if !discovery => queues | queues << 16,
-        feature::ASYNC_EVENT_CONFIGURATION => if current { u64::from(controller.async_event_configuration()) } else { 0 },
-        feature::KEEP_ALIVE_TIMER => if current { u64::from(controller.keep_alive_ms()) } else { 0 },
+        feature::WRITE_ATOMICITY => u64::from(settings.write_atomicity),
+        feature::NUMBER_OF_QUEUES => queues | queues << 16,
         feature::VOLATILE_WRITE_CACHE if has_write_cache(controller) => if current { u64::from(controller.write_cache_enabled()) } else { 1 },
-        feature::HOST_IDENTIFIER if !discovery => {
+        feature::HOST_IDENTIFIER => {
             if select == select::CAPABILITIES {
                 return Outcome::success(0);
             }
             // Only the 128-bit identifier exists on fabrics: EXHID must be set.
             if cdw11 & 1 == 0 {
-                return invalid;
+                return Outcome::status(Status::INVALID_FIELD.dnr());
             }
             return Outcome::send(controller.host_id.to_vec());
         }
-        _ => return invalid,
+        _ => return get_common_feature(controller, command),
     };
-    match select {
-        select::CAPABILITIES => Outcome::success(CHANGEABLE),
-        select::CURRENT | select::DEFAULT | select::SAVED => Outcome::success(value),
-        _ => invalid,
-    }
+    feature_answer(select, value)
+}
+
+/// Get Features of Keep Alive Timer and Asynchronous Event Configuration.
+pub(super) fn get_common_feature(controller: &Controller, command: &RawCommand) -> Outcome {
+    let Some(select) = select_of(command) else { return Outcome::status(Status::INVALID_FIELD.dnr()) };
+    let current = select == select::CURRENT;
+    let value = match command.cdw10.get() as u8 {
+        feature::ASYNC_EVENT_CONFIGURATION if current => u64::from(controller.async_event_configuration()),
+        feature::KEEP_ALIVE_TIMER if current => u64::from(controller.keep_alive_ms()),
+        feature::ASYNC_EVENT_CONFIGURATION | feature::KEEP_ALIVE_TIMER => 0,
+        _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
+    };
+    feature_answer(select, value)
+}
+
+/// SEL (CDW10 bits 10:8), if it is one the spec defines.
+fn select_of(command: &RawCommand) -> Option<u32> {
+    Some((command.cdw10.get() >> 8) & 7).filter(|&select| select <= select::CAPABILITIES)
+}
+
+/// A feature's value for SEL 00b-10b, or its capabilities for SEL 11b.
+fn feature_answer(select: u32, value: u64) -> Outcome {
+    if select == select::CAPABILITIES { Outcome::success(CHANGEABLE) } else { Outcome::success(value) }
 }

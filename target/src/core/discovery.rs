@@ -1,10 +1,46 @@
-//! The discovery controller's log (nvmet's discovery.c): the discovery subsystem itself,
-//! then every subsystem the asking host may connect to on this port.
+//! The discovery controller (nvmet's discovery.c): its admin commands, and its log: the
+//! discovery subsystem itself, then every subsystem the asking host may connect to on
+//! this port.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::admin;
+use super::controller::Controller;
+use super::queue::{Outcome, Queue};
+use crate::wire::command::admin as opcode;
+use crate::wire::identify::cns;
+use crate::wire::log_page::{id as log_id, LogRequest};
+use crate::wire::{DataPointer, RawCommand, Status};
 
 use super::subsystem::{Target, DISCOVERY_NQN};
 use crate::wire::discovery::{encode_log, LogEntry, SubsystemType, ADDRESS_FAMILY_IPV4, ADDRESS_FAMILY_IPV6};
+
+/// Identify Controller, the discovery log, Keep Alive Timer and Asynchronous Event
+/// Configuration, Asynchronous Event Requests and Keep Alive; nothing else.
+pub(crate) fn execute(queue: &mut Queue, now: Instant, controller: &Arc<Controller>, command: &RawCommand, data: DataPointer) -> Outcome {
+    if let Err(status) = admin::check_data_pointer(command, data) {
+        return Outcome::status(status);
+    }
+    match command.opcode {
+        opcode::IDENTIFY if command.cdw10.get() as u8 == cns::CONTROLLER => Outcome::send(admin::controller_identity(queue, controller, None)),
+        opcode::IDENTIFY => Outcome::status(Status::INVALID_FIELD.dnr()),
+        opcode::GET_LOG_PAGE => match LogRequest::parse(command) {
+            Ok(request) if request.log_id == log_id::DISCOVERY => {
+                let log = log(&queue.target, &controller.host_nqn, queue.config.local_address);
+                admin::send_log(queue, &request, &log)
+            }
+            Ok(_) => Outcome::status(Status::INVALID_LOG_PAGE.dnr()),
+            Err(status) => Outcome::status(status),
+        },
+        opcode::SET_FEATURES => admin::set_common_feature(now, controller, command, admin::ASYNC_EVENT_NOTICES),
+        opcode::GET_FEATURES => admin::get_common_feature(controller, command),
+        opcode::ASYNC_EVENT_REQUEST => admin::async_event_request(queue),
+        opcode::KEEP_ALIVE => admin::keep_alive(controller, now),
+        _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
+    }
+}
 
 /// `reached` is the address the host reached the discovery controller at; it replaces a
 /// wildcard listen address, which no host could dial.

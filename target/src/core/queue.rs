@@ -445,7 +445,9 @@ impl Queue {
         if !controller.is_ready() {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
         }
-        if self.config.queue_id == 0 {
+        if self.config.queue_id == 0 && controller.is_discovery() {
+            super::discovery::execute(self, now, &controller, command, data)
+        } else if self.config.queue_id == 0 {
             super::admin::execute(self, now, &controller, command, data)
         } else {
             super::io::execute(self, &controller, command, data)
