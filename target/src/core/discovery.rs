@@ -14,7 +14,8 @@ use crate::wire::identify::cns;
 use crate::wire::log_page::{id as log_id, LogRequest};
 use crate::wire::{DataPointer, RawCommand, Status};
 
-use super::subsystem::{Target, DISCOVERY_NQN};
+use super::subsystem::DISCOVERY_NQN;
+use super::target::Target;
 use crate::wire::discovery::{encode_log, LogEntry, SubsystemType, ADDRESS_FAMILY_IPV4, ADDRESS_FAMILY_IPV6};
 
 /// Identify Controller, the discovery log, Keep Alive Timer and Asynchronous Event

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod range_lock;
 pub mod stats;
 pub mod subsystem;
+pub mod target;
 
 use std::sync::Arc;
 
@@ -24,7 +25,8 @@ use crate::wire::{Completion, KeyedSgl};
 pub use buffer::{Buffer, BufferPool, DataBuffer, Lease, LeaseHome, Placement, Region, SlotLoan};
 pub use controller::Controller;
 pub use queue::{Capsule, Queue, QueueConfig};
-pub use subsystem::{Limits, Namespace, Port, Subsystem, Target, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, DISCOVERY_NQN};
+pub use subsystem::{Namespace, Subsystem, DISCOVERY_NQN};
+pub use target::{Limits, Port, Target, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN};
 
 /// Identifies a request inside one queue from capsule arrival until its response has
 /// been sent.
