@@ -41,7 +41,7 @@ struct Setup {
 fn setup() -> Setup {
     let namespace = Arc::new(Namespace {
         id: 1,
-        backend: Backend::Memory(MemoryBackend::new(64 << 20, 9)),
+        backend: Arc::new(Backend::Memory(MemoryBackend::new(64 << 20, 9))),
         uuid: [1; 16],
         nguid: [2; 16],
         payload_placement: Placement::Payload,

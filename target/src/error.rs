@@ -10,8 +10,8 @@ pub enum SetupError {
     Config { key: String, message: String },
     #[error("reading config file {path}")]
     ReadConfig { path: PathBuf, #[source] source: io::Error },
-    #[error("mapping p2pmem {path}")]
-    MapP2pMem { path: PathBuf, #[source] source: io::Error },
+    #[error(transparent)]
+    MapP2pMem(#[from] crate::memory::p2pmem::MapError),
     #[error("namespace {path}")]
     Namespace { path: String, #[source] source: crate::backend::BackendError },
     #[error("allocating {what}")]

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Storage};
 use crate::config::{as_uuid, stable_id, P2pMem, ServeConfig};
 use crate::core::{Limits, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, Namespace, Placement, Port, Subsystem, Target};
 use crate::error::SetupError;
@@ -79,7 +79,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
                 id: namespace.id,
                 uuid: namespace.uuid.unwrap_or_else(|| as_uuid(stable_id(&identity, 1))),
                 nguid: namespace.nguid.unwrap_or_else(|| stable_id(&identity, 2)),
-                backend,
+                backend: Arc::new(backend),
                 payload_placement: placement,
                 stats: Default::default(),
         range_locks: Default::default(),

@@ -1,8 +1,8 @@
-//! Namespace storage. A namespace is backed by a regular file or a block device (driven
-//! through io_uring, O_DIRECT where the file system allows it) or by RAM (tests,
-//! benches). Operations are queued on a per-queue [`Executor`] and complete
-//! asynchronously; the core only builds [`BackendOp`]s and maps [`BackendError`]s to
-//! statuses.
+//! Namespace storage: what the core's [`Storage`] asks for. A namespace is backed by a
+//! regular file or a block device (driven through io_uring, O_DIRECT where the file
+//! system allows it) or by RAM (tests, benches). The core's [`BackendOp`]s are queued
+//! on a per-queue [`Executor`] and complete asynchronously; a failure comes back as a
+//! [`BackendError`], which names its NVMe status.
 
 pub mod file;
 pub mod memory;
@@ -11,7 +11,7 @@ pub mod uring;
 use std::io;
 use std::path::Path;
 
-use crate::core::buffer::DataBuffer;
+pub use crate::core::storage::{BackendOp, OpKind, Storage};
 use crate::wire::Status;
 
 pub use file::FileBackend;
@@ -25,49 +25,58 @@ pub enum Backend {
     Memory(MemoryBackend),
 }
 
-impl Backend {
-    /// Opens a file or block device; see [`FileBackend::open`].
-    pub fn open(path: &Path, block_size_bytes: Option<u32>) -> Result<Backend, BackendError> {
-        FileBackend::open(path, block_size_bytes).map(Backend::File)
-    }
-
-    pub fn size_bytes(&self) -> u64 {
+impl Storage for Backend {
+    fn size_bytes(&self) -> u64 {
         match self {
             Backend::File(file) => file.size_bytes,
             Backend::Memory(memory) => memory.size_bytes(),
         }
     }
 
-    /// log2 of the logical block size: 9 or 12.
-    pub fn block_size_shift(&self) -> u8 {
+    fn block_size_shift(&self) -> u8 {
         match self {
             Backend::File(file) => file.block_size_shift,
             Backend::Memory(memory) => memory.block_size_shift,
         }
     }
 
-    /// Whether acknowledged writes may sit in a volatile cache until a Flush.
-    /// Whether deallocated blocks read as zeroes (DLFEAT 001b): blocks a file punches
-    /// out do; a block device's discard promises nothing about what reads back.
-    pub fn deallocated_reads_zeroes(&self) -> bool {
-        match self {
-            Backend::File(file) => !file.block_device,
-            Backend::Memory(_) => true,
-        }
-    }
-
-    pub fn volatile_write_cache(&self) -> bool {
+    fn volatile_write_cache(&self) -> bool {
         match self {
             Backend::File(file) => file.volatile_write_cache,
             Backend::Memory(_) => false,
         }
     }
 
-    pub fn describe(&self) -> String {
+    /// Blocks a file punches out read as zeroes; a block device's discard promises
+    /// nothing about what reads back.
+    fn deallocated_reads_zeroes(&self) -> bool {
+        match self {
+            Backend::File(file) => !file.block_device,
+            Backend::Memory(_) => true,
+        }
+    }
+
+    fn describe(&self) -> String {
         match self {
             Backend::File(file) => file.describe(),
             Backend::Memory(memory) => format!("RAM namespace of {} bytes", memory.size_bytes()),
         }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Backend {
+    /// Opens a file or block device; see [`FileBackend::open`].
+    pub fn open(path: &Path, block_size_bytes: Option<u32>) -> Result<Backend, BackendError> {
+        FileBackend::open(path, block_size_bytes).map(Backend::File)
+    }
+
+    /// The backend behind a namespace's storage (every namespace's is a `Backend`).
+    pub fn of(storage: &dyn Storage) -> Option<&Backend> {
+        storage.as_any().downcast_ref::<Backend>()
     }
 
     /// The sysfs directory of the PCI device that holds this namespace's data, when the
@@ -78,83 +87,6 @@ impl Backend {
             Backend::File(file) => file.pci_device.as_deref(),
             Backend::Memory(_) => None,
         }
-    }
-}
-
-/// One operation on a namespace. Offsets and lengths are in bytes and already checked
-/// against the namespace size by the core. A read or write owns its buffer: whoever
-/// runs the operation holds it until the device is done, then gives it back.
-#[derive(Debug)]
-pub enum BackendOp {
-    /// Storage to buffer (controller to host data).
-    Read { offset_bytes: u64, buffer: DataBuffer },
-    /// Buffer to storage. With `durable` set the data is on stable media when done.
-    Write { offset_bytes: u64, buffer: DataBuffer, durable: bool },
-    Flush,
-    /// Zeroes a range. With `deallocate` the blocks may be unmapped instead of written
-    /// (they read as zeroes either way); with `durable` the zeroes are on stable media
-    /// when done.
-    WriteZeroes { offset_bytes: u64, len_bytes: u64, deallocate: bool, durable: bool },
-    /// Dataset Management deallocate: advisory, ranges already validated.
-    Deallocate { ranges: Vec<(u64, u64)> },
-}
-
-impl BackendOp {
-    /// The buffer the operation owns, given back when it is done.
-    pub fn into_buffer(self) -> Option<DataBuffer> {
-        match self {
-            BackendOp::Read { buffer, .. } | BackendOp::Write { buffer, .. } => Some(buffer),
-            _ => None,
-        }
-    }
-
-    /// The bytes of the namespace the operation reads or writes (for Deallocate, the
-    /// span of its ranges); `None` for Flush.
-    pub fn byte_range(&self) -> Option<(u64, u64)> {
-        match self {
-            BackendOp::Read { offset_bytes, buffer } | BackendOp::Write { offset_bytes, buffer, .. } => {
-                Some((*offset_bytes, u64::from(buffer.buffer().len_bytes)))
-            }
-            BackendOp::WriteZeroes { offset_bytes, len_bytes, .. } => Some((*offset_bytes, *len_bytes)),
-            BackendOp::Deallocate { ranges } => {
-                let start = ranges.iter().map(|&(offset, _)| offset).min()?;
-                let end = ranges.iter().map(|&(offset, len)| offset.saturating_add(len)).max()?;
-                Some((start, end.saturating_sub(start)))
-            }
-            BackendOp::Flush => None,
-        }
-    }
-
-    pub fn kind(&self) -> OpKind {
-        match self {
-            BackendOp::Read { .. } => OpKind::Read,
-            BackendOp::Write { .. } => OpKind::Write,
-            BackendOp::Flush => OpKind::Flush,
-            BackendOp::WriteZeroes { .. } => OpKind::WriteZeroes,
-            BackendOp::Deallocate { .. } => OpKind::Deallocate,
-        }
-    }
-}
-
-/// What kind of operation failed: it chooses the NVMe status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpKind {
-    Read,
-    Write,
-    Flush,
-    WriteZeroes,
-    Deallocate,
-}
-
-impl std::fmt::Display for OpKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            OpKind::Read => "read",
-            OpKind::Write => "write",
-            OpKind::Flush => "flush",
-            OpKind::WriteZeroes => "write zeroes",
-            OpKind::Deallocate => "deallocate",
-        })
     }
 }
 

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::{Backend, BackendError, BackendOp, OpKind};
+use super::{Backend, BackendError, BackendOp, OpKind, Storage};
 use crate::core::buffer::{Buffer, DataBuffer};
 use crate::core::Tag;
 
@@ -180,6 +180,17 @@ impl Executor {
     /// Queues `op` on `backend` for `tag`. The executor owns the op's buffer until the
     /// op comes back from [`Executor::poll_done`] with it; an executor dropped with
     /// operations out never gives their buffers back (see `Drop`).
+    /// Queues `op` on a namespace's storage, which is one of ours.
+    pub fn submit_to(&mut self, tag: Tag, storage: &dyn Storage, op: BackendOp) {
+        match Backend::of(storage) {
+            Some(backend) => self.submit(tag, backend, op),
+            None => {
+                let error = BackendError::Unusable { path: storage.describe(), what: "not storage this executor runs".into() };
+                self.done.push_back((tag, Err(error), op.into_buffer()));
+            }
+        }
+    }
+
     pub fn submit(&mut self, tag: Tag, backend: &Backend, op: BackendOp) {
         let file = match backend {
             Backend::Memory(memory) => {

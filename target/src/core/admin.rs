@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::controller::{Controller, Settings};
-use super::queue::{Outcome, Queue};
+use super::context::Context;
+use super::outcome::Outcome;
 use super::subsystem::Subsystem;
 use crate::wire::command::{admin as opcode, io as io_opcode, COMMAND_BYTES};
 use crate::wire::identify::{self, cns, ControllerIdentity, ControllerType, NamespaceIdentity, CSI_NVM};
 use crate::wire::log_page::{self, id as log_id, HealthCounters, LogRequest};
 use crate::wire::{DataPointer, RawCommand, Status};
 
-pub(crate) fn execute(queue: &mut Queue, now: Instant, controller: &Arc<Controller>, command: &RawCommand, data: DataPointer) -> Outcome {
+pub(crate) fn execute(queue: &Context, now: Instant, controller: &Arc<Controller>, command: &RawCommand, data: DataPointer) -> Outcome {
     if let Err(status) = check_data_pointer(command, data) {
         return Outcome::status(status);
     }
@@ -43,8 +44,8 @@ pub(super) fn check_data_pointer(command: &RawCommand, data: DataPointer) -> Res
     }
 }
 
-pub(super) fn async_event_request(queue: &Queue) -> Outcome {
-    if queue.held_event_count() >= usize::from(queue.target.limits.async_events_max) {
+pub(super) fn async_event_request(queue: &Context) -> Outcome {
+    if queue.held_events >= usize::from(queue.target.limits.async_events_max) {
         Outcome::status(Status::ASYNC_EVENT_LIMIT.dnr())
     } else {
         Outcome::HoldForEvent
@@ -70,7 +71,7 @@ fn expected_data_bytes(command: &RawCommand) -> Option<u64> {
     }
 }
 
-fn identify(queue: &Queue, controller: &Controller, command: &RawCommand) -> Outcome {
+fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> Outcome {
     let cdw10 = command.cdw10.get();
     let cns = cdw10 as u8;
     let csi = (command.cdw11.get() >> 24) as u8;
@@ -129,7 +130,7 @@ fn namespace_count(subsystem: &Subsystem) -> u32 {
     subsystem.namespaces.keys().next_back().copied().unwrap_or(0).max(1024)
 }
 
-pub(super) fn controller_identity(queue: &Queue, controller: &Controller, subsystem: Option<&Arc<Subsystem>>) -> Vec<u8> {
+pub(super) fn controller_identity(queue: &Context, controller: &Controller, subsystem: Option<&Arc<Subsystem>>) -> Vec<u8> {
     let limits = &queue.target.limits;
     let in_capsule = limits.in_capsule_data_bytes;
     let (serial, model, firmware, nqn) = match subsystem {
@@ -163,7 +164,7 @@ pub(super) fn controller_identity(queue: &Queue, controller: &Controller, subsys
 /// discovery log, are fixed while the target runs, so nothing ever changes to notify.
 pub(super) const ASYNC_EVENT_NOTICES: u32 = 0;
 
-fn get_log_page(queue: &Queue, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
+fn get_log_page(queue: &Context, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
     let request = match LogRequest::parse(command) {
         Ok(request) => request,
         Err(status) => return Outcome::status(status),
@@ -196,7 +197,7 @@ fn get_log_page(queue: &Queue, now: Instant, controller: &Controller, command: &
 }
 
 /// The part of `log` a Get Log Page asked for.
-pub(super) fn send_log(queue: &Queue, request: &LogRequest, log: &[u8]) -> Outcome {
+pub(super) fn send_log(queue: &Context, request: &LogRequest, log: &[u8]) -> Outcome {
     match request.window(log) {
         Ok(window) => {
             // Bytes asked for past the log's end read as zeroes (bounded by MDTS; the
@@ -266,7 +267,7 @@ fn has_write_cache(controller: &Controller) -> bool {
     controller.subsystem().is_some_and(|s| s.namespaces.values().any(|n| n.backend.volatile_write_cache()))
 }
 
-fn set_features(queue: &Queue, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
+fn set_features(queue: &Context, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
     let value = command.cdw11.get();
     let invalid = Outcome::status(Status::INVALID_FIELD.dnr());
     if command.cdw10.get() & SAVE != 0 {
@@ -344,7 +345,7 @@ pub(super) fn set_common_feature(now: Instant, controller: &Controller, command:
     }
 }
 
-fn get_features(queue: &Queue, controller: &Controller, command: &RawCommand) -> Outcome {
+fn get_features(queue: &Context, controller: &Controller, command: &RawCommand) -> Outcome {
     let cdw11 = command.cdw11.get();
     let Some(select) = select_of(command) else { return Outcome::status(Status::INVALID_FIELD.dnr()) };
     // Nothing is saveable: SEL 10b (saved) reads the default (NVMe Base 2.0, 5.15.1).

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use super::admin;
 use super::controller::Controller;
-use super::queue::{Outcome, Queue};
+use super::context::Context;
+use super::outcome::Outcome;
 use crate::wire::command::admin as opcode;
 use crate::wire::identify::cns;
 use crate::wire::log_page::{id as log_id, LogRequest};
@@ -20,7 +21,7 @@ use crate::wire::discovery::{encode_log, LogEntry, SubsystemType, ADDRESS_FAMILY
 
 /// Identify Controller, the discovery log, Keep Alive Timer and Asynchronous Event
 /// Configuration, Asynchronous Event Requests and Keep Alive; nothing else.
-pub(crate) fn execute(queue: &mut Queue, now: Instant, controller: &Arc<Controller>, command: &RawCommand, data: DataPointer) -> Outcome {
+pub(crate) fn execute(queue: &Context, now: Instant, controller: &Arc<Controller>, command: &RawCommand, data: DataPointer) -> Outcome {
     if let Err(status) = admin::check_data_pointer(command, data) {
         return Outcome::status(status);
     }
@@ -29,7 +30,7 @@ pub(crate) fn execute(queue: &mut Queue, now: Instant, controller: &Arc<Controll
         opcode::IDENTIFY => Outcome::status(Status::INVALID_FIELD.dnr()),
         opcode::GET_LOG_PAGE => match LogRequest::parse(command) {
             Ok(request) if request.log_id == log_id::DISCOVERY => {
-                let log = log(&queue.target, &controller.host_nqn, queue.config.local_address);
+                let log = log(queue.target, &controller.host_nqn, queue.config.local_address);
                 admin::send_log(queue, &request, &log)
             }
             Ok(_) => Outcome::status(Status::INVALID_LOG_PAGE.dnr()),

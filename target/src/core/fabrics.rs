@@ -7,7 +7,8 @@ use tracing::{info, warn};
 use zerocopy::FromBytes;
 
 use super::controller::{ControllerKind, csts};
-use super::queue::{Inbound, Outcome, Queue, Work};
+use super::context::Context;
+use super::outcome::{Inbound, Outcome, Work};
 use super::subsystem::DISCOVERY_NQN;
 use crate::wire::command::fabrics_type;
 use crate::wire::fabrics::{invalid_parameter_location, property, ConnectCommand, ConnectData, PropertyAccess, CONNECT_DATA_BYTES, DYNAMIC_CONTROLLER_ID};
@@ -18,10 +19,10 @@ pub const VERSION: u32 = 0x0002_0000;
 /// CAP.TO in 500 ms units: 7.5 s, as nvmet.
 const READY_TIMEOUT_UNITS: u64 = 15;
 
-pub(crate) fn execute(queue: &mut Queue, command: &RawCommand, data: DataPointer) -> Outcome {
+pub(crate) fn execute(queue: &Context, command: &RawCommand, data: DataPointer) -> Outcome {
     match command.fabrics_type() {
         fabrics_type::CONNECT => {
-            if queue.is_associated() {
+            if queue.associated {
                 return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
             }
             if data.length_bytes() as usize != CONNECT_DATA_BYTES {
@@ -50,7 +51,7 @@ fn invalid(in_data: bool, offset: u16) -> Outcome {
 }
 
 /// Connect data is in hand: associate the queue with a new or existing controller.
-pub(crate) fn connect(queue: &mut Queue, now: Instant, command: &RawCommand, bytes: &[u8]) -> Outcome {
+pub(crate) fn connect(queue: &Context, now: Instant, command: &RawCommand, bytes: &[u8]) -> Outcome {
     let Ok((data, _)) = ConnectData::read_from_prefix(bytes) else {
         return Outcome::status(Status::SGL_INVALID_DATA.dnr());
     };
@@ -76,7 +77,7 @@ pub(crate) fn connect(queue: &mut Queue, now: Instant, command: &RawCommand, byt
     }
 }
 
-fn connect_admin(queue: &mut Queue, now: Instant, command: &ConnectCommand, data: &ConnectData, subsystem_nqn: &str, host_nqn: &str) -> Outcome {
+fn connect_admin(queue: &Context, now: Instant, command: &ConnectCommand, data: &ConnectData, subsystem_nqn: &str, host_nqn: &str) -> Outcome {
     if data.controller_id.get() != DYNAMIC_CONTROLLER_ID {
         return invalid(true, CONTROLLER_ID_OFFSET);
     }
@@ -105,13 +106,11 @@ fn connect_admin(queue: &mut Queue, now: Instant, command: &ConnectCommand, data
         }
     };
     info!(controller = controller.id, subsystem = subsystem_nqn, host = host_nqn, keep_alive_ms = command.keep_alive_timeout_ms, "controller created");
-    let id = controller.id;
-    let generation = controller.reset_generation();
-    queue.associate(controller, generation, command.disable_sq_flow_control);
-    Outcome::success(u64::from(id))
+    let reset_generation = controller.reset_generation();
+    Outcome::Connected { controller, reset_generation, disable_sq_flow_control: command.disable_sq_flow_control }
 }
 
-fn connect_io(queue: &mut Queue, command: &ConnectCommand, data: &ConnectData, subsystem_nqn: &str, host_nqn: &str) -> Outcome {
+fn connect_io(queue: &Context, command: &ConnectCommand, data: &ConnectData, subsystem_nqn: &str, host_nqn: &str) -> Outcome {
     let Some(controller) = queue.target.controller(data.controller_id.get()) else {
         return invalid(true, CONTROLLER_ID_OFFSET);
     };
@@ -134,13 +133,11 @@ fn connect_io(queue: &mut Queue, command: &ConnectCommand, data: &ConnectData, s
         queue.target.release_host_queue(host_nqn);
         return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
     };
-    let id = controller.id;
-    queue.associate(controller, generation, command.disable_sq_flow_control);
-    Outcome::success(u64::from(id))
+    Outcome::Connected { controller, reset_generation: generation, disable_sq_flow_control: command.disable_sq_flow_control }
 }
 
-fn property(queue: &mut Queue, command: &RawCommand) -> Outcome {
-    let Some(controller) = queue.controller().cloned() else {
+fn property(queue: &Context, command: &RawCommand) -> Outcome {
+    let Some(controller) = queue.controller.cloned() else {
         return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
     };
     if queue.config.queue_id != 0 {

@@ -6,14 +6,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::controller::Controller;
-use super::queue::{FusedHalf, Inbound, MediaJob, Outcome, Queue, Work};
+use super::context::Context;
+use super::outcome::{FusedHalf, Inbound, MediaJob, Outcome, Work};
 use super::subsystem::Namespace;
-use crate::backend::BackendOp;
+use super::storage::BackendOp;
 use crate::wire::bytes;
 use crate::wire::command::{fuse, io as opcode};
 use crate::wire::{DataPointer, RawCommand, Status};
 
-pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawCommand, data: DataPointer) -> Outcome {
+pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCommand, data: DataPointer) -> Outcome {
     const KNOWN: [u8; 8] = [
         opcode::READ,
         opcode::WRITE,
@@ -45,7 +46,7 @@ pub(crate) fn execute(queue: &mut Queue, controller: &Controller, command: &RawC
         }
         _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
     }
-    let stats = &queue.stats;
+    let stats = queue.stats;
     match command.opcode {
         opcode::READ | opcode::WRITE => {
             let to_host = command.opcode == opcode::READ;

@@ -7,19 +7,22 @@
 
 pub mod admin;
 pub mod buffer;
+pub mod context;
 pub mod controller;
 pub mod discovery;
 pub mod fabrics;
 pub mod io;
+pub mod outcome;
 pub mod queue;
 pub mod range_lock;
 pub mod stats;
+pub mod storage;
 pub mod subsystem;
 pub mod target;
 
 use std::sync::Arc;
 
-use crate::backend::BackendOp;
+use storage::BackendOp;
 use crate::wire::{Completion, KeyedSgl};
 
 pub use buffer::{Buffer, BufferPool, DataBuffer, Lease, LeaseHome, Placement, Region, SlotLoan};

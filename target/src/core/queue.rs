@@ -35,123 +35,12 @@ use super::range_lock::{Entered, Locked};
 use super::subsystem::Namespace;
 use super::target::Target;
 use super::{Action, DisconnectReason, ResponseData, Tag};
-use crate::backend::{BackendError, BackendOp};
+pub use super::context::QueueConfig;
+use super::context::Context;
+pub(crate) use super::outcome::{CopyProgress, FusedHalf, FusedWrite, Inbound, MediaJob, Outcome, Work};
+use super::storage::BackendOp;
 use crate::wire::command::{fuse, COMMAND_BYTES, FABRICS};
 use crate::wire::{Completion, DataPointer, KeyedSgl, RawCommand, Status};
-
-/// Fixed per connection by the RDMA CM exchange.
-#[derive(Clone, Copy, Debug)]
-pub struct QueueConfig {
-    pub queue_id: u16,
-    /// Commands the host may have outstanding (HSQSIZE + 1).
-    pub entries: u32,
-    /// The target address the host reached this queue at, if the transport knows it:
-    /// discovery reports it when the target listens on a wildcard address.
-    pub local_address: Option<std::net::IpAddr>,
-}
-
-/// Data coming from the host, and what happens once it is here.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    /// Connect data, then the queue associates with a controller.
-    Connect,
-    /// Dataset Management ranges, then they are deallocated.
-    Deallocate { namespace: Arc<Namespace>, ranges: u32 },
-    /// Payload, then written to the namespace.
-    Write { namespace: Arc<Namespace>, offset_bytes: u64, durable: bool },
-    /// Data to compare with the namespace's blocks.
-    Compare { namespace: Arc<Namespace>, offset_bytes: u64 },
-    /// Copy's source range entries, then the copy.
-    Copy { namespace: Arc<Namespace>, ranges: u32, destination_lba: u64, durable: bool },
-    /// The compare data of a fused Compare and Write (on the first command's tag).
-    FusedCompare { pair: FusedHalf, second: Tag },
-    /// The write data of a fused Compare and Write (on the second command's tag).
-    FusedWrite { pair: FusedHalf, first: Tag, expected: Vec<u8> },
-}
-
-/// One command of a fused Compare and Write, checked: both name the same blocks.
-#[derive(Debug)]
-pub(crate) struct FusedHalf {
-    pub namespace: Arc<Namespace>,
-    pub offset_bytes: u64,
-    pub len_bytes: u64,
-    /// The write is FUA or the write cache is off.
-    pub durable: bool,
-}
-
-impl FusedHalf {
-    fn pairs_with(&self, other: &FusedHalf) -> bool {
-        self.namespace.id == other.namespace.id && self.offset_bytes == other.offset_bytes && self.len_bytes == other.len_bytes
-    }
-}
-
-/// Work on the namespace's blocks that needs a buffer of its own, not one the host's
-/// data pointer describes.
-#[derive(Debug)]
-pub(crate) enum MediaJob {
-    /// Read the blocks; the data goes nowhere (Verify).
-    Verify { offset_bytes: u64 },
-    /// Read the blocks and compare them with `expected`; for a fused Compare and Write,
-    /// then write `write` in their place, all under the range's lock.
-    Compare { offset_bytes: u64, expected: Vec<u8>, write: Option<FusedWrite> },
-    /// Read one source range of a Copy, then write it to the destination.
-    Copy { source_bytes: u64, progress: CopyProgress },
-}
-
-/// The write half of a fused Compare and Write, carried by the first command.
-#[derive(Debug)]
-pub(crate) struct FusedWrite {
-    second: Tag,
-    data: Vec<u8>,
-    durable: bool,
-}
-
-/// Where a Copy stands: the destination of the range in hand and the ranges after it.
-#[derive(Debug)]
-pub(crate) struct CopyProgress {
-    remaining: VecDeque<(u64, u64)>,
-    destination_bytes: u64,
-    durable: bool,
-}
-
-/// What a request does once it has a buffer.
-#[derive(Debug)]
-pub(crate) enum Work {
-    Inbound(Inbound),
-    /// Payload read from the namespace, then pushed to the host.
-    Read { namespace: Arc<Namespace>, offset_bytes: u64 },
-    /// Bytes computed by the controller, pushed to the host.
-    Send { data: Vec<u8> },
-    /// A buffer of `len_bytes` for work on the namespace's blocks.
-    Media { namespace: Arc<Namespace>, len_bytes: u32, job: MediaJob },
-}
-
-/// What executing a command decided.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    Complete { status: Status, result: u64 },
-    /// Needs a buffer for the data pointer, then `work`.
-    Transfer(Work),
-    /// A backend operation without data (Flush, Write Zeroes, Deallocate).
-    Backend { namespace: Arc<Namespace>, op: BackendOp },
-    HoldForEvent,
-    /// The first command of a fused Compare and Write: it waits for the next command.
-    FusedCompare(FusedHalf),
-    /// The second command of a fused Compare and Write.
-    FusedWrite(FusedHalf),
-}
-
-impl Outcome {
-    pub(crate) fn status(status: Status) -> Outcome {
-        Outcome::Complete { status, result: 0 }
-    }
-    pub(crate) fn success(result: u64) -> Outcome {
-        Outcome::Complete { status: Status::SUCCESS, result }
-    }
-    pub(crate) fn send(data: Vec<u8>) -> Outcome {
-        Outcome::Transfer(Work::Send { data })
-    }
-}
 
 /// Where a request stands; each state holds what its next step needs.
 #[derive(Debug)]
@@ -430,6 +319,18 @@ impl Queue {
         Ok(data)
     }
 
+    /// What the command handlers see of this queue.
+    fn context(&self) -> Context<'_> {
+        Context {
+            target: &self.target,
+            config: self.config,
+            stats: &self.stats,
+            controller: self.controller(),
+            associated: self.is_associated(),
+            held_events: self.held_events.len(),
+        }
+    }
+
     /// Routes a command to the fabrics, admin or I/O handlers.
     fn execute(&mut self, now: Instant, command: &RawCommand, data: DataPointer) -> Outcome {
         // Only I/O commands fuse (Compare and Write).
@@ -437,7 +338,7 @@ impl Queue {
             return Outcome::status(Status::INVALID_FIELD.dnr());
         }
         if command.opcode == FABRICS {
-            return super::fabrics::execute(self, command, data);
+            return super::fabrics::execute(&self.context(), command, data);
         }
         let Association::Live { controller, .. } = &self.association else {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
@@ -447,11 +348,11 @@ impl Queue {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
         }
         if self.config.queue_id == 0 && controller.is_discovery() {
-            super::discovery::execute(self, now, &controller, command, data)
+            super::discovery::execute(&self.context(), now, &controller, command, data)
         } else if self.config.queue_id == 0 {
-            super::admin::execute(self, now, &controller, command, data)
+            super::admin::execute(&self.context(), now, &controller, command, data)
         } else {
-            super::io::execute(self, &controller, command, data)
+            super::io::execute(&self.context(), &controller, command, data)
         }
     }
 
@@ -557,6 +458,11 @@ impl Queue {
             // Paired in `pair_or_begin`; a fused command that comes back after its CPU
             // step has lost its partner.
             Outcome::FusedCompare(_) | Outcome::FusedWrite(_) => self.respond(tag, header, Status::FUSED_MISSING, 0, None),
+            Outcome::Connected { controller, reset_generation, disable_sq_flow_control } => {
+                let id = controller.id;
+                self.associate(controller, reset_generation, disable_sq_flow_control);
+                self.respond(tag, header, Status::SUCCESS, u64::from(id), None);
+            }
         }
         loan
     }
@@ -755,7 +661,7 @@ impl Queue {
             }
             Inbound::Connect => {
                 let bytes = self.copy_out(lease);
-                super::fabrics::connect(self, now, &header.command, &bytes)
+                super::fabrics::connect(&self.context(), now, &header.command, &bytes)
             }
             Inbound::Deallocate { namespace, ranges } => {
                 let bytes = self.copy_out(lease);
@@ -775,7 +681,9 @@ impl Queue {
     }
 
     /// The backend finished a request's operation and gives its buffer back.
-    pub fn handle_backend_done(&mut self, now: Instant, tag: Tag, result: Result<u32, BackendError>, buffer: Option<DataBuffer>) {
+    /// `result` is the bytes moved, or the NVMe status of the failure (which the
+    /// transport has logged).
+    pub fn handle_backend_done(&mut self, now: Instant, tag: Tag, result: Result<u32, Status>, buffer: Option<DataBuffer>) {
         let Some(request) = self.take(tag) else { return };
         let Request { header, state: State::Executing { namespace, next, range } } = request else {
             self.put(tag, request);
@@ -786,12 +694,11 @@ impl Queue {
             self.free(tag);
             return;
         }
-        let status = match &result {
+        let status = match result {
             Ok(_) => Status::SUCCESS,
-            Err(error) => {
-                warn!(queue = self.config.queue_id, %error, "backend operation failed");
+            Err(status) => {
                 namespace.stats.errors.add(1);
-                Status::from(error)
+                status
             }
         };
         match next {
@@ -940,7 +847,7 @@ impl Queue {
         }
     }
 
-    pub(crate) fn associate(&mut self, controller: Arc<Controller>, reset_generation: u32, disable_sq_flow_control: bool) {
+    fn associate(&mut self, controller: Arc<Controller>, reset_generation: u32, disable_sq_flow_control: bool) {
         self.association = Association::Live { controller, reset_generation };
         self.disable_sq_flow_control = disable_sq_flow_control;
     }
@@ -1042,10 +949,6 @@ impl Queue {
                 self.respond(tag, request.header, Status::SUCCESS, u64::from(event), None);
             }
         }
-    }
-
-    pub(crate) fn held_event_count(&self) -> usize {
-        self.held_events.len()
     }
 
     /// Takes request `tag` out of its slot for a transition; `put` puts it back.

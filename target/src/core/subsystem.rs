@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::buffer::Placement;
 use super::range_lock::RangeLocks;
 use super::stats::IoStats;
-use crate::backend::Backend;
+use super::storage::Storage;
 
 /// The well-known discovery subsystem NQN.
 pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
@@ -15,7 +15,7 @@ pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
 #[derive(Debug)]
 pub struct Namespace {
     pub id: u32,
-    pub backend: Backend,
+    pub backend: Arc<dyn Storage>,
     pub uuid: [u8; 16],
     pub nguid: [u8; 16],
     /// Where this namespace's Read/Write payload goes: `Payload` lets the pool put it

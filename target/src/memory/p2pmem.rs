@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::error::SetupError;
 
 /// A published p2pmem provider.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,17 +55,22 @@ pub struct P2pMemMapping {
     pub provider: Provider,
 }
 
+/// Mapping a provider's p2pmem failed.
+#[derive(Debug, thiserror::Error)]
+#[error("mapping p2pmem {path}")]
+pub struct MapError {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl P2pMemMapping {
-    pub fn map(provider: &Provider, len_bytes: usize) -> Result<P2pMemMapping, SetupError> {
+    pub fn map(provider: &Provider, len_bytes: usize) -> Result<P2pMemMapping, MapError> {
         let path = provider.sysfs.join("p2pmem/allocate");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|source| SetupError::MapP2pMem { path: path.clone(), source })?;
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|source| MapError { path: path.clone(), source })?;
         // The kernel allocates from the device's pool on mmap; only shared mappings at
         // offset 0 are allowed.
-        let map = MmapOptions::new().len(len_bytes).map_raw(&file).map_err(|source| SetupError::MapP2pMem { path, source })?;
+        let map = MmapOptions::new().len(len_bytes).map_raw(&file).map_err(|source| MapError { path, source })?;
         Ok(P2pMemMapping { map, provider: provider.clone() })
     }
 

@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::wire::Status;
 use crate::backend::uring::Done;
 use crate::backend::Executor;
 use crate::core::{Action, Buffer, BufferPool, Capsule, DataBuffer, DisconnectReason, Lease, QueueConfig, Queue, Region, ResponseData, SlotLoan, Tag, Target};
@@ -201,7 +202,7 @@ impl Loopback {
                 std::thread::yield_now();
                 continue;
             };
-            self.queue.handle_backend_done(Instant::now(), tag, result, buffer);
+            self.queue.handle_backend_done(Instant::now(), tag, result.map_err(|error| Status::from(&error)), buffer);
         }
     }
 
@@ -216,7 +217,7 @@ impl Loopback {
     /// Releases the oldest held backend completion.
     pub fn complete_backend(&mut self) -> bool {
         let Some((tag, result, buffer)) = self.backend_done.pop_front() else { return false };
-        self.queue.handle_backend_done(Instant::now(), tag, result, buffer);
+        self.queue.handle_backend_done(Instant::now(), tag, result.map_err(|error| Status::from(&error)), buffer);
         self.run();
         true
     }
@@ -257,7 +258,7 @@ impl Loopback {
                     self.fetch(tag, remote, lease);
                 }
             }
-            Action::Submit { tag, namespace, op } => self.executor.submit(tag, &namespace.backend, op),
+            Action::Submit { tag, namespace, op } => self.executor.submit_to(tag, namespace.backend.as_ref(), op),
             Action::Respond { tag, completion, invalidate_key, data } => {
                 let send = HeldSend { tag, completion, invalidate_key, data };
                 if self.hold {

@@ -24,7 +24,7 @@ pub const NAMESPACE_BYTES: usize = 8 << 20;
 pub fn memory_namespace(id: u32, bytes: usize) -> Arc<Namespace> {
     Arc::new(Namespace {
         id,
-        backend: Backend::Memory(MemoryBackend::new(bytes, 9)),
+        backend: Arc::new(Backend::Memory(MemoryBackend::new(bytes, 9))),
         uuid: [id as u8; 16],
         nguid: [0xA0 | id as u8; 16],
         payload_placement: Placement::Payload,

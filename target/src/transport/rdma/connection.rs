@@ -14,6 +14,7 @@ use zerocopy::IntoBytes;
 
 use super::cm::{CmEventKind, CmId, EventChannel};
 use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, Transfer, WorkCompletion};
+use crate::wire::Status;
 use crate::backend::Executor;
 use crate::core::{Action, Buffer, DataBuffer, Lease, Queue, ResponseData, Tag};
 use crate::transport::depth::DepthHistory;
@@ -168,6 +169,10 @@ impl Connection {
         loop {
             let mut progressed = self.drain_completions();
             while let Some((tag, result, buffer)) = self.executor.poll_done() {
+                let result = result.map_err(|error| {
+                    warn!(queue = queue_id, %error, "backend operation failed");
+                    Status::from(&error)
+                });
                 self.queue.handle_backend_done(Instant::now(), tag, result, buffer);
                 progressed = true;
             }
@@ -428,7 +433,7 @@ impl Connection {
                     let invalidate_key = invalidate_key.filter(|_| self.send_with_invalidate);
                     self.sends.push(SendRequest::SendInline { wr_id: SEND | u64::from(tag), data: bytes, invalidate_key, signalled: false });
                 }
-                Action::Submit { tag, namespace, op } => self.executor.submit(tag, &namespace.backend, op),
+                Action::Submit { tag, namespace, op } => self.executor.submit_to(tag, namespace.backend.as_ref(), op),
                 Action::Disconnect { reason } => {
                     info!(queue = self.queue.queue_id(), %reason, "closing connection");
                     self.start_close();

@@ -1,0 +1,233 @@
+//! The target as the core sees it: its subsystems, the listening port, limits fixed at
+//! start-up, and the registry of live controllers (nvmet's core.c).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::warn;
+
+use super::controller::{Controller, ControllerKind};
+use super::stats::PayloadStats;
+use super::subsystem::Subsystem;
+use crate::wire::Status;
+
+/// Limits fixed at start-up.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// CAP.MQES + 1 for I/O queues.
+    pub io_queue_entries_max: u32,
+    pub admin_queue_entries_max: u32,
+    /// I/O queues per controller.
+    pub io_queues_max: u16,
+    /// MDTS as a power of two of 4 KiB pages.
+    pub max_transfer_shift: u8,
+    /// In-capsule data per I/O command capsule; 0 disables it.
+    pub in_capsule_data_bytes: u32,
+    pub controllers_per_subsystem_max: usize,
+    /// Controllers (I/O and discovery) one host NQN may have at once.
+    pub controllers_per_host_max: usize,
+    /// Queues one host NQN may have connected at once, over all its controllers.
+    pub queues_per_host_max: usize,
+    /// Connections (queues, connected or not yet) the transport accepts in total.
+    pub connections_max: usize,
+    /// Connections the transport accepts from one peer address.
+    pub connections_per_peer_max: usize,
+    /// How long an accepted connection may take to send a valid Connect.
+    pub connect_timeout: Duration,
+    /// How long a response may wait for the host to take it before its queue closes.
+    pub response_timeout: Duration,
+    /// Outstanding Asynchronous Event Requests per controller.
+    pub async_events_max: u8,
+}
+
+impl Default for Limits {
+    /// Defaults a 2-core test bed and a large server both live with: a Linux host opens
+    /// one I/O queue per CPU per controller, and one machine may run several hosts.
+    fn default() -> Self {
+        Limits {
+            io_queue_entries_max: 128,
+            admin_queue_entries_max: 32,
+            io_queues_max: 8,
+            max_transfer_shift: 5,
+            in_capsule_data_bytes: 4096,
+            controllers_per_subsystem_max: 64,
+            controllers_per_host_max: 32,
+            queues_per_host_max: 512,
+            connections_max: 1024,
+            connections_per_peer_max: 256,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            async_events_max: 4,
+        }
+    }
+}
+
+impl Limits {
+    pub fn max_transfer_bytes(&self) -> u32 {
+        4096 << self.max_transfer_shift
+    }
+}
+
+/// The address the target listens on, as discovery reports it.
+#[derive(Clone, Debug)]
+pub struct Port {
+    pub id: u16,
+    pub address: String,
+    pub service_id: String,
+    pub ipv6: bool,
+}
+
+/// Everything a queue needs to look up: shared by all queues, immutable but for the
+/// controller registry and the counters.
+#[derive(Debug)]
+pub struct Target {
+    pub subsystems: Vec<Arc<Subsystem>>,
+    pub port: Port,
+    pub limits: Limits,
+    pub payload: PayloadStats,
+    controllers: Mutex<Controllers>,
+    /// Queues connected per host NQN.
+    host_queues: Mutex<HashMap<String, usize>>,
+    discovery_generation: AtomicU64,
+    /// When the target started: SMART's power-on hours count from here.
+    pub started: std::time::Instant,
+}
+
+#[derive(Debug, Default)]
+struct Controllers {
+    live: BTreeMap<u16, Arc<Controller>>,
+    next_id: u16,
+}
+
+/// Controller IDs the dynamic model hands out (nvmet's default cntlid range).
+pub const CONTROLLER_ID_MIN: u16 = 1;
+pub const CONTROLLER_ID_MAX: u16 = 0xFFEF;
+
+#[derive(Debug, Serialize)]
+pub struct ControllerSummary {
+    pub controller_id: u16,
+    pub subsystem_nqn: String,
+    pub host_nqn: String,
+}
+
+impl Target {
+    pub fn new(subsystems: Vec<Subsystem>, port: Port, limits: Limits) -> Target {
+        Target {
+            subsystems: subsystems.into_iter().map(Arc::new).collect(),
+            port,
+            limits,
+            payload: PayloadStats::default(),
+            controllers: Mutex::new(Controllers { next_id: CONTROLLER_ID_MIN, ..Default::default() }),
+            host_queues: Mutex::new(HashMap::new()),
+            discovery_generation: AtomicU64::new(1),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub fn subsystem(&self, nqn: &str) -> Option<&Arc<Subsystem>> {
+        self.subsystems.iter().find(|s| s.nqn == nqn)
+    }
+
+    pub fn discovery_generation(&self) -> u64 {
+        self.discovery_generation.load(Ordering::Relaxed)
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Controllers> {
+        self.controllers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Creates a controller with a fresh, unique CNTLID.
+    pub fn create_controller(
+        &self,
+        kind: ControllerKind,
+        host_nqn: &str,
+        host_id: [u8; 16],
+        keep_alive_ms: u32,
+        now: std::time::Instant,
+    ) -> Result<Arc<Controller>, Status> {
+        let mut registry = self.registry();
+        let of_host = registry.live.values().filter(|c| c.host_nqn == host_nqn).count();
+        if of_host >= self.limits.controllers_per_host_max {
+            warn!(host = host_nqn, limit = self.limits.controllers_per_host_max, "connect refused: the host has its maximum of controllers");
+            return Err(Status::CONNECT_CONTROLLER_BUSY.dnr());
+        }
+        if let ControllerKind::Io(subsystem) = &kind {
+            let count = registry.live.values().filter(|c| c.subsystem_nqn() == subsystem.nqn).count();
+            if count >= self.limits.controllers_per_subsystem_max {
+                return Err(Status::CONNECT_CONTROLLER_BUSY.dnr());
+            }
+        }
+        let (first, last) = match &kind {
+            ControllerKind::Io(subsystem) => (*subsystem.controller_ids.start(), *subsystem.controller_ids.end()),
+            ControllerKind::Discovery => (CONTROLLER_ID_MIN, CONTROLLER_ID_MAX),
+        };
+        // IDs are unique target-wide; each subsystem draws from its own range, starting
+        // after the last ID handed out so a closed controller's ID is not reused at once.
+        let start = usize::from(registry.next_id.clamp(first, last).saturating_sub(first));
+        let span = usize::from(last.saturating_sub(first)).saturating_add(1);
+        for id in (first..=last).chain(first..=last).skip(start).take(span) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = registry.live.entry(id) {
+                let controller = Arc::new(Controller::new(id, kind, host_nqn, host_id, keep_alive_ms, now));
+                slot.insert(controller.clone());
+                registry.next_id = if id >= CONTROLLER_ID_MAX { CONTROLLER_ID_MIN } else { id.saturating_add(1) };
+                return Ok(controller);
+            }
+        }
+        Err(Status::CONNECT_CONTROLLER_BUSY.dnr())
+    }
+
+    pub fn controller(&self, id: u16) -> Option<Arc<Controller>> {
+        self.registry().live.get(&id).cloned()
+    }
+
+    /// Counts a queue of `host_nqn` as connected; false (and a log line) once the host
+    /// has its maximum.
+    pub fn claim_host_queue(&self, host_nqn: &str) -> bool {
+        let mut queues = self.host_queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = queues.entry(host_nqn.to_owned()).or_insert(0);
+        if *count >= self.limits.queues_per_host_max {
+            warn!(host = host_nqn, limit = self.limits.queues_per_host_max, "connect refused: the host has its maximum of queues");
+            return false;
+        }
+        *count = count.saturating_add(1);
+        true
+    }
+
+    /// A queue counted by `claim_host_queue` is gone.
+    pub fn release_host_queue(&self, host_nqn: &str) {
+        let mut queues = self.host_queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = queues.get_mut(host_nqn) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                queues.remove(host_nqn);
+            }
+        }
+    }
+
+    /// Forgets a controller whose admin queue is gone.
+    pub fn remove_controller(&self, id: u16) {
+        self.registry().live.remove(&id);
+    }
+
+    pub fn controllers(&self) -> Vec<ControllerSummary> {
+        self.registry()
+            .live
+            .values()
+            .map(|c| ControllerSummary { controller_id: c.id, subsystem_nqn: c.subsystem_nqn().to_owned(), host_nqn: c.host_nqn.clone() })
+            .collect()
+    }
+
+    /// Tells every controller of `subsystem` that a namespace changed: a Namespace
+    /// Attribute Changed event for their AERs and an entry in their Changed Namespace
+    /// List log.
+    pub fn notify_namespace_changed(&self, subsystem_nqn: &str, namespace_id: u32) {
+        for controller in self.registry().live.values() {
+            if controller.subsystem_nqn() == subsystem_nqn {
+                controller.namespace_changed(namespace_id);
+            }
+        }
+    }
+}
