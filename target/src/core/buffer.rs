@@ -17,9 +17,68 @@
 // The constructors are `unsafe fn`s: minting ownership is the pools' and transports' job.
 #![allow(unsafe_code)]
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 pub use super::Tag;
+
+/// Bytes a device writes (a receive slot, pool pages), seen by the CPU only through
+/// copies: no Rust reference to them ever exists, so nothing assumes they hold still
+/// (vm-memory's `VolatileSlice` is the model). Valid for `'a`.
+#[derive(Clone, Copy, Debug)]
+pub struct DmaSlice<'a> {
+    address: *const u8,
+    len: usize,
+    _memory: PhantomData<&'a [u8]>,
+}
+
+impl<'a> DmaSlice<'a> {
+    /// # Safety
+    /// `address .. address + len` is mapped for `'a`, and no device writes it while the
+    /// slice is read (a completed receive, a buffer whose holder is the CPU).
+    pub unsafe fn new(address: *const u8, len: usize) -> DmaSlice<'a> {
+        DmaSlice { address, len, _memory: PhantomData }
+    }
+
+    /// Ordinary memory seen the same way (tests, the loopback transport).
+    pub fn from_bytes(bytes: &'a [u8]) -> DmaSlice<'a> {
+        DmaSlice { address: bytes.as_ptr(), len: bytes.len(), _memory: PhantomData }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `len` bytes from `start`, if they lie inside.
+    pub fn get(&self, start: usize, len: usize) -> Option<DmaSlice<'a>> {
+        let end = start.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: `start .. end` is inside this slice (checked above), so it is mapped
+        // for `'a` under the same promise as this slice.
+        Some(unsafe { DmaSlice::new(self.address.wrapping_add(start), len) })
+    }
+
+    /// Copies the first `out.len()` bytes (at most `len`) into `out`; returns how many.
+    pub fn copy_to(&self, out: &mut [u8]) -> usize {
+        let len = out.len().min(self.len);
+        // SAFETY: `len` bytes from `address` are mapped and not written by a device
+        // (the constructor's promise); `out` is ordinary memory that cannot overlap them.
+        unsafe { std::ptr::copy_nonoverlapping(self.address, out.as_mut_ptr(), len) };
+        len
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.len];
+        self.copy_to(&mut out);
+        out
+    }
+}
 
 /// Where a buffer's bytes live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use storage::BackendOp;
 use crate::wire::{Completion, KeyedSgl};
 
-pub use buffer::{Buffer, BufferPool, DataBuffer, Lease, LeaseHome, Placement, Region, SlotLoan};
+pub use buffer::{Buffer, BufferPool, DataBuffer, DmaSlice, Lease, LeaseHome, Placement, Region, SlotLoan};
 pub use controller::Controller;
 pub use queue::{Capsule, Queue, QueueConfig};
 pub use subsystem::{Namespace, Subsystem, DISCOVERY_NQN};

@@ -28,7 +28,7 @@ use std::time::Instant;
 use tracing::{debug, trace, warn};
 use zerocopy::little_endian::U16;
 
-use super::buffer::{BufferPool, DataBuffer, Lease, Placement, SlotLoan};
+use super::buffer::{BufferPool, DataBuffer, DmaSlice, Lease, Placement, SlotLoan};
 use super::controller::Controller;
 use super::stats::IoStats;
 use super::range_lock::{Entered, Locked};
@@ -122,8 +122,8 @@ struct Request {
 /// A received command capsule: the 64-byte command and the in-capsule data after it.
 #[derive(Debug)]
 pub struct Capsule<'a> {
-    pub command: &'a [u8],
-    pub data: &'a [u8],
+    pub command: DmaSlice<'a>,
+    pub data: DmaSlice<'a>,
     /// The receive slot holding `data`, when the transport can lend it until the
     /// response is sent (in-capsule write data then goes to the backend without a copy).
     pub loan: Option<SlotLoan>,
@@ -133,7 +133,8 @@ impl<'a> Capsule<'a> {
     /// A capsule received into one contiguous buffer that cannot be lent.
     pub fn contiguous(bytes: &'a [u8]) -> Capsule<'a> {
         let split = bytes.len().min(COMMAND_BYTES);
-        Capsule { command: bytes.get(..split).unwrap_or(&[]), data: bytes.get(split..).unwrap_or(&[]), loan: None }
+        let (command, data) = (bytes.get(..split).unwrap_or(&[]), bytes.get(split..).unwrap_or(&[]));
+        Capsule { command: DmaSlice::from_bytes(command), data: DmaSlice::from_bytes(data), loan: None }
     }
 }
 
@@ -281,7 +282,9 @@ impl Queue {
         if matches!(self.association, Association::Closed) {
             return loan;
         }
-        let Some(command) = RawCommand::from_capsule(command) else {
+        let mut bytes = [0u8; COMMAND_BYTES];
+        let copied = command.copy_to(&mut bytes);
+        let Some(command) = bytes.get(..copied).and_then(RawCommand::from_capsule) else {
             self.disconnect(DisconnectReason::ShortCapsule { len: command.len().saturating_add(in_capsule.len()) });
             return loan;
         };
@@ -358,7 +361,7 @@ impl Queue {
 
     /// A fused first command waits for the next capsule, which must be its second;
     /// everything else begins.
-    fn pair_or_begin(&mut self, now: Instant, tag: Tag, header: Header, outcome: Outcome, in_capsule: &[u8], loan: Option<SlotLoan>) -> Option<SlotLoan> {
+    fn pair_or_begin(&mut self, now: Instant, tag: Tag, header: Header, outcome: Outcome, in_capsule: DmaSlice<'_>, loan: Option<SlotLoan>) -> Option<SlotLoan> {
         if let Some(first) = self.fused_first.take() {
             if let Outcome::FusedWrite(second) = outcome {
                 self.pair(now, first, tag, header, second, in_capsule);
@@ -384,7 +387,7 @@ impl Queue {
     }
 
     /// The second command of a fused Compare and Write arrived right after its first.
-    fn pair(&mut self, now: Instant, first: Tag, second: Tag, second_header: Header, second_half: FusedHalf, in_capsule: &[u8]) {
+    fn pair(&mut self, now: Instant, first: Tag, second: Tag, second_header: Header, second_half: FusedHalf, in_capsule: DmaSlice<'_>) {
         let Some(Request { header: first_header, state: State::AwaitingPartner { half, in_capsule: compare_data } }) = self.take(first) else {
             self.respond(second, second_header, Status::FUSED_MISSING, 0, None);
             return;
@@ -446,7 +449,7 @@ impl Queue {
 
     /// A new request (or one whose CPU step just ended) moves on according to
     /// `outcome`. Returns `loan` unless the request kept it.
-    fn begin(&mut self, now: Instant, tag: Tag, header: Header, outcome: Outcome, in_capsule: &[u8], loan: Option<SlotLoan>) -> Option<SlotLoan> {
+    fn begin(&mut self, now: Instant, tag: Tag, header: Header, outcome: Outcome, in_capsule: DmaSlice<'_>, loan: Option<SlotLoan>) -> Option<SlotLoan> {
         match outcome {
             Outcome::Complete { status, result } => self.respond(tag, header, status, result, None),
             Outcome::HoldForEvent => {
@@ -468,7 +471,7 @@ impl Queue {
     }
 
     /// A request that moves data: in-capsule data, or a buffer to fetch into or push from.
-    fn begin_transfer(&mut self, now: Instant, tag: Tag, header: Header, work: Work, in_capsule: &[u8], loan: Option<SlotLoan>) -> Option<SlotLoan> {
+    fn begin_transfer(&mut self, now: Instant, tag: Tag, header: Header, work: Work, in_capsule: DmaSlice<'_>, loan: Option<SlotLoan>) -> Option<SlotLoan> {
         if let Work::Media { .. } = work {
             // Its buffer is the target's own, sized by the work.
             self.allocate(now, tag, header, work, None);
@@ -484,10 +487,7 @@ impl Queue {
             self.allocate(now, tag, header, work, None);
             return loan;
         };
-        let bytes = usize::try_from(offset_bytes)
-            .ok()
-            .and_then(|start| in_capsule.get(start..)?.get(..usize::try_from(length_bytes).ok()?));
-        let Some(bytes) = bytes else {
+        let Some(bytes) = in_capsule.get(offset_bytes as usize, length_bytes as usize) else {
             // The capsule was shorter than its SGL claims.
             self.respond(tag, header, Status::SGL_INVALID_DATA.dnr(), 0, None);
             return loan;
@@ -510,7 +510,7 @@ impl Queue {
             }
             // Everything else is copied: the slot is reposted when this call returns.
             (work, loan) => {
-                self.allocate(now, tag, header, work, Some(bytes));
+                self.allocate(now, tag, header, work, Some(&bytes.to_vec()));
                 loan
             }
         }
@@ -669,7 +669,7 @@ impl Queue {
             }
         };
         // Control data is read: the request goes on as if it had just been decoded.
-        let unused = self.begin(now, tag, header, outcome, &[], None);
+        let unused = self.begin(now, tag, header, outcome, DmaSlice::from_bytes(&[]), None);
         debug_assert!(unused.is_none());
     }
 
@@ -983,11 +983,7 @@ fn advance(head: u16, entries: u32) -> u16 {
 }
 
 /// A copy of the in-capsule data a data pointer names, `None` for a keyed pointer.
-fn in_capsule_copy(data: DataPointer, in_capsule: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+fn in_capsule_copy(data: DataPointer, in_capsule: DmaSlice<'_>) -> Result<Option<Vec<u8>>, Status> {
     let DataPointer::InCapsule { offset_bytes, length_bytes } = data else { return Ok(None) };
-    usize::try_from(offset_bytes)
-        .ok()
-        .and_then(|start| in_capsule.get(start..)?.get(..usize::try_from(length_bytes).ok()?))
-        .map(|bytes| Some(bytes.to_vec()))
-        .ok_or(Status::SGL_INVALID_DATA.dnr())
+    in_capsule.get(offset_bytes as usize, length_bytes as usize).map(|bytes| Some(bytes.to_vec())).ok_or(Status::SGL_INVALID_DATA.dnr())
 }

@@ -1,19 +1,20 @@
-//! Host DRAM for data buffers and receive buffers: one anonymous mapping, page aligned,
-//! allocated once at start-up.
+//! Host DRAM for data buffers: one anonymous mapping, page aligned, allocated once at
+//! start-up. The NIC and the SSD write it by DMA, so the CPU reaches it only through
+//! range-checked copies from raw pointers, never through a reference to the mapping.
 #![allow(unsafe_code)]
 
 use std::io;
 
-use memmap2::MmapMut;
+use memmap2::{MmapMut, MmapRaw};
 
 /// An anonymous, page-aligned region of host memory.
 pub struct HostRegion {
-    map: MmapMut,
+    map: MmapRaw,
 }
 
 impl HostRegion {
     pub fn new(len_bytes: usize) -> io::Result<HostRegion> {
-        Ok(HostRegion { map: MmapMut::map_anon(len_bytes.max(1))? })
+        Ok(HostRegion { map: MmapRaw::from(MmapMut::map_anon(len_bytes.max(1))?) })
     }
 
     pub fn address(&self) -> u64 {
@@ -29,8 +30,10 @@ impl HostRegion {
     /// # Safety
     /// No device may be writing `offset .. offset + out.len()` during the call.
     pub unsafe fn read(&self, offset: usize, out: &mut [u8]) {
-        let source = &self.map[offset..offset + out.len()];
-        out.copy_from_slice(source);
+        assert!(offset.checked_add(out.len()).is_some_and(|end| end <= self.map.len()), "read outside the host region");
+        // SAFETY: offset + len is inside the live mapping (asserted above); the caller
+        // guarantees no device writes these bytes; `out` is ordinary memory.
+        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().wrapping_add(offset), out.as_mut_ptr(), out.len()) };
     }
 
     /// Copies into the region.
@@ -38,12 +41,9 @@ impl HostRegion {
     /// # Safety
     /// No device may be accessing `offset .. offset + data.len()` during the call.
     pub unsafe fn write(&self, offset: usize, data: &[u8]) {
-        assert!(offset + data.len() <= self.map.len(), "write outside the host region");
-        // SAFETY: offset + len is inside the mapping (asserted above).
-        let target = unsafe { self.map.as_ptr().add(offset) }.cast_mut();
-        // SAFETY: the mapping lives as long as self and the caller guarantees no device
-        // touches these bytes; the region is shared behind &self, so the copy goes through
-        // a raw pointer rather than a &mut slice.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), target, data.len()) };
+        assert!(offset.checked_add(data.len()).is_some_and(|end| end <= self.map.len()), "write outside the host region");
+        // SAFETY: offset + len is inside the live mapping (asserted above); the caller
+        // guarantees no device touches these bytes; `data` is ordinary memory.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().wrapping_add(offset), data.len()) };
     }
 }

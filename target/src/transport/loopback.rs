@@ -144,8 +144,10 @@ impl Loopback {
         if self.closed {
             return;
         }
-        let Capsule { command, data, .. } = Capsule::contiguous(capsule);
+        let split = capsule.len().min(crate::wire::command::COMMAND_BYTES);
+        let data = capsule.get(split..).unwrap_or_default();
         let loan = if data.is_empty() { None } else { self.slots.lend(data) };
+        let Capsule { command, data, .. } = Capsule::contiguous(capsule);
         let lent = loan.is_some();
         match self.queue.receive(Instant::now(), Capsule { command, data, loan }) {
             Some(loan) => self.slots.give_back(loan),

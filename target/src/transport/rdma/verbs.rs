@@ -10,7 +10,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use rdma_mummy_sys as sys;
-use crate::core::{Buffer, Capsule, Region, SlotLoan};
+use crate::core::{Buffer, Capsule, DmaSlice, Region, SlotLoan};
 use crate::wire::command::COMMAND_BYTES;
 
 fn last_error() -> io::Error {
@@ -538,7 +538,7 @@ pub struct RecvBuffers {
     mr: MemoryRegion,
     /// Shared with the slot loans of in-capsule writes, so a loan never outlives the
     /// mapping it points into.
-    memory: Arc<memmap2::MmapMut>,
+    memory: Arc<memmap2::MmapRaw>,
     data_bytes: u32,
     /// Offset of slot 0's data area: the command areas come first, rounded up to a page.
     data_base: usize,
@@ -554,7 +554,9 @@ impl RecvBuffers {
         let slots = count as usize;
         let data_stride = (data_bytes as usize).div_ceil(DATA_ALIGN) * DATA_ALIGN;
         let data_base = (slots * COMMAND_BYTES).div_ceil(DATA_ALIGN) * DATA_ALIGN;
-        let memory = memmap2::MmapMut::map_anon((data_base + slots * data_stride).max(1))?;
+        // Raw: the NIC writes these bytes, so the CPU sees them only through copies
+        // (`DmaSlice`), never through a reference.
+        let memory = memmap2::MmapRaw::from(memmap2::MmapMut::map_anon((data_base + slots * data_stride).max(1))?);
         // SAFETY: the mapping is owned by the returned value and outlives the MR (field
         // order).
         let mr = unsafe { MemoryRegion::register(pd, memory.as_ptr() as u64, memory.len(), Registration::Pinned)? };
@@ -596,10 +598,15 @@ impl RecvBuffers {
         let index = index.min(self.count.saturating_sub(1));
         let byte_len = byte_len as usize;
         let command_start = self.command_offset(index);
-        let command = &self.memory[command_start..command_start + byte_len.min(COMMAND_BYTES)];
         let data_len = byte_len.saturating_sub(COMMAND_BYTES).min(self.data_bytes as usize);
         let data_start = self.data_offset(index);
-        let data = &self.memory[data_start..data_start + data_len];
+        // SAFETY: the mapping is alive as long as `self`, which outlives the capsule;
+        // slot `index`'s receive completed, so the NIC no longer writes its areas, and the
+        // slot is not posted again before the capsule is consumed.
+        let slots = unsafe { DmaSlice::new(self.memory.as_ptr(), self.memory.len()) };
+        let empty = DmaSlice::from_bytes(&[]);
+        let command = slots.get(command_start, byte_len.min(COMMAND_BYTES)).unwrap_or(empty);
+        let data = slots.get(data_start, data_len).unwrap_or(empty);
         let buffer = Buffer {
             region: Region::Host,
             len_bytes: data_len as u32,
