@@ -13,6 +13,7 @@
 
 pub mod depth;
 pub mod idle;
+#[cfg(any(test, feature = "loopback"))]
 pub mod loopback;
 pub mod rdma;
 pub mod sends;
