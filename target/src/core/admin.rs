@@ -10,6 +10,7 @@ use super::context::Context;
 use super::outcome::Outcome;
 use super::subsystem::Subsystem;
 use crate::wire::command::{admin as opcode, io as io_opcode, COMMAND_BYTES};
+use crate::wire::feature::{self, FeatureId, Select};
 use crate::wire::identify::{self, cns, ControllerIdentity, ControllerType, NamespaceIdentity, CSI_NVM};
 use crate::wire::log_page::{self, id as log_id, HealthCounters, LogRequest};
 use crate::wire::{DataPointer, RawCommand, Status};
@@ -65,7 +66,7 @@ fn expected_data_bytes(command: &RawCommand) -> Option<u64> {
     match command.opcode {
         opcode::IDENTIFY => Some(identify::IDENTIFY_BYTES as u64),
         opcode::GET_LOG_PAGE => LogRequest::parse(command).ok().map(|request| request.length_bytes),
-        opcode::GET_FEATURES if command.cdw10.get() as u8 == feature::HOST_IDENTIFIER => Some(16),
+        opcode::GET_FEATURES if feature::feature_id(command) == FeatureId::HostIdentifier => Some(16),
         opcode::GET_FEATURES | opcode::SET_FEATURES | opcode::ASYNC_EVENT_REQUEST | opcode::KEEP_ALIVE | opcode::ABORT => Some(0),
         _ => None,
     }
@@ -230,30 +231,6 @@ fn smart(controller: &Controller, namespace_id: u32, powered_on: std::time::Dura
     Some(log_page::smart_log(&counters))
 }
 
-/// Feature identifiers (NVMe Base 2.0, Figure 317).
-mod feature {
-    pub const ARBITRATION: u8 = 0x01;
-    pub const POWER_MANAGEMENT: u8 = 0x02;
-    pub const TEMPERATURE_THRESHOLD: u8 = 0x04;
-    pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
-    pub const NUMBER_OF_QUEUES: u8 = 0x07;
-    pub const WRITE_ATOMICITY: u8 = 0x0A;
-    pub const ASYNC_EVENT_CONFIGURATION: u8 = 0x0B;
-    pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
-    pub const HOST_IDENTIFIER: u8 = 0x81;
-}
-
-/// Get Features SEL values (NVMe Base 2.0, Figure 191): current, default (01b), saved
-/// (10b) and supported capabilities.
-mod select {
-    pub const CURRENT: u32 = 0;
-    pub const CAPABILITIES: u32 = 3;
-}
-
-/// Get Features SEL 11b: the value is changeable (bit 2); none is saveable (bit 0) or
-/// namespace specific (bit 1).
-const CHANGEABLE: u64 = 1 << 2;
-
 /// Temperature Threshold: TMPSEL 0h (composite) and Fh (all sensors) are the
 /// composite temperature, the only one the SMART log reports.
 fn temperature_threshold_index(cdw11: u32) -> Option<usize> {
@@ -270,15 +247,15 @@ fn has_write_cache(controller: &Controller) -> bool {
 fn set_features(queue: &Context, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
     let value = command.cdw11.get();
     let invalid = Outcome::status(Status::INVALID_FIELD.dnr());
-    if command.cdw10.get() & SAVE != 0 {
+    if feature::save(command) {
         return Outcome::status(Status::FEATURE_NOT_SAVEABLE.dnr());
     }
-    match command.cdw10.get() as u8 {
-        feature::ARBITRATION => {
+    match feature::feature_id(command) {
+        FeatureId::Arbitration => {
             controller.change_settings(|settings| settings.arbitration = value);
             Outcome::success(0)
         }
-        feature::POWER_MANAGEMENT => {
+        FeatureId::PowerManagement => {
             // One power state (NPSS 0): PS must be 0; the workload hint is kept.
             if value & 0x1F != 0 {
                 return invalid;
@@ -286,7 +263,7 @@ fn set_features(queue: &Context, now: Instant, controller: &Controller, command:
             controller.change_settings(|settings| settings.power_management = value & 0xFF);
             Outcome::success(0)
         }
-        feature::TEMPERATURE_THRESHOLD => match temperature_threshold_index(value) {
+        FeatureId::TemperatureThreshold => match temperature_threshold_index(value) {
             Some(index) => {
                 controller.change_settings(|settings| {
                     if let Some(threshold) = settings.temperature_thresholds.get_mut(index) {
@@ -297,11 +274,11 @@ fn set_features(queue: &Context, now: Instant, controller: &Controller, command:
             }
             None => invalid,
         },
-        feature::WRITE_ATOMICITY => {
+        FeatureId::WriteAtomicityNormal => {
             controller.change_settings(|settings| settings.write_atomicity = value & 1);
             Outcome::success(0)
         }
-        feature::NUMBER_OF_QUEUES => {
+        FeatureId::NumberOfQueues => {
             // Only between a reset and the first I/O queue (NVMe Base 2.0, 5.27.1.5).
             if controller.has_io_queues() {
                 return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
@@ -313,31 +290,28 @@ fn set_features(queue: &Context, now: Instant, controller: &Controller, command:
             let granted = submission.max(completion).min(u32::from(queue.target.limits.io_queues_max).saturating_sub(1));
             Outcome::success(u64::from(granted | granted << 16))
         }
-        feature::VOLATILE_WRITE_CACHE if has_write_cache(controller) => {
+        FeatureId::VolatileWriteCache if has_write_cache(controller) => {
             controller.set_write_cache_enabled(value & 1 != 0);
             Outcome::success(0)
         }
-        feature::HOST_IDENTIFIER => Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr()),
+        FeatureId::HostIdentifier => Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr()),
         _ => set_common_feature(now, controller, command, identify::AEC_CRITICAL_WARNINGS | ASYNC_EVENT_NOTICES),
     }
 }
-
-/// Set Features CDW10 bit 31: save the value across resets.
-const SAVE: u32 = 1 << 31;
 
 /// The features every controller has, discovery ones too: Keep Alive Timer and
 /// Asynchronous Event Configuration (which takes the bits in `events`).
 pub(super) fn set_common_feature(now: Instant, controller: &Controller, command: &RawCommand, events: u32) -> Outcome {
     let value = command.cdw11.get();
-    if command.cdw10.get() & SAVE != 0 {
+    if feature::save(command) {
         return Outcome::status(Status::FEATURE_NOT_SAVEABLE.dnr());
     }
-    match command.cdw10.get() as u8 {
-        feature::ASYNC_EVENT_CONFIGURATION if value & !events == 0 => {
+    match feature::feature_id(command) {
+        FeatureId::AsyncEventConfiguration if value & !events == 0 => {
             controller.set_async_event_configuration(value);
             Outcome::success(0)
         }
-        feature::KEEP_ALIVE_TIMER => {
+        FeatureId::KeepAliveTimer => {
             controller.set_keep_alive_ms(value, now);
             Outcome::success(0)
         }
@@ -347,23 +321,23 @@ pub(super) fn set_common_feature(now: Instant, controller: &Controller, command:
 
 fn get_features(queue: &Context, controller: &Controller, command: &RawCommand) -> Outcome {
     let cdw11 = command.cdw11.get();
-    let Some(select) = select_of(command) else { return Outcome::status(Status::INVALID_FIELD.dnr()) };
+    let Some(select) = feature::select(command) else { return Outcome::status(Status::INVALID_FIELD.dnr()) };
     // Nothing is saveable: SEL 10b (saved) reads the default (NVMe Base 2.0, 5.15.1).
-    let current = select == select::CURRENT;
+    let current = select == Select::Current;
     let settings = if current { controller.settings() } else { Settings::default() };
     let queues = u64::from(queue.target.limits.io_queues_max.saturating_sub(1));
-    let value = match command.cdw10.get() as u8 {
-        feature::ARBITRATION => u64::from(settings.arbitration),
-        feature::POWER_MANAGEMENT => u64::from(settings.power_management),
-        feature::TEMPERATURE_THRESHOLD => match temperature_threshold_index(cdw11) {
+    let value = match feature::feature_id(command) {
+        FeatureId::Arbitration => u64::from(settings.arbitration),
+        FeatureId::PowerManagement => u64::from(settings.power_management),
+        FeatureId::TemperatureThreshold => match temperature_threshold_index(cdw11) {
             Some(index) => settings.temperature_thresholds.get(index).copied().map_or(0, u64::from),
             None => return Outcome::status(Status::INVALID_FIELD.dnr()),
         },
-        feature::WRITE_ATOMICITY => u64::from(settings.write_atomicity),
-        feature::NUMBER_OF_QUEUES => queues | queues << 16,
-        feature::VOLATILE_WRITE_CACHE if has_write_cache(controller) => if current { u64::from(controller.write_cache_enabled()) } else { 1 },
-        feature::HOST_IDENTIFIER => {
-            if select == select::CAPABILITIES {
+        FeatureId::WriteAtomicityNormal => u64::from(settings.write_atomicity),
+        FeatureId::NumberOfQueues => queues | queues << 16,
+        FeatureId::VolatileWriteCache if has_write_cache(controller) => if current { u64::from(controller.write_cache_enabled()) } else { 1 },
+        FeatureId::HostIdentifier => {
+            if select == Select::Capabilities {
                 return Outcome::success(0);
             }
             // Only the 128-bit identifier exists on fabrics: EXHID must be set.
@@ -379,23 +353,18 @@ fn get_features(queue: &Context, controller: &Controller, command: &RawCommand) 
 
 /// Get Features of Keep Alive Timer and Asynchronous Event Configuration.
 pub(super) fn get_common_feature(controller: &Controller, command: &RawCommand) -> Outcome {
-    let Some(select) = select_of(command) else { return Outcome::status(Status::INVALID_FIELD.dnr()) };
-    let current = select == select::CURRENT;
-    let value = match command.cdw10.get() as u8 {
-        feature::ASYNC_EVENT_CONFIGURATION if current => u64::from(controller.async_event_configuration()),
-        feature::KEEP_ALIVE_TIMER if current => u64::from(controller.keep_alive_ms()),
-        feature::ASYNC_EVENT_CONFIGURATION | feature::KEEP_ALIVE_TIMER => 0,
+    let Some(select) = feature::select(command) else { return Outcome::status(Status::INVALID_FIELD.dnr()) };
+    let current = select == Select::Current;
+    let value = match feature::feature_id(command) {
+        FeatureId::AsyncEventConfiguration if current => u64::from(controller.async_event_configuration()),
+        FeatureId::KeepAliveTimer if current => u64::from(controller.keep_alive_ms()),
+        FeatureId::AsyncEventConfiguration | FeatureId::KeepAliveTimer => 0,
         _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
     };
     feature_answer(select, value)
 }
 
-/// SEL (CDW10 bits 10:8), if it is one the spec defines.
-fn select_of(command: &RawCommand) -> Option<u32> {
-    Some((command.cdw10.get() >> 8) & 7).filter(|&select| select <= select::CAPABILITIES)
-}
-
 /// A feature's value for SEL 00b-10b, or its capabilities for SEL 11b.
-fn feature_answer(select: u32, value: u64) -> Outcome {
-    if select == select::CAPABILITIES { Outcome::success(CHANGEABLE) } else { Outcome::success(value) }
+fn feature_answer(select: Select, value: u64) -> Outcome {
+    if select == Select::Capabilities { Outcome::success(feature::CAPABILITY_CHANGEABLE) } else { Outcome::success(value) }
 }

@@ -9,6 +9,7 @@ pub mod command;
 pub mod completion;
 pub mod discovery;
 pub mod fabrics;
+pub mod feature;
 pub mod identify;
 pub mod log_page;
 pub mod rdma_cm;
