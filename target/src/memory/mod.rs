@@ -10,7 +10,7 @@
 //! when other queues hold every buffer, and payload pressure never holds up control data,
 //! which has its own pool.
 
-pub mod host;
+pub mod dma;
 pub mod p2pmem;
 pub mod region;
 
@@ -24,7 +24,7 @@ use tracing::debug;
 
 use crate::core::buffer::{LeaseHome, Tag};
 use crate::core::{Buffer, BufferPool, Lease, Placement, Region};
-use host::HostRegion;
+use dma::DmaRegion;
 use p2pmem::P2pMemMapping;
 use region::{PageAllocator, PAGE_BYTES};
 
@@ -35,21 +35,28 @@ pub const CONTROL_POOL_BYTES: usize = 1 << 20;
 
 /// The bytes behind a pool.
 pub enum Memory {
-    Host(HostRegion),
+    Host(DmaRegion),
     P2p(P2pMemMapping),
 }
 
 impl Memory {
+    fn region(&self) -> &DmaRegion {
+        match self {
+            Memory::Host(host) => host,
+            Memory::P2p(p2p) => &p2p.region,
+        }
+    }
+
     pub fn address(&self) -> u64 {
         match self {
             Memory::Host(host) => host.address(),
-            Memory::P2p(p2p) => p2p.address(),
+            Memory::P2p(p2p) => p2p.region.address(),
         }
     }
     pub fn len_bytes(&self) -> usize {
         match self {
             Memory::Host(host) => host.len_bytes(),
-            Memory::P2p(p2p) => p2p.len_bytes(),
+            Memory::P2p(p2p) => p2p.region.len_bytes(),
         }
     }
 }
@@ -288,12 +295,11 @@ impl BufferPool for PoolHandle {
         let len = out.len().min(buffer.len_bytes as usize);
         let offset = lease.offset_bytes() as usize;
         let Some(out) = out.get_mut(..len) else { return };
-        match self.memory(buffer.region) {
-            // SAFETY: the caller holds the lease, so no device is writing its bytes (a
-            // lease handed to a device is moved away with the work).
-            #[allow(unsafe_code)]
-            Memory::Host(host) => unsafe { host.read(offset, out) },
-            Memory::P2p(p2p) => p2p.read_volatile(offset, out),
+        // SAFETY: the caller holds the lease, so no device is writing its bytes (a lease
+        // handed to a device is moved away with the work).
+        #[allow(unsafe_code)]
+        unsafe {
+            self.memory(buffer.region).region().read(offset, out);
         }
     }
 
@@ -302,11 +308,10 @@ impl BufferPool for PoolHandle {
         let len = data.len().min(buffer.len_bytes as usize);
         let offset = lease.offset_bytes() as usize;
         let Some(data) = data.get(..len) else { return };
-        match self.memory(buffer.region) {
-            // SAFETY: the caller holds the lease: no device touches its bytes.
-            #[allow(unsafe_code)]
-            Memory::Host(host) => unsafe { host.write(offset, data) },
-            Memory::P2p(p2p) => p2p.write_volatile(offset, data),
+        // SAFETY: the caller holds the lease: no device touches its bytes.
+        #[allow(unsafe_code)]
+        unsafe {
+            self.memory(buffer.region).region().write(offset, data);
         }
     }
 }
@@ -331,7 +336,7 @@ impl Pools {
     /// A host mapping of `host_payload_bytes` plus the control pool, and the CMB pool.
     pub fn new(host_payload_bytes: usize, cmb: Option<Memory>) -> std::io::Result<Pools> {
         let control_bytes = CONTROL_POOL_BYTES;
-        let memory = Arc::new(Memory::Host(HostRegion::new(control_bytes + host_payload_bytes)?));
+        let memory = Arc::new(Memory::Host(DmaRegion::anonymous(control_bytes + host_payload_bytes)?));
         let control = RegionPool::new(Region::Host, memory.clone(), 0, control_bytes as u64);
         let host = RegionPool::new(Region::Host, memory, control_bytes as u64, host_payload_bytes as u64);
         Ok(Pools { control, host, cmb: cmb.map(|cmb| RegionPool::whole(Region::Cmb, cmb)) })

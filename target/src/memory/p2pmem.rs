@@ -1,13 +1,13 @@
 //! P2PDMA memory ("p2pmem") of a PCI device, typically an NVMe SSD's Controller Memory
 //! Buffer, mapped from `/sys/bus/pci/devices/BDF/p2pmem/allocate`. The mapping is device
-//! memory: no `&[u8]` is ever formed into it; the CPU reaches it only through the
-//! volatile copy helpers, and the data path never needs to.
-#![allow(unsafe_code)]
+//! memory: a [`DmaRegion`] of volatile copies, which the data path never needs.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapOptions;
+
+use super::dma::DmaRegion;
 
 
 /// A published p2pmem provider.
@@ -51,7 +51,7 @@ impl Provider {
 /// A mapping of `len` bytes of a provider's p2pmem. Unmapped (and so given back to the
 /// device's pool) on drop; memory regions registered over it must be dropped first.
 pub struct P2pMemMapping {
-    map: MmapRaw,
+    pub region: DmaRegion,
     pub provider: Provider,
 }
 
@@ -71,36 +71,6 @@ impl P2pMemMapping {
         // The kernel allocates from the device's pool on mmap; only shared mappings at
         // offset 0 are allowed.
         let map = MmapOptions::new().len(len_bytes).map_raw(&file).map_err(|source| MapError { path, source })?;
-        Ok(P2pMemMapping { map, provider: provider.clone() })
-    }
-
-    pub fn address(&self) -> u64 {
-        self.map.as_ptr() as u64
-    }
-
-    pub fn len_bytes(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Copies device memory out with volatile reads.
-    pub fn read_volatile(&self, offset: usize, out: &mut [u8]) {
-        assert!(offset + out.len() <= self.map.len(), "read outside the p2pmem mapping");
-        for (index, byte) in out.iter_mut().enumerate() {
-            // SAFETY: offset + index is inside the live mapping (asserted above).
-            let source = unsafe { self.map.as_ptr().add(offset + index) };
-            // SAFETY: a live, mapped byte of device memory, read with a volatile access.
-            *byte = unsafe { source.read_volatile() };
-        }
-    }
-
-    /// Copies into device memory with volatile writes.
-    pub fn write_volatile(&self, offset: usize, data: &[u8]) {
-        assert!(offset + data.len() <= self.map.len(), "write outside the p2pmem mapping");
-        for (index, byte) in data.iter().enumerate() {
-            // SAFETY: inside the live mapping (asserted above).
-            let target = unsafe { self.map.as_mut_ptr().add(offset + index) };
-            // SAFETY: a live, mapped byte of device memory, written with a volatile access.
-            unsafe { target.write_volatile(*byte) };
-        }
+        Ok(P2pMemMapping { region: DmaRegion::device(map), provider: provider.clone() })
     }
 }

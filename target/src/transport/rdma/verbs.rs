@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use rdma_mummy_sys as sys;
 use crate::core::{Buffer, Capsule, DmaSlice, Region, SlotLoan};
+use crate::memory::dma::DmaRegion;
 use crate::wire::command::COMMAND_BYTES;
 
 fn last_error() -> io::Error {
@@ -538,7 +539,7 @@ pub struct RecvBuffers {
     mr: MemoryRegion,
     /// Shared with the slot loans of in-capsule writes, so a loan never outlives the
     /// mapping it points into.
-    memory: Arc<memmap2::MmapRaw>,
+    memory: Arc<DmaRegion>,
     data_bytes: u32,
     /// Offset of slot 0's data area: the command areas come first, rounded up to a page.
     data_base: usize,
@@ -554,19 +555,18 @@ impl RecvBuffers {
         let slots = count as usize;
         let data_stride = (data_bytes as usize).div_ceil(DATA_ALIGN) * DATA_ALIGN;
         let data_base = (slots * COMMAND_BYTES).div_ceil(DATA_ALIGN) * DATA_ALIGN;
-        // Raw: the NIC writes these bytes, so the CPU sees them only through copies
-        // (`DmaSlice`), never through a reference.
-        let memory = memmap2::MmapRaw::from(memmap2::MmapMut::map_anon((data_base + slots * data_stride).max(1))?);
+        // The NIC writes these bytes: the CPU sees them only through copies.
+        let memory = DmaRegion::anonymous(data_base + slots * data_stride)?;
         // SAFETY: the mapping is owned by the returned value and outlives the MR (field
         // order).
-        let mr = unsafe { MemoryRegion::register(pd, memory.as_ptr() as u64, memory.len(), Registration::Pinned)? };
+        let mr = unsafe { MemoryRegion::register(pd, memory.address(), memory.len_bytes(), Registration::Pinned)? };
         Ok(RecvBuffers { mr, memory: Arc::new(memory), data_bytes, data_base, data_stride, count })
     }
 
     /// Address and length of the in-capsule data areas (all slots), for the backend.
     pub fn data_region(&self) -> (u64, usize) {
-        let len = self.memory.len().saturating_sub(self.data_base);
-        (self.memory.as_ptr() as u64 + self.data_base as u64, len)
+        let len = self.memory.len_bytes().saturating_sub(self.data_base);
+        (self.memory.address() + self.data_base as u64, len)
     }
 
     fn command_offset(&self, index: u32) -> usize {
@@ -582,7 +582,7 @@ impl RecvBuffers {
         if index >= self.count {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let base = self.memory.as_ptr() as u64;
+        let base = self.memory.address();
         let command = (base + self.command_offset(index) as u64, COMMAND_BYTES as u32);
         let data = (base + self.data_offset(index) as u64, self.data_bytes);
         let segments = [command, data];
@@ -600,17 +600,16 @@ impl RecvBuffers {
         let command_start = self.command_offset(index);
         let data_len = byte_len.saturating_sub(COMMAND_BYTES).min(self.data_bytes as usize);
         let data_start = self.data_offset(index);
-        // SAFETY: the mapping is alive as long as `self`, which outlives the capsule;
-        // slot `index`'s receive completed, so the NIC no longer writes its areas, and the
-        // slot is not posted again before the capsule is consumed.
-        let slots = unsafe { DmaSlice::new(self.memory.as_ptr(), self.memory.len()) };
         let empty = DmaSlice::from_bytes(&[]);
+        // SAFETY: slot `index`'s receive completed, so the NIC no longer writes its
+        // areas, and the slot is not posted again before the capsule is consumed.
+        let slots = unsafe { self.memory.slice(0, self.memory.len_bytes()) }.unwrap_or(empty);
         let command = slots.get(command_start, byte_len.min(COMMAND_BYTES)).unwrap_or(empty);
         let data = slots.get(data_start, data_len).unwrap_or(empty);
         let buffer = Buffer {
             region: Region::Host,
             len_bytes: data_len as u32,
-            address: self.memory.as_ptr() as u64 + data_start as u64,
+            address: self.memory.address() + data_start as u64,
             local_key: self.mr.local_key(),
         };
         let keep_alive: Arc<dyn Send + Sync> = self.memory.clone();
