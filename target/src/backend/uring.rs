@@ -1,7 +1,12 @@
-//! The per-queue backend executor: one io_uring per queue thread. The transport also
-//! sleeps in it: descriptors it watches (completion channel, CM events, its stop
-//! eventfd) are oneshot polls on the same ring, so one `io_uring_enter` submits the
-//! batch and waits for whichever comes first. RAM namespaces complete inline.
+//! The per-queue backend executor: one io_uring per queue thread. RAM namespaces
+//! complete inline.
+//!
+//! The ring is also the thread's one way to sleep: [`Executor::watch`] arms a oneshot
+//! poll on any descriptor the caller names, and [`Executor::wait`] submits the batch and
+//! sleeps until an operation or a watched descriptor completes, whichever is first, in
+//! one `io_uring_enter`. What to watch and when to sleep is the transport's loop
+//! (`transport::rdma::connection`); a separate wait (epoll on an eventfd the ring
+//! signals) would add a wake-up hop to every SSD completion.
 //!
 //! A second ring, set up for polled I/O (`IORING_SETUP_IOPOLL`), takes the reads and
 //! writes of shallow queues on block devices with poll queues: the thread is spinning
