@@ -4,7 +4,8 @@
 //!
 //! - `idle N HOLD_SECS`: opens N RDMA CM connections (valid NVMe/RDMA private data: qid 1,
 //!   hsqsize 31) as fast as it can (at most `PEERS_WINDOW`, default 64, handshakes in
-//!   flight), never sends a Connect, and holds them HOLD_SECS from the start. Prints each
+//!   flight), never sends a Connect, and holds them HOLD_SECS from the start (longer, up
+//!   to 15 s, while a peer established in the last 8 s is still open). Prints each
 //!   change as an `idle-summary key=value ...` line (at most one a second, and a last one):
 //!   how many reached ESTABLISHED, were REJECTED (and with which NVMe/RDMA status),
 //!   failed, and were closed by the target (DISCONNECTED), with the ESTABLISHED to
@@ -133,6 +134,10 @@ struct Peer {
     disconnected: Option<Duration>,
 }
 
+/// How long `idle` keeps holding a peer established near the end of HOLD_SECS: the
+/// target's default connect timeout (5 s) and a margin.
+const LATE_PEER_GRACE: Duration = Duration::from_secs(8);
+
 fn millis(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -193,7 +198,10 @@ fn idle(target: SocketAddrV4, n: usize, hold: Duration) -> i32 {
             }
         }
         let now = start.elapsed();
-        if peers.len() == n && (now >= hold && (in_flight == 0 || now >= hold + Duration::from_secs(15))) {
+        // Past HOLD_SECS, a peer established late still gets its time to be closed (the
+        // target's connect timeout and a margin), up to 15 s more.
+        let young = peers.iter().any(|p| p.disconnected.is_none() && p.established.is_some_and(|at| now.saturating_sub(at) < LATE_PEER_GRACE));
+        if peers.len() == n && (now >= hold && ((in_flight == 0 && !young) || now >= hold + Duration::from_secs(15))) {
             break;
         }
         // SAFETY: the channel was created here and is destroyed only after its last use.
