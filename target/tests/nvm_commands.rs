@@ -100,7 +100,19 @@ fn a_fused_command_without_its_partner_is_aborted() {
         send(host, second, vec![9; BLOCK], false);
         (take(host, 0x7103), take(host, 0x7104))
     };
-    assert_eq!((first.status(), second.status()), (Status::FUSED_MISSING, Status::FUSED_MISSING));
+    assert_eq!((first.status(), second.status()), (Status::INVALID_FIELD.dnr(), Status::INVALID_FIELD.dnr()), "both must name the same blocks");
+    // A first refused on arrival (past the end) fails the second that follows it.
+    let blocks = (NAMESPACE_BYTES / BLOCK) as u64;
+    let mut first = host.rw(io::COMPARE, blocks, 1);
+    first.flags |= 1;
+    first.command_id = U16::new(0x7105);
+    let mut second = host.rw(io::WRITE, blocks, 1);
+    second.flags |= 2;
+    second.command_id = U16::new(0x7106);
+    send(host, first, vec![0; BLOCK], false);
+    send(host, second, vec![9; BLOCK], false);
+    assert_eq!(take(host, 0x7105).status(), Status::LBA_RANGE.dnr());
+    assert_eq!(take(host, 0x7106).status(), Status::FUSED_FAILED);
     // FUSE 11b is reserved; only Compare then Write fuse.
     let mut reserved = host.rw(io::READ, 0, 1);
     reserved.flags |= 3;

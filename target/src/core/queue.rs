@@ -160,6 +160,9 @@ pub struct Queue {
     awaiting_range: Vec<Tag>,
     /// A fused first command waiting for the next capsule.
     fused_first: Option<Tag>,
+    /// The last capsule was a fused first command that failed: a second right after it
+    /// fails with it.
+    fused_first_failed: bool,
     actions: VecDeque<Action>,
     pool: Box<dyn BufferPool>,
     submission_queue_head: u16,
@@ -181,6 +184,7 @@ impl Queue {
             held_events: Vec::new(),
             awaiting_range: Vec::new(),
             fused_first: None,
+            fused_first_failed: false,
             actions: VecDeque::new(),
             pool,
             submission_queue_head: 0,
@@ -362,6 +366,12 @@ impl Queue {
     /// A fused first command waits for the next capsule, which must be its second;
     /// everything else begins.
     fn pair_or_begin(&mut self, now: Instant, tag: Tag, header: Header, outcome: Outcome, in_capsule: DmaSlice<'_>, loan: Option<SlotLoan>) -> Option<SlotLoan> {
+        let after_failed_first = std::mem::replace(&mut self.fused_first_failed, header.command.fuse() == fuse::FIRST && !matches!(outcome, Outcome::FusedCompare(_)));
+        if after_failed_first && header.command.fuse() == fuse::SECOND {
+            // Its first was refused on arrival (NVMe Base 2.0, 3.4.2).
+            self.respond(tag, header, Status::FUSED_FAILED, 0, None);
+            return loan;
+        }
         if let Some(first) = self.fused_first.take() {
             if let Outcome::FusedWrite(second) = outcome {
                 self.pair(now, first, tag, header, second, in_capsule);
@@ -388,13 +398,20 @@ impl Queue {
 
     /// The second command of a fused Compare and Write arrived right after its first.
     fn pair(&mut self, now: Instant, first: Tag, second: Tag, second_header: Header, second_half: FusedHalf, in_capsule: DmaSlice<'_>) {
-        let Some(Request { header: first_header, state: State::AwaitingPartner { half, in_capsule: compare_data } }) = self.take(first) else {
-            self.respond(second, second_header, Status::FUSED_MISSING, 0, None);
-            return;
+        let (first_header, half, compare_data) = match self.take(first) {
+            Some(Request { header, state: State::AwaitingPartner { half, in_capsule } }) => (header, half, in_capsule),
+            other => {
+                if let Some(request) = other {
+                    self.put(first, request);
+                }
+                self.respond(second, second_header, Status::FUSED_MISSING, 0, None);
+                return;
+            }
         };
         if !half.pairs_with(&second_half) {
-            self.respond(first, first_header, Status::FUSED_MISSING, 0, None);
-            self.respond(second, second_header, Status::FUSED_MISSING, 0, None);
+            // Both halves must name the same blocks.
+            self.respond(first, first_header, Status::INVALID_FIELD.dnr(), 0, None);
+            self.respond(second, second_header, Status::INVALID_FIELD.dnr(), 0, None);
             return;
         }
         let write_data = match in_capsule_copy(second_header.data, in_capsule) {
@@ -415,9 +432,15 @@ impl Queue {
 
     /// The compare data of a fused pair is here; the write data comes next.
     fn fused_compare_data(&mut self, now: Instant, first: Tag, first_header: Header, pair: FusedHalf, second: Tag, expected: Vec<u8>) {
-        let Some(Request { header: second_header, state: State::FusedSecond { in_capsule } }) = self.take(second) else {
-            self.respond(first, first_header, Status::FUSED_MISSING, 0, None);
-            return;
+        let (second_header, in_capsule) = match self.take(second) {
+            Some(Request { header, state: State::FusedSecond { in_capsule } }) => (header, in_capsule),
+            other => {
+                if let Some(request) = other {
+                    self.put(second, request);
+                }
+                self.respond(first, first_header, Status::FUSED_MISSING, 0, None);
+                return;
+            }
         };
         match in_capsule {
             Some(write) => {
@@ -535,7 +558,17 @@ impl Queue {
         }
         if u64::from(len_bytes) > self.pool.capacity_bytes(placement) {
             warn!(queue = self.config.queue_id, len_bytes, "transfer larger than its whole pool");
+            // A fused half's partner is answered with it.
+            let partner = match &work {
+                Work::Inbound(Inbound::FusedCompare { second, .. }) => Some(*second),
+                Work::Inbound(Inbound::FusedWrite { first, .. }) => Some(*first),
+                Work::Media { job: MediaJob::Compare { write: Some(write), .. }, .. } => Some(write.second),
+                _ => None,
+            };
             self.respond(tag, header, Status::INVALID_FIELD.dnr(), 0, None);
+            if let Some(partner) = partner {
+                self.answer(partner, Status::FUSED_FAILED);
+            }
             return;
         }
         match self.pool.allocate(len_bytes, placement, tag) {
@@ -836,6 +869,7 @@ impl Queue {
         self.held_events.clear();
         self.awaiting_range.clear();
         self.fused_first = None;
+        self.fused_first_failed = false;
         for tag in 0..self.requests.len() as Tag {
             let ends_now = match self.requests.get(usize::from(tag)) {
                 Some(Some(request)) => !matches!(request.state, State::Fetching { .. } | State::Executing { .. }),

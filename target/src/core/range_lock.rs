@@ -81,6 +81,11 @@ impl RangeLocks {
     /// Enters the range of a command, unless a lock holds part of it.
     pub fn enter(self: &Arc<Self>, offset_bytes: u64, len_bytes: u64) -> Option<Entered> {
         let stripes = Stripes::of(offset_bytes, len_bytes);
+        // A lock already held turns the entry away before it announces itself, so
+        // entries that would back out do not keep a lock from draining.
+        if self.each(stripes).any(|stripe| stripe.locked.load(SeqCst)) {
+            return None;
+        }
         // Announce first, then look (the lock side sets, then looks): in the single
         // order of SeqCst operations, either the locker sees this entry or this entry
         // sees the lock.
