@@ -81,7 +81,7 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
         return Outcome::status(Status::INVALID_FIELD.dnr());
     };
     let page = match cns {
-        cns::CONTROLLER => return Outcome::send(controller_identity(queue, controller, Some(subsystem))),
+        cns::CONTROLLER => return Outcome::send(controller_identity(queue, controller)),
         cns::ACTIVE_NAMESPACES | cns::CSI_ACTIVE_NAMESPACES => {
             if cns == cns::CSI_ACTIVE_NAMESPACES && csi != CSI_NVM {
                 return Outcome::status(Status::INVALID_FIELD.dnr());
@@ -131,7 +131,8 @@ fn namespace_count(subsystem: &Subsystem) -> u32 {
     subsystem.namespaces.keys().next_back().copied().unwrap_or(0).max(1024)
 }
 
-pub(super) fn controller_identity(queue: &Context, controller: &Controller, subsystem: Option<&Arc<Subsystem>>) -> Vec<u8> {
+pub(super) fn controller_identity(queue: &Context, controller: &Controller) -> Vec<u8> {
+    let subsystem = controller.subsystem();
     let limits = &queue.target.limits;
     let in_capsule = limits.in_capsule_data_bytes;
     let (serial, model, firmware, nqn) = match subsystem {
@@ -150,7 +151,7 @@ pub(super) fn controller_identity(queue: &Context, controller: &Controller, subs
         keep_alive_granularity_100ms: 10,
         max_commands: limits.io_queue_entries_max as u16,
         namespace_count: subsystem.map_or(0, |s| namespace_count(s)),
-        volatile_write_cache: subsystem.is_some_and(|s| s.namespaces.values().any(|n| n.backend.volatile_write_cache())),
+        volatile_write_cache: has_write_cache(controller),
         command_capsule_units: in_capsule.saturating_add(COMMAND_BYTES as u32) / 16,
         in_capsule_data: in_capsule > 0,
         async_event_limit: limits.async_events_max,

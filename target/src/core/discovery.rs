@@ -26,7 +26,7 @@ pub(crate) fn execute(queue: &Context, now: Instant, controller: &Arc<Controller
         return Outcome::status(status);
     }
     match command.opcode {
-        opcode::IDENTIFY if command.cdw10.get() as u8 == cns::CONTROLLER => Outcome::send(admin::controller_identity(queue, controller, None)),
+        opcode::IDENTIFY if command.cdw10.get() as u8 == cns::CONTROLLER => Outcome::send(admin::controller_identity(queue, controller)),
         opcode::IDENTIFY => Outcome::status(Status::INVALID_FIELD.dnr()),
         opcode::GET_LOG_PAGE => match LogRequest::parse(command) {
             Ok(request) if request.log_id == log_id::DISCOVERY => {
