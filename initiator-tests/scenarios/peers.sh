@@ -3,7 +3,9 @@
 # peers.rs), while the kernel host runs fio verify on the same target:
 #  1. 500 idle RDMA CM connections that never send a Connect: the target closes each
 #     within --connect-timeout-ms (+ slack); after a SIGKILL of the peers its threads and
-#     fds are back to baseline and RSS within 5 %.
+#     fds are back to baseline; RSS stays within 10 % of baseline after the first round
+#     (the allocator keeps some of what the peer and fio threads used) and does not grow
+#     by more than 2 % over the following rounds (a leak of even 4 KiB per peer would).
 #  2. children SIGKILLed right after rdma_connect: threads and fds back to baseline.
 #  3. a host that posts no receives for 64 read responses: the target closes that queue
 #     after --response-timeout-ms, the kernel host sees no timeout or error recovery.
@@ -13,7 +15,7 @@
 # Environment: PEERS_STEPS (default "1 2 3 4 5"); PEERS_NEW_FLAGS=0 omits the flags the
 # old target does not know (connection limits, connect and response timeouts);
 # IDLE_PEERS (500), IDLE_HOLD (30), KILLED (200), PEERS_ROUNDS (2: rounds of idle peers, RSS
-# reported after each). Under `vm/run --remote` step 5's kernel
+# measured after each). Under `vm/run --remote` step 5's kernel
 # host runs on the initiator guest (only the target's rxe0 goes away); in the single
 # guest the kernel host shares rxe0 with the target, and nvme-rdma deletes its
 # controllers when their device is removed.
@@ -138,9 +140,10 @@ if [[ $STEPS == *" 1 "* ]]; then
     check "threads and fds back to baseline within the connect timeout + 5 s" test "$(threads)" -eq "$BASE_THREADS" -a "$(fds)" -eq "$BASE_FDS"
     RSS=$(rss_kib)
     say "RSS $RSS KiB vs baseline $BASE_RSS KiB ($(( (RSS - BASE_RSS) * 100 / BASE_RSS )) %)"
-    check "RSS within 5 % of baseline" test $(( RSS * 100 )) -le $(( BASE_RSS * 105 ))
+    check "RSS within 10 % of baseline" test $(( RSS * 100 )) -le $(( BASE_RSS * 110 ))
     # More rounds without the kernel host: memory the allocator kept from the first round
-    # is reused (RSS flat), a leak grows again. Reported, not checked.
+    # is reused (RSS flat), a leak grows again.
+    RSS_FIRST=$RSS
     RSS_ROUNDS="$BASE_RSS $RSS"
     for ((round = 2; round <= ${PEERS_ROUNDS:-2}; round++)); do
         say "step 1, round $round: $IDLE_PEERS idle peers again, no kernel host"
@@ -160,6 +163,10 @@ if [[ $STEPS == *" 1 "* ]]; then
         check "round $round: threads and fds back to baseline" test "$(threads)" -eq "$BASE_THREADS" -a "$(fds)" -eq "$BASE_FDS"
     done
     say "RSS (KiB): baseline, then after each round of idle peers: $RSS_ROUNDS"
+    if ((${PEERS_ROUNDS:-2} >= 2)); then
+        RSS_LAST=$(rss_kib)
+        check "RSS after the last round within 2 % of the first round's ($RSS_LAST vs $RSS_FIRST KiB)" test $(( RSS_LAST * 100 )) -le $(( RSS_FIRST * 102 ))
+    fi
 fi
 
 if [[ $STEPS == *" 2 "* ]]; then
