@@ -3,13 +3,12 @@
 //! Reported in ns per command for a 4 KiB read, a 4 KiB write (keyed, fetched) and an
 //! admin Identify Controller.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use p2ptgt::backend::{Backend, MemoryBackend};
-use p2ptgt::core::{Limits, Namespace, Placement, Port, QueueConfig, Subsystem, Target};
+use p2ptgt::core::{HostAccess, Limits, Namespace, Placement, Port, QueueConfig, Subsystem, Target};
 use p2ptgt::memory::Pools;
 use p2ptgt::transport::loopback::Loopback;
 use p2ptgt::wire::command::{admin, fabrics_type, io, FABRICS};
@@ -48,17 +47,10 @@ fn setup() -> Setup {
         stats: Default::default(),
         range_locks: Default::default(),
     });
-    let subsystem = Subsystem {
-        nqn: NQN.into(),
-        serial: "bench".into(),
-        model: "p2ptgt".into(),
-        firmware: "0".into(),
-        ieee_oui: 0,
-        controller_ids: 1..=0xFFEF,
-        allow_any_host: true,
-        allowed_hosts: vec![],
-        namespaces: BTreeMap::from([(1, namespace)]),
-    };
+    let hosts = HostAccess { allow_any_host: true, ..Default::default() };
+    let mut subsystem = Subsystem::new(NQN, hosts, [namespace]);
+    subsystem.serial = "bench".into();
+    subsystem.firmware = "0".into();
     let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
     let target = Arc::new(Target::new(vec![subsystem], port, Limits::default()));
     let pools = Pools::host_only(16 << 20).expect("host pool");

@@ -33,6 +33,16 @@ impl std::str::FromStr for P2pMem {
     }
 }
 
+impl std::fmt::Display for P2pMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            P2pMem::Auto => f.write_str("auto"),
+            P2pMem::Off => f.write_str("off"),
+            P2pMem::Device(bdf) => f.write_str(bdf),
+        }
+    }
+}
+
 fn is_pci_address(text: &str) -> bool {
     let parts: Vec<&str> = text.split([':', '.']).collect();
     parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_hexdigit()))
@@ -46,6 +56,29 @@ pub struct NamespaceConfig {
     pub nguid: Option<[u8; 16]>,
     /// Our extension to the nvmetcli format: per-namespace p2pmem choice.
     pub p2pmem: Option<P2pMem>,
+    /// A disabled namespace is configured but not served (nvmetcli's `enable: 0`).
+    pub enabled: bool,
+}
+
+impl NamespaceConfig {
+    pub fn new(id: u32, path: PathBuf) -> NamespaceConfig {
+        NamespaceConfig { id, path, uuid: None, nguid: None, p2pmem: None, enabled: true }
+    }
+
+    /// The UUID hosts see: the configured one, else one derived from the subsystem,
+    /// NSID and path, the same across restarts.
+    pub fn uuid_in(&self, subsystem_nqn: &str) -> [u8; 16] {
+        self.uuid.unwrap_or_else(|| as_uuid(stable_id(&self.identity(subsystem_nqn), 1)))
+    }
+
+    /// The NGUID hosts see, chosen likewise.
+    pub fn nguid_in(&self, subsystem_nqn: &str) -> [u8; 16] {
+        self.nguid.unwrap_or_else(|| stable_id(&self.identity(subsystem_nqn), 2))
+    }
+
+    fn identity(&self, subsystem_nqn: &str) -> String {
+        format!("{}/{}/{}", subsystem_nqn, self.id, self.path.display())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +95,67 @@ pub struct SubsystemConfig {
     pub namespaces: Vec<NamespaceConfig>,
 }
 
+impl SubsystemConfig {
+    pub fn new(nqn: impl Into<String>) -> SubsystemConfig {
+        SubsystemConfig {
+            nqn: nqn.into(),
+            serial: None,
+            model: None,
+            firmware: None,
+            ieee_oui: None,
+            controller_ids: None,
+            allow_any_host: false,
+            allowed_hosts: Vec::new(),
+            namespaces: Vec::new(),
+        }
+    }
+
+    /// The serial number hosts see: the configured one, else 20 hex digits derived
+    /// from the NQN.
+    pub fn serial_or_derived(&self) -> String {
+        self.serial.clone().unwrap_or_else(|| stable_id(&self.nqn, 3).iter().take(10).map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub fn model_or_default(&self) -> String {
+        self.model.clone().unwrap_or_else(|| "p2ptgt".into())
+    }
+
+    pub fn firmware_or_default(&self) -> String {
+        self.firmware.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()).chars().take(8).collect()
+    }
+
+    /// What hosts see of the subsystem itself; a change to any of it needs the
+    /// subsystem served anew.
+    pub fn identity(&self) -> (String, String, String, u32, (u16, u16)) {
+        (self.serial_or_derived(), self.model_or_default(), self.firmware_or_default(), self.ieee_oui.unwrap_or(0), self.controller_ids.unwrap_or((1, 0xFFEF)))
+    }
+}
+
+/// Checks that `nqn` is an NVMe Qualified Name (NVMe Base 2.0, 4.5): at most 223
+/// bytes, printable ASCII without spaces, and either `nqn.yyyy-mm.<reverse domain>`
+/// with an optional `:` suffix, or the UUID form.
+pub fn check_nqn(nqn: &str) -> Result<(), String> {
+    const UUID_PREFIX: &str = "nqn.2014-08.org.nvmexpress:uuid:";
+    if nqn.len() > 223 {
+        return Err(format!("{nqn:?} is {} bytes; an NQN has at most 223", nqn.len()));
+    }
+    if !nqn.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("{nqn:?} has spaces or characters that are not printable ASCII"));
+    }
+    if let Some(uuid) = nqn.strip_prefix(UUID_PREFIX) {
+        return parse_hex16(uuid, "uuid").map(drop).map_err(|_| format!("{nqn:?}: the UUID form needs a UUID after {UUID_PREFIX:?}"));
+    }
+    let date_and_domain = nqn.strip_prefix("nqn.").unwrap_or("");
+    let date = date_and_domain.get(..7).unwrap_or("");
+    let domain = date_and_domain.get(8..).unwrap_or("").split(':').next().unwrap_or("");
+    let date_ok = date.len() == 7
+        && date.bytes().enumerate().all(|(i, b)| if i == 4 { b == b'-' } else { b.is_ascii_digit() })
+        && date_and_domain.as_bytes().get(7) == Some(&b'.');
+    if !date_ok || domain.is_empty() || domain.starts_with('.') || domain.ends_with('.') {
+        return Err(format!("{nqn:?} is not an NQN (nqn.yyyy-mm.reverse.domain[:name], or {UUID_PREFIX}<uuid>)"));
+    }
+    Ok(())
+}
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
@@ -117,6 +211,20 @@ impl LimitOverrides {
             connect_timeout_ms: get("connect_timeout_ms")?,
             response_timeout_ms: get("response_timeout_ms")?,
         })
+    }
+
+    fn to_json(&self) -> Option<Value> {
+        let values = [
+            self.connections_max,
+            self.connections_per_peer_max,
+            self.queues_per_host_max,
+            self.controllers_per_host_max,
+            self.connect_timeout_ms,
+            self.response_timeout_ms,
+        ];
+        let object: serde_json::Map<String, Value> =
+            Self::KEYS.iter().zip(values).filter_map(|(key, value)| value.map(|v| (key.to_string(), Value::from(v)))).collect();
+        (!object.is_empty()).then_some(Value::Object(object))
     }
 
     /// Writes the values set here into `limits`.
@@ -231,14 +339,97 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     for (index, subsystem) in array(object.get("subsystems"), "subsystems")?.iter().enumerate() {
         let key = format!("subsystems[{index}]");
         let parsed = parse_subsystem(subsystem, &key)?;
+        if subsystems.iter().any(|s: &SubsystemConfig| s.nqn == parsed.nqn) {
+            return Err(SetupError::config(format!("{key}.nqn"), format!("{} appears twice", parsed.nqn)));
+        }
         if served.as_ref().is_none_or(|names| names.contains(&parsed.nqn)) {
             subsystems.push(parsed);
         }
     }
     if subsystems.is_empty() {
-        return Err(SetupError::config("subsystems", "nothing to serve on the rdma port"));
+        warn!("no subsystem on the rdma port: serving discovery only until subsystems are added");
     }
     Ok(ServeConfig { listen, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits })
+}
+
+/// The configuration as `nvmetcli save` writes it, with every derived value (serial,
+/// UUID, NGUID, firmware) spelled out so that another target restores the same
+/// identities. `limits` are the port parameters in force.
+pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entries_max: u32, max_transfer_shift: u8) -> Value {
+    let hex = |bytes: &[u8; 16]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let uuid = |bytes: &[u8; 16]| {
+        let h = hex(bytes);
+        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    };
+    let subsystems: Vec<Value> = config
+        .subsystems
+        .iter()
+        .map(|s| {
+            let (first, last) = s.controller_ids.unwrap_or((1, 0xFFEF));
+            let namespaces: Vec<Value> = s
+                .namespaces
+                .iter()
+                .map(|n| {
+                    let mut namespace = serde_json::json!({
+                        "nsid": n.id,
+                        "enable": u8::from(n.enabled),
+                        "ana_grpid": 1,
+                        "device": {"path": n.path.display().to_string(), "uuid": uuid(&n.uuid_in(&s.nqn)), "nguid": uuid(&n.nguid_in(&s.nqn))},
+                    });
+                    if let Some(p2pmem) = &n.p2pmem {
+                        namespace["p2pmem"] = Value::from(p2pmem.to_string());
+                    }
+                    namespace
+                })
+                .collect();
+            serde_json::json!({
+                "nqn": s.nqn,
+                "allowed_hosts": s.allowed_hosts,
+                "attr": {
+                    "allow_any_host": if s.allow_any_host { "1" } else { "0" },
+                    "serial": s.serial_or_derived(),
+                    "model": s.model_or_default(),
+                    "firmware": s.firmware_or_default(),
+                    "ieee_oui": format!("0x{:06x}", s.ieee_oui.unwrap_or(0)),
+                    "cntlid_min": first.to_string(),
+                    "cntlid_max": last.to_string(),
+                    "pi_enable": "0",
+                    "version": "2.0",
+                },
+                "namespaces": namespaces,
+            })
+        })
+        .collect();
+    let mut hosts: Vec<&String> = config.subsystems.iter().flat_map(|s| &s.allowed_hosts).collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut root = serde_json::json!({
+        "hosts": hosts.iter().map(|nqn| serde_json::json!({"nqn": nqn})).collect::<Vec<_>>(),
+        "ports": [{
+            "portid": 1,
+            "addr": {
+                "adrfam": if config.listen.is_ipv6() { "ipv6" } else { "ipv4" },
+                "traddr": config.listen.ip().to_string(),
+                "trsvcid": config.listen.port().to_string(),
+                "trtype": "rdma",
+                "treq": "not specified",
+                "tsas": "not specified",
+            },
+            "param": {
+                "inline_data_size": in_capsule_data_bytes.to_string(),
+                "max_queue_size": queue_entries_max.to_string(),
+                "mdts": max_transfer_shift.to_string(),
+                "pi_enable": "0",
+            },
+            "referrals": [],
+            "subsystems": config.subsystems.iter().map(|s| s.nqn.clone()).collect::<Vec<_>>(),
+        }],
+        "subsystems": subsystems,
+    });
+    if let Some(limits) = config.limits.to_json() {
+        root["p2ptgt"] = serde_json::json!({"limits": limits});
+    }
+    root
 }
 
 /// A port as an error names it: its portid and address.
@@ -262,6 +453,7 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
     let object = value.as_object().ok_or_else(|| SetupError::config(key, "expected an object"))?;
     warn_unknown(key, object, &["nqn", "attr", "allowed_hosts", "namespaces", "passthru"]);
     let nqn = object.get("nqn").and_then(Value::as_str).ok_or_else(|| SetupError::config(format!("{key}.nqn"), "missing"))?;
+    check_nqn(nqn).map_err(|problem| SetupError::config(format!("{key}.nqn"), problem))?;
     if !array(object.get("passthru"), &format!("{key}.passthru"))?.is_empty() {
         return Err(SetupError::config(format!("{key}.passthru"), format!("subsystem {nqn} is a passthru subsystem; p2ptgt serves namespaces only")));
     }
@@ -302,9 +494,7 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
     let mut namespaces = Vec::new();
     for (index, namespace) in array(object.get("namespaces"), &format!("{key}.namespaces"))?.iter().enumerate() {
         let nkey = format!("{key}.namespaces[{index}]");
-        if namespace.get("enable").and_then(Value::as_i64) == Some(0) {
-            continue;
-        }
+        let enabled = namespace.get("enable").and_then(Value::as_i64) != Some(0);
         if let Some(object) = namespace.as_object() {
             warn_unknown(&nkey, object, &["nsid", "enable", "device", "p2pmem", "ana_grpid", "ana", "resv"]);
         }
@@ -316,9 +506,12 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
         let nguid = device.get("nguid").and_then(Value::as_str).map(|u| parse_hex16(u, &format!("{nkey}.device.nguid"))).transpose()?.filter(|nguid| *nguid != [0; 16]);
         let uuid = uuid.filter(|uuid| *uuid != [0; 16]);
         let p2pmem = namespace.get("p2pmem").and_then(Value::as_str).map(|v| v.parse().map_err(|e| SetupError::config(format!("{nkey}.p2pmem"), e))).transpose()?;
-        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem });
+        if namespaces.iter().any(|n: &NamespaceConfig| u64::from(n.id) == id) {
+            return Err(SetupError::config(format!("{nkey}.nsid"), format!("NSID {id} appears twice")));
+        }
+        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem, enabled });
     }
-    if namespaces.is_empty() {
+    if !namespaces.iter().any(|n| n.enabled) {
         warn!(subsystem = nqn, "subsystem has no enabled namespace");
     }
     Ok(SubsystemConfig {
@@ -416,20 +609,20 @@ mod tests {
 
     fn nvmetcli_sample() -> Value {
         json!({
-            "hosts": [{"nqn": "nqn.host"}],
+            "hosts": [{"nqn": "nqn.2026-11.io.example:host"}],
             "ports": [{
                 "portid": 1,
                 "addr": {"adrfam": "ipv4", "traddr": "192.0.2.1", "treq": "not specified", "trsvcid": "4420", "trtype": "rdma", "tsas": "none"},
                 "param": {"inline_data_size": "8192", "max_queue_size": "64"},
                 "referrals": [],
-                "subsystems": ["nqn.sub"]
+                "subsystems": ["nqn.2026-11.io.example:sub"]
             }],
             "subsystems": [{
-                "nqn": "nqn.sub",
+                "nqn": "nqn.2026-11.io.example:sub",
                 "attr": {"allow_any_host": "0", "serial": "abc", "model": "Linux", "qid_max": "128"},
-                "allowed_hosts": ["nqn.host"],
+                "allowed_hosts": ["nqn.2026-11.io.example:host"],
                 "namespaces": [{"nsid": 1, "enable": 1, "device": {"path": "/dev/nvme0n1", "uuid": "12345678-1234-1234-1234-123456789abc", "nguid": "00000000000000000000000000000001"}, "p2pmem": "auto"}]
-            }, {"nqn": "nqn.not-on-port", "namespaces": []}]
+            }, {"nqn": "nqn.2026-11.io.example:not-on-port", "namespaces": []}]
         })
     }
 
@@ -442,7 +635,7 @@ mod tests {
         assert_eq!(config.subsystems.len(), 1, "only subsystems linked to the port");
         let subsystem = &config.subsystems[0];
         assert!(!subsystem.allow_any_host);
-        assert_eq!(subsystem.allowed_hosts, vec!["nqn.host".to_string()]);
+        assert_eq!(subsystem.allowed_hosts, vec!["nqn.2026-11.io.example:host".to_string()]);
         assert_eq!(subsystem.serial.as_deref(), Some("abc"));
         let namespace = &subsystem.namespaces[0];
         assert_eq!(namespace.path, PathBuf::from("/dev/nvme0n1"));
@@ -467,7 +660,7 @@ mod tests {
         let mut sample = nvmetcli_sample();
         sample["subsystems"][0]["passthru"] = json!([{"device": {"path": "/dev/nvme1"}, "enable": 1}]);
         let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
-        assert!(error.contains("subsystems[0].passthru") && error.contains("nqn.sub"), "{error}");
+        assert!(error.contains("subsystems[0].passthru") && error.contains("nqn.2026-11.io.example:sub"), "{error}");
     }
 
     #[test]
@@ -511,6 +704,36 @@ mod tests {
         let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
         assert!(error.contains("ports[0].addr.trtype"), "{error}");
         assert!(error.contains("port 1"), "{error}");
+    }
+
+    #[test]
+    fn names_that_are_not_nqns_are_refused() {
+        for good in ["nqn.2014-08.org.nvmexpress:uuid:9e9e9e9e-0000-4000-8000-000000000009", "nqn.2026-11.io.p2ptgt:e2e", "nqn.2026-11.io.p2ptgt"] {
+            assert_eq!(check_nqn(good), Ok(()), "{good}");
+        }
+        for bad in ["testnqn", "nqn.sub", "nqn.26-11.io.x", "nqn.2026-11.", "nqn.2026-11.io x", "nqn.2014-08.org.nvmexpress:uuid:xyz", &format!("nqn.2026-11.io.x:{}", "a".repeat(220))] {
+            assert!(check_nqn(bad).is_err(), "{bad} accepted");
+        }
+        let mut sample = nvmetcli_sample();
+        sample["subsystems"][0]["nqn"] = json!("testnqn");
+        let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
+        assert!(error.contains("subsystems[0].nqn") && error.contains("not an NQN"), "{error}");
+    }
+
+    #[test]
+    fn saved_configuration_reads_back_the_same() {
+        let mut sample = nvmetcli_sample();
+        sample["subsystems"][0]["namespaces"][0]["enable"] = json!(0);
+        let config = parse_nvmetcli(&sample, None).unwrap();
+        assert!(!config.subsystems[0].namespaces[0].enabled, "a disabled namespace stays configured");
+        let saved = to_nvmetcli(&config, 4096, 128, 5);
+        let again = parse_nvmetcli(&saved, None).unwrap();
+        assert_eq!(to_nvmetcli(&again, 4096, 128, 5), saved);
+        let (a, b) = (&config.subsystems[0], &again.subsystems[0]);
+        assert_eq!(a.identity(), b.identity(), "derived serial spelled out");
+        assert_eq!(a.namespaces[0].uuid_in(&a.nqn), b.namespaces[0].uuid_in(&b.nqn));
+        assert_eq!(a.namespaces[0].nguid_in(&a.nqn), b.namespaces[0].nguid_in(&b.nqn));
+        assert_eq!(saved["ports"][0]["param"]["mdts"], json!("5"));
     }
 
     #[test]

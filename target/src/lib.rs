@@ -42,6 +42,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod error;
 pub mod memory;

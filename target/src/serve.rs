@@ -1,18 +1,19 @@
 //! Start-up: opens the namespaces, picks the p2pmem provider, sizes the pools, binds the
-//! RDMA listener, and serves until SIGTERM or SIGINT, answering `p2ptgt stats` on a Unix
-//! control socket meanwhile.
+//! RDMA listener, and serves until SIGTERM or SIGINT, answering JSON-RPC on a Unix
+//! control socket meanwhile (`control::rpc`: stats, and every live change), and
+//! reloading the `--config` file on SIGHUP.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 
-use crate::backend::{Backend, Storage};
-use crate::config::{as_uuid, stable_id, P2pMem, ServeConfig};
-use crate::core::{Limits, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, Namespace, Placement, Port, Subsystem, Target};
+use crate::backend::Backend;
+use crate::config::{P2pMem, ServeConfig};
+use crate::control::{self, rpc, PlacementPolicy, Runtime, SubsystemDefaults};
+use crate::core::{Limits, Placement, Port, Target};
 use crate::error::SetupError;
 use crate::memory::p2pmem::{P2pMemMapping, Provider};
 use crate::memory::{Memory, Pools};
@@ -34,6 +35,10 @@ pub struct ServeOptions {
     pub polled_io: bool,
     /// CPUs to pin queue threads to (queue i on `cpus[i % len]`); empty: not pinned.
     pub cpus: Vec<usize>,
+    /// Firmware and OUI for subsystems that set none, here and in later changes.
+    pub defaults: SubsystemDefaults,
+    /// The nvmetcli file SIGHUP reloads.
+    pub config_file: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -48,59 +53,21 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let backends = config
         .subsystems
         .iter()
-        .map(|subsystem| subsystem.namespaces.iter().map(open_namespace).collect::<Result<Vec<_>, _>>())
+        .map(|subsystem| subsystem.namespaces.iter().filter(|n| n.enabled).map(open_namespace).collect::<Result<Vec<_>, _>>())
         .collect::<Result<Vec<_>, _>>()?;
     let devices = backends.iter().flatten().filter_map(Backend::pci_device);
     let (provider, p2p_reason) = choose_provider(&config, &options.p2pmem, devices)?;
-    let mut subsystems = Vec::new();
     let mut payload_in_cmb = false;
-    for (subsystem, backends) in config.subsystems.iter().zip(backends) {
-        let mut namespaces = BTreeMap::new();
-        for (namespace, backend) in subsystem.namespaces.iter().zip(backends) {
-            let placement = placement(&backend, provider.as_ref(), namespace.p2pmem.as_ref().unwrap_or(&options.p2pmem));
-            payload_in_cmb |= placement == Placement::Payload;
-            let identity = format!("{}/{}/{}", subsystem.nqn, namespace.id, namespace.path.display());
-            info!(
-                subsystem = %subsystem.nqn,
-                nsid = namespace.id,
-                backend = %backend.describe(),
-                payload = if placement == Placement::Payload { "CMB" } else { "host memory" },
-                "namespace"
-            );
-            if placement == Placement::Control && provider.is_some() {
-                warn!(nsid = namespace.id, path = %namespace.path.display(), "this namespace's device cannot reach the CMB (a file or another device): its payload uses host memory buffers");
-            }
-            if let Backend::File(file) = &backend {
+    for (subsystem, backends) in config.subsystems.iter().zip(&backends) {
+        for (namespace, backend) in subsystem.namespaces.iter().filter(|n| n.enabled).zip(backends) {
+            let mode = namespace.p2pmem.as_ref().unwrap_or(&options.p2pmem);
+            payload_in_cmb |= control::placement(backend, provider.as_ref(), mode) == Placement::Payload;
+            if let Backend::File(file) = backend {
                 if file.block_device && file.direct && !file.pollable && options.polls_ssd() {
                     info!(nsid = namespace.id, path = %namespace.path.display(), "the block device has no poll queues (NVMe: the nvme.poll_queues module parameter): its completions come by interrupt");
                 }
             }
-            let entry = Namespace {
-                id: namespace.id,
-                uuid: namespace.uuid.unwrap_or_else(|| as_uuid(stable_id(&identity, 1))),
-                nguid: namespace.nguid.unwrap_or_else(|| stable_id(&identity, 2)),
-                backend: Arc::new(backend),
-                payload_placement: placement,
-                stats: Default::default(),
-        range_locks: Default::default(),
-            };
-            namespaces.insert(namespace.id, Arc::new(entry));
         }
-        let serial = subsystem.serial.clone().unwrap_or_else(|| hex(&stable_id(&subsystem.nqn, 3))[..20].to_string());
-        if !subsystem.allow_any_host && subsystem.allowed_hosts.is_empty() {
-            warn!(subsystem = %subsystem.nqn, "no host may connect to this subsystem (use --allow-host or --allow-any-host)");
-        }
-        subsystems.push(Subsystem {
-            nqn: subsystem.nqn.clone(),
-            serial,
-            model: subsystem.model.clone().unwrap_or_else(|| "p2ptgt".into()),
-            firmware: subsystem.firmware.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()).chars().take(8).collect(),
-            ieee_oui: subsystem.ieee_oui.unwrap_or(0),
-            controller_ids: subsystem.controller_ids.map_or(CONTROLLER_ID_MIN..=CONTROLLER_ID_MAX, |(first, last)| first..=last),
-            allow_any_host: subsystem.allow_any_host,
-            allowed_hosts: subsystem.allowed_hosts.clone(),
-            namespaces,
-        });
     }
     let mut limits = options.limits.clone();
     if let Some(bytes) = config.in_capsule_data_bytes {
@@ -128,7 +95,14 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         service_id: config.listen.port().to_string(),
         ipv6: config.listen.is_ipv6(),
     };
-    let target = Arc::new(Target::new(subsystems, port, limits));
+    let target = Arc::new(Target::new(Vec::new(), port, limits));
+    // Namespaces added later may use the CMB only if the pool maps it.
+    let policy = PlacementPolicy { provider: provider.clone().filter(|_| pools.cmb.is_some()), default_mode: options.p2pmem.clone() };
+    let runtime = Runtime::new(target.clone(), config.clone(), policy, options.defaults.clone());
+    for (subsystem, backends) in config.subsystems.iter().zip(backends) {
+        let served = runtime.build_subsystem(subsystem, backends);
+        target.add_subsystem(served).map_err(|taken| SetupError::config("subsystems", format!("{} appears twice", taken.0)))?;
+    }
     let listener = Listener::bind(config.listen, target.clone(), pools.clone())
         .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;
     let status = listener.status.clone();
@@ -153,31 +127,33 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
             format!("host memory ({reason})")
         }
     };
-    let names: Vec<&str> = target.subsystems.iter().map(|s| s.nqn.as_str()).collect();
+    let names: Vec<String> = target.subsystems().iter().map(|s| s.nqn.clone()).collect();
     info!("p2ptgt serving {} on {} (NVMe/RDMA); data buffers: {buffers}", names.join(", "), config.listen);
     let thread = std::thread::Builder::new()
         .name("p2ptgt-listener".into())
         .spawn(move || listener.run())
         .map_err(|source| SetupError::Allocate { what: "listener thread", source })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let executor = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| SetupError::Allocate { what: "tokio runtime", source })?;
     let socket = options.control.clone();
-    let result = runtime.block_on(async move {
-        let _ = std::fs::remove_file(&socket);
-        let server = tokio::net::UnixListener::bind(&socket).map_err(|source| SetupError::Control { path: socket.clone(), source })?;
-        let report = Report { target: target.clone(), pools: pools.clone(), status, listen: config.listen.to_string() };
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|source| SetupError::Allocate { what: "SIGTERM handler", source })?;
+    let reload_from = options.config_file.clone();
+    let report = Arc::new(Report { runtime, pools: pools.clone(), status, listen: config.listen.to_string() });
+    let result = executor.block_on(async move {
+        let server = bind_control(&socket)?;
+        let signal = |kind| tokio::signal::unix::signal(kind).map_err(|source| SetupError::Allocate { what: "signal handler", source });
+        let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut hangup = signal(tokio::signal::unix::SignalKind::hangup())?;
+        notify_ready();
         loop {
             tokio::select! {
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
+                _ = hangup.recv() => reload(&report.runtime, reload_from.as_deref()),
                 accepted = server.accept() => {
                     if let Ok((stream, _)) = accepted {
-                        let json = report.json();
-                        tokio::spawn(answer(stream, json));
+                        tokio::spawn(serve_client(stream, report.clone()));
                     }
                 }
             }
@@ -192,31 +168,96 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     result
 }
 
-async fn answer(stream: tokio::net::UnixStream, json: String) {
+/// Binds the control socket, readable and writable by its owner only.
+fn bind_control(socket: &Path) -> Result<tokio::net::UnixListener, SetupError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |source| SetupError::Control { path: socket.to_owned(), source };
+    let _ = std::fs::remove_file(socket);
+    let server = tokio::net::UnixListener::bind(socket).map_err(fail)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    Ok(server)
+}
+
+/// SIGHUP: the configuration file is read again and applied as `restore` would.
+fn reload(runtime: &Runtime, path: Option<&Path>) {
+    let Some(path) = path else {
+        warn!("SIGHUP: no --config file to reload");
+        return;
+    };
+    info!(path = %path.display(), "SIGHUP: reloading the configuration");
+    let applied = crate::config::load_nvmetcli(path, None).map_err(|e| e.to_string()).and_then(|wanted| runtime.restore(wanted).map_err(|e| e.to_string()));
+    if let Err(error) = applied {
+        warn!(path = %path.display(), %error, "SIGHUP: the configuration was not applied; the target serves what it served");
+    }
+}
+
+/// Tells systemd (`Type=notify`) that the listener is up, if it started us.
+fn notify_ready() {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            warn!(%error, "could not tell systemd the target is ready");
+        }
+    }
+}
+
+/// Lines longer than this are refused (a whole nvmetcli file fits many times over).
+const REQUEST_BYTES_MAX: usize = 4 << 20;
+
+/// One control connection: only root, or the user the target runs as, may change it.
+async fn serve_client(stream: tokio::net::UnixStream, report: Arc<Report>) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    let own = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(peer) if peer.uid() == 0 || peer.uid() == own => {}
+        peer => {
+            warn!(uid = ?peer.map(|p| p.uid()), "control connection refused: not root");
+            return;
+        }
+    }
     let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
     let mut line = String::new();
-    let _ = BufReader::new(read).read_line(&mut line).await;
-    let _ = write.write_all(json.as_bytes()).await;
-    let _ = write.write_all(b"\n").await;
+    loop {
+        line.clear();
+        match (&mut lines).take(REQUEST_BYTES_MAX as u64).read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) if !line.ends_with('\n') && line.len() >= REQUEST_BYTES_MAX => {
+                let _ = write.write_all(format!("{}\n", serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": rpc::INVALID_REQUEST, "message": "request longer than 4 MiB"}})).as_bytes()).await;
+                return;
+            }
+            Ok(_) => {}
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let report_for_stats = report.clone();
+        let reply = rpc::handle(&report.runtime, line.trim_end(), move || report_for_stats.json());
+        if let Some(reply) = reply {
+            if write.write_all(reply.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 struct Report {
-    target: Arc<Target>,
+    runtime: Runtime,
     pools: Pools,
     status: Arc<ListenerView>,
     listen: String,
 }
 
 impl Report {
-    fn json(&self) -> String {
-        let target = &self.target;
+    fn json(&self) -> serde_json::Value {
+        let target = self.runtime.target();
         let mode = *self.status.mode.lock().unwrap_or_else(|p| p.into_inner());
         let subsystems: Vec<_> = target
-            .subsystems
+            .subsystems()
             .iter()
             .map(|s| {
                 let namespaces: Vec<_> = s
-                    .namespaces
+                    .namespaces()
                     .values()
                     .map(|n| json!({
                         "nsid": n.id,
@@ -232,7 +273,7 @@ impl Report {
         // Pool-wide, so that it still counts the waits of queues that have gone.
         let buffer_waits: u64 = self.pools.all().map(|(_, pool)| pool.stats().waits).sum();
         let polled_ios: u64 = queues.iter().map(|q| q.stats.polled_ios.get()).sum();
-        let value = json!({
+        json!({
             "listen": self.listen,
             "registration": mode.map_or("unknown".to_string(), |m| format!("{m:?}").to_lowercase()),
             "payload_bytes_host": target.payload.payload_bytes_host.get(),
@@ -245,8 +286,7 @@ impl Report {
             "subsystems": subsystems,
             "controllers": target.controllers(),
             "queues": queues,
-        });
-        value.to_string()
+        })
     }
 }
 
@@ -284,19 +324,6 @@ fn choose_provider<'a>(
     // Prefer the controller behind a served namespace.
     let behind_namespace = devices.find_map(|device| providers.iter().find(|p| p.is(device)));
     Ok((behind_namespace.or(providers.first()).cloned(), None))
-}
-
-/// Whether a namespace's payload may sit in the provider's CMB: only when its data lives
-/// on a PCI device that can reach it (the provider itself, or one named explicitly).
-fn placement(backend: &Backend, provider: Option<&Provider>, mode: &P2pMem) -> Placement {
-    let (Some(provider), Some(device)) = (provider, backend.pci_device()) else { return Placement::Control };
-    let same = provider.is(device);
-    match mode {
-        P2pMem::Off => Placement::Control,
-        P2pMem::Auto if same => Placement::Payload,
-        P2pMem::Device(_) => Placement::Payload,
-        P2pMem::Auto => Placement::Control,
-    }
 }
 
 fn map_cmb(provider: &Provider, wanted: Option<usize>) -> Result<Memory, SetupError> {
@@ -379,20 +406,6 @@ fn fit_transfers_to_pools(pools: &Pools, limits: &mut Limits) -> Result<(), Setu
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `p2ptgt stats`: one JSON object from a running target.
-pub fn stats(control: &Path) -> Result<String, SetupError> {
-    use std::io::{Read, Write};
-    let fail = |source| SetupError::Control { path: control.to_owned(), source };
-    let mut stream = std::os::unix::net::UnixStream::connect(control).map_err(fail)?;
-    stream.write_all(b"stats\n").map_err(fail)?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).map_err(fail)?;
-    Ok(text.trim_end().to_string())
-}
 
 /// A size in whole MiB when it is one, else in KiB (a 1.75 MiB pool is not "1 MiB").
 fn size_text(bytes: usize) -> String {

@@ -43,7 +43,7 @@ fn identify_controller_advertises_what_the_target_does() {
     let (completion, page) = host.identify(1, 0);
     assert_eq!(completion.status(), Status::SUCCESS);
     assert_eq!(le32(&page, 96), 1 | 1 << 6, "CTRATT: 128-bit host identifier and traffic based keep alive; not FDPS");
-    assert_eq!(le32(&page, 92), 0, "OAES: no notice is ever raised");
+    assert_eq!(le32(&page, 92), 1 << 8, "OAES: namespace attribute notices only");
     assert_eq!(page[525], 0, "VWC: the RAM namespace has no volatile cache");
     let (_, namespace) = host.identify(0, 1);
     assert_eq!(namespace[30], 1, "NMIC: shared, as CMIC and CNS 08h say");
@@ -59,7 +59,7 @@ fn discovery_identify_offers_only_the_discovery_log() {
     let (_, page) = host.identify(1, 0);
     assert_eq!(page[260], 0, "FRMW: no firmware slot log");
     assert_eq!(page[261], 1 << 2, "LPA: extended data only");
-    assert_eq!(le32(&page, 92), 0, "OAES: the discovery log never changes");
+    assert_eq!(le32(&page, 92), 1 << 31, "OAES: discovery log page change notices only");
     let (completion, _) = host.get_log(0x03, 0, 512);
     assert_eq!(completion.status(), Status::INVALID_LOG_PAGE.dnr());
 }
@@ -174,17 +174,13 @@ fn discovery_reports_the_address_reached_not_a_wildcard() {
 #[test]
 fn controllers_take_ids_from_their_subsystems_range() {
     use p2ptgt::core::{Subsystem, Target};
-    let subsystem = Subsystem {
-        nqn: SUBSYSTEM.into(),
-        serial: "s".into(),
-        model: "m".into(),
-        firmware: "f".into(),
-        ieee_oui: 0x001b21,
-        controller_ids: 10..=11,
-        allow_any_host: true,
-        allowed_hosts: Vec::new(),
-        namespaces: [(1, memory_namespace(1, NAMESPACE_BYTES))].into_iter().collect(),
-    };
+    let hosts = p2ptgt::core::HostAccess { allow_any_host: true, ..Default::default() };
+    let mut subsystem = Subsystem::new(SUBSYSTEM, hosts, [memory_namespace(1, NAMESPACE_BYTES)]);
+    subsystem.serial = "s".into();
+    subsystem.model = "m".into();
+    subsystem.firmware = "f".into();
+    subsystem.ieee_oui = 0x001b21;
+    subsystem.controller_ids = 10..=11;
     let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
     let target = std::sync::Arc::new(Target::new(vec![subsystem], port, Limits::default()));
     let mut hosts: Vec<TestHost> = (0..3).map(|_| TestHost::admin(&target)).collect();

@@ -286,11 +286,11 @@ fn async_event_configuration_takes_only_what_identify_offers() {
     let mut admin_queue = TestHost::admin(&target);
     admin_queue.bring_up(SUBSYSTEM, HOST);
     let (_, identify) = admin_queue.identify(1, 0);
-    assert_eq!(le32(&identify, 92), 0, "OAES: no notice is raised");
+    assert_eq!(le32(&identify, 92), 1 << 8, "OAES: namespace attribute notices");
     let mut aec = command(admin::SET_FEATURES, 0);
     aec.cdw10 = U32::new(0x0B);
-    aec.cdw11 = U32::new(1 << 8);
-    assert_eq!(admin_queue.call(aec, &[]).status(), Status::INVALID_FIELD.dnr(), "namespace notices are not offered");
+    aec.cdw11 = U32::new(1 << 9);
+    assert_eq!(admin_queue.call(aec, &[]).status(), Status::INVALID_FIELD.dnr(), "firmware activation notices are not offered");
     aec.cdw11 = U32::new(0xFF);
     assert_eq!(admin_queue.call(aec, &[]).status(), Status::SUCCESS, "critical warnings may be enabled");
     let mut get = command(admin::GET_FEATURES, 0);
@@ -309,4 +309,44 @@ fn async_event_configuration_takes_only_what_identify_offers() {
     assert_eq!(le32(&log, 0), 1);
     let (_, log) = admin_queue.get_log(0x04, 0, 4096);
     assert_eq!(le32(&log, 0), 0, "cleared by reading");
+}
+
+#[test]
+fn a_namespace_notice_is_masked_until_the_host_reads_the_changed_namespace_log() {
+    let target = target();
+    let mut admin_queue = TestHost::admin(&target);
+    admin_queue.bring_up(SUBSYSTEM, HOST);
+    let mut aec = command(admin::SET_FEATURES, 0);
+    aec.cdw10 = U32::new(0x0B);
+    aec.cdw11 = U32::new(1 << 8);
+    assert_eq!(admin_queue.call(aec, &[]).status(), Status::SUCCESS);
+    let post_aer = |host: &mut TestHost, id: u16| {
+        let mut aer = command(admin::ASYNC_EVENT_REQUEST, 0);
+        aer.command_id = zerocopy::little_endian::U16::new(id);
+        host.link.send(zerocopy::IntoBytes::as_bytes(&aer));
+    };
+    let events = |host: &mut TestHost| {
+        host.link.queue.handle_timeout(Instant::now());
+        host.link.run();
+        host.link.responses.drain(..).map(|c| (c.command_id.get(), c.result.get())).collect::<Vec<_>>()
+    };
+    post_aer(&mut admin_queue, 0x5000);
+    post_aer(&mut admin_queue, 0x5001);
+    target.notify_namespace_changed(SUBSYSTEM, 1);
+    assert_eq!(events(&mut admin_queue), vec![(0x5001, 0x04_00_02)], "notice, namespace attribute changed, log 04h");
+    target.notify_namespace_changed(SUBSYSTEM, 2);
+    assert_eq!(events(&mut admin_queue), vec![], "masked until log 04h is read");
+    let mut retain = command(admin::GET_LOG_PAGE, 0);
+    retain.namespace_id = U32::new(u32::MAX);
+    retain.cdw10 = U32::new(1 << 15 | (4096 / 4 - 1) << 16 | 0x04);
+    let (_, log) = admin_queue.call_read(retain, 4096);
+    assert_eq!((le32(&log, 0), le32(&log, 4)), (1, 2));
+    target.notify_namespace_changed(SUBSYSTEM, 3);
+    assert_eq!(events(&mut admin_queue), vec![], "reading with Retain Asynchronous Event keeps the mask");
+    let (_, log) = admin_queue.get_log(0x04, 0, 4096);
+    assert_eq!((le32(&log, 0), le32(&log, 4), le32(&log, 8), le32(&log, 12)), (1, 2, 3, 0));
+    target.notify_namespace_changed(SUBSYSTEM, 4);
+    assert_eq!(events(&mut admin_queue), vec![(0x5000, 0x04_00_02)], "read: the next change raises a notice again");
+    let (_, log) = admin_queue.get_log(0x04, 0, 4096);
+    assert_eq!((le32(&log, 0), le32(&log, 4)), (4, 0));
 }

@@ -14,8 +14,9 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("transport", &["backend", "memory", "core", "wire"]),
     ("error", &["backend", "memory", "core", "wire"]),
     ("config", &["error", "core", "wire"]),
-    ("serve", &["config", "error", "transport", "backend", "memory", "core", "wire"]),
-    ("lib", &["serve", "config", "error", "transport", "backend", "memory", "core", "wire"]),
+    ("control", &["config", "error", "backend", "memory", "core", "wire"]),
+    ("serve", &["control", "config", "error", "transport", "backend", "memory", "core", "wire"]),
+    ("lib", &["serve", "control", "config", "error", "transport", "backend", "memory", "core", "wire"]),
 ];
 
 /// A module's path from the crate root, e.g. ["core", "queue"], for a file under src/.

@@ -1,9 +1,11 @@
 //! Files and block devices as namespaces: opened once, O_DIRECT when the file system
-//! takes it, size and logical block size read at start-up.
+//! takes it, logical block size read at start-up, size read at start-up and again when
+//! asked (a file grown or a volume resized under a running target).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::BackendError;
 
@@ -11,7 +13,7 @@ use super::BackendError;
 pub struct FileBackend {
     pub path: PathBuf,
     pub file: File,
-    pub size_bytes: u64,
+    size_bytes: AtomicU64,
     pub block_size_shift: u8,
     pub block_device: bool,
     /// O_DIRECT: the page cache is bypassed.
@@ -70,8 +72,28 @@ impl FileBackend {
         if size_bytes < logical_block_bytes.into() {
             return Err(BackendError::Unusable { path: display, what: format!("size {size_bytes} bytes is smaller than one block") });
         }
-        let size_bytes = size_bytes - size_bytes % u64::from(logical_block_bytes);
+        let size_bytes = AtomicU64::new(size_bytes - size_bytes % u64::from(logical_block_bytes));
         Ok(FileBackend { path: path.to_owned(), file, size_bytes, block_size_shift, block_device, direct, volatile_write_cache, pci_device, pollable })
+    }
+
+    /// The size in bytes, whole blocks only.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Reads the size again (of the open file, not of whatever the path names now) and
+    /// keeps it; refused, with the old size kept, when it is smaller than one block.
+    pub fn refresh_size(&self) -> Result<u64, BackendError> {
+        let display = self.path.display().to_string();
+        let metadata = self.file.metadata().map_err(|source| BackendError::Open { path: display.clone(), source })?;
+        let size = if self.block_device { read_sysfs_u64(&sysfs_block_dir(&metadata).join("size"))? * 512 } else { metadata.len() };
+        let block = 1u64 << self.block_size_shift;
+        if size < block {
+            return Err(BackendError::Unusable { path: display, what: format!("size {size} bytes is smaller than one block") });
+        }
+        let size = size - size % block;
+        self.size_bytes.store(size, Ordering::Relaxed);
+        Ok(size)
     }
 
     pub fn describe(&self) -> String {
@@ -79,7 +101,7 @@ impl FileBackend {
             "{} ({}, {} bytes, {}-byte blocks, {})",
             self.path.display(),
             if self.block_device { "block device" } else { "file" },
-            self.size_bytes,
+            self.size_bytes(),
             1u32 << self.block_size_shift,
             match (self.direct, self.pollable) {
                 (true, true) => "O_DIRECT, polled queues",
@@ -134,7 +156,12 @@ mod tests {
         let path = dir.join("ns");
         std::fs::write(&path, vec![0u8; 4096 + 100]).unwrap();
         let backend = FileBackend::open(&path, Some(4096)).unwrap();
-        assert_eq!(backend.size_bytes, 4096);
+        assert_eq!(backend.size_bytes(), 4096);
+        std::fs::write(&path, vec![0u8; 3 * 4096 + 1]).unwrap();
+        assert_eq!(backend.refresh_size().unwrap(), 3 * 4096, "grown, whole blocks");
+        std::fs::write(&path, [0u8; 10]).unwrap();
+        assert!(backend.refresh_size().is_err(), "smaller than a block");
+        assert_eq!(backend.size_bytes(), 3 * 4096, "the old size stays");
         assert_eq!(backend.block_size_shift, 12);
         assert!(backend.pci_device.is_none());
         assert!(FileBackend::open(&path, Some(1000)).is_err(), "odd block size refused");

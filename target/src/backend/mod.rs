@@ -28,7 +28,7 @@ pub enum Backend {
 impl Storage for Backend {
     fn size_bytes(&self) -> u64 {
         match self {
-            Backend::File(file) => file.size_bytes,
+            Backend::File(file) => file.size_bytes(),
             Backend::Memory(memory) => memory.size_bytes(),
         }
     }
@@ -72,6 +72,14 @@ impl Backend {
     /// Opens a file or block device; see [`FileBackend::open`].
     pub fn open(path: &Path, block_size_bytes: Option<u32>) -> Result<Backend, BackendError> {
         FileBackend::open(path, block_size_bytes).map(Backend::File)
+    }
+
+    /// Reads the size again; a RAM namespace keeps its size.
+    pub fn refresh_size(&self) -> Result<u64, BackendError> {
+        match self {
+            Backend::File(file) => file.refresh_size(),
+            Backend::Memory(memory) => Ok(memory.size_bytes()),
+        }
     }
 
     /// The backend behind a namespace's storage (every namespace's is a `Backend`).

@@ -1,29 +1,142 @@
-//! `p2ptgt`: command line → configuration → serve, or ask a running target for stats.
+//! `p2ptgt`: command line → configuration → serve; or change and query a running
+//! target through its control socket.
+//!
+//! Exit codes: 0 done; 1 the target refused the change, or `serve` failed to start
+//! (the message says why); 2 the command line is wrong; 3 no target answers on the
+//! control socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use p2ptgt::config::{self, NamespaceConfig, P2pMem, ServeConfig, SubsystemConfig};
+use p2ptgt::control::client::{self, CallError};
+use p2ptgt::control::SubsystemDefaults;
 use p2ptgt::core::Limits;
+use serde_json::{json, Value};
 use p2ptgt::error::SetupError;
 use p2ptgt::serve::{self, ServeOptions};
 
 #[derive(Parser)]
 #[command(version, about = "NVMe-over-Fabrics RDMA target with a CMB data path")]
 struct Cli {
+    /// The running target's control socket.
+    #[arg(long, global = true, default_value = DEFAULT_CONTROL)]
+    control: PathBuf,
+    /// Print the target's answer as JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve namespaces over NVMe/RDMA until SIGTERM or SIGINT.
+    /// Serve namespaces over NVMe/RDMA until SIGTERM or SIGINT; SIGHUP reloads --config.
     Serve(Box<ServeArgs>),
     /// Print the running target's counters as one JSON object.
-    Stats {
-        #[arg(long, default_value = DEFAULT_CONTROL)]
-        control: PathBuf,
+    Stats,
+    /// Write the running configuration in `nvmetcli save` JSON to FILE (atomically), or
+    /// to standard output.
+    Save { file: Option<PathBuf> },
+    /// Make the running configuration that of an nvmetcli JSON file, changing only what
+    /// differs: hosts of everything else stay connected.
+    Restore { file: PathBuf },
+    /// Add or remove subsystems, or open one to any host.
+    #[command(subcommand)]
+    Subsystem(SubsystemCommand),
+    /// Add, remove, enable, disable or resize namespaces.
+    #[command(subcommand)]
+    Namespace(NamespaceCommand),
+    /// Allow or refuse hosts.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Call any control method with JSON parameters (see the control protocol).
+    Rpc { method: String, params: Option<String> },
+}
+
+#[derive(Subcommand)]
+enum SubsystemCommand {
+    Add {
+        nqn: String,
+        #[arg(long)]
+        serial: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        firmware: Option<String>,
+        #[arg(long, value_parser = parse_oui)]
+        ieee_oui: Option<u32>,
+        #[arg(long)]
+        cntlid_min: Option<u16>,
+        #[arg(long)]
+        cntlid_max: Option<u16>,
+        #[arg(long)]
+        allow_any_host: bool,
+        /// Host NQN allowed to connect (repeatable).
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+    },
+    /// Stop serving a subsystem; its hosts' controllers are torn down.
+    Remove { nqn: String },
+    /// Let any host connect (on), or only the allowed ones (off).
+    AllowAnyHost {
+        nqn: String,
+        #[arg(value_parser = ["on", "off"])]
+        allow: String,
+    },
+}
+
+#[derive(Args)]
+struct NamespaceName {
+    #[arg(long)]
+    subsystem: String,
+    #[arg(long)]
+    nsid: u32,
+}
+
+#[derive(Subcommand)]
+enum NamespaceCommand {
+    Add {
+        #[arg(long)]
+        subsystem: String,
+        /// NSID (default: the lowest free one).
+        #[arg(long)]
+        nsid: Option<u32>,
+        /// Block device or file.
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long)]
+        uuid: Option<String>,
+        #[arg(long)]
+        nguid: Option<String>,
+        /// auto, off or a PCI address (default: the target's --p2pmem).
+        #[arg(long)]
+        p2pmem: Option<String>,
+        /// Configure it without serving it yet.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Remove a namespace; commands running on it finish.
+    Remove(NamespaceName),
+    Enable(NamespaceName),
+    Disable(NamespaceName),
+    /// Read the size of the file or device again and tell hosts.
+    Resize(NamespaceName),
+}
+
+#[derive(Subcommand)]
+enum HostCommand {
+    Add {
+        #[arg(long)]
+        subsystem: String,
+        host: String,
+    },
+    /// Refuse the host's new connects (its controllers already connected stay).
+    Remove {
+        #[arg(long)]
+        subsystem: String,
+        host: String,
     },
 }
 
@@ -49,12 +162,9 @@ struct ServeArgs {
     /// Payload buffers: auto (the CMB of the namespace's SSD), off, or a PCI address.
     #[arg(long, default_value = "auto")]
     p2pmem: P2pMem,
-    /// nvmetcli JSON configuration (`nvmetcli save` format).
+    /// nvmetcli JSON configuration (`nvmetcli save` format); SIGHUP reloads it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Unix socket for `p2ptgt stats`.
-    #[arg(long, default_value = DEFAULT_CONTROL)]
-    control: PathBuf,
     /// In-capsule data bytes per I/O command (0 disables; forced to 0 in CMB mode).
     #[arg(long, default_value_t = 4096)]
     in_capsule_bytes: u32,
@@ -142,11 +252,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve_command(*args),
-        Command::Stats { control } => serve::stats(&control).map(|json| println!("{json}")),
+    let command = match cli.command {
+        Command::Serve(args) => serve_command(*args, cli.control),
+        other => return client_command(other, &cli.control, cli.json),
     };
-    match result {
+    match command {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let mut message = error.to_string();
@@ -161,7 +271,173 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
+/// A subcommand that talks to a running target.
+fn client_command(command: Command, control: &Path, json: bool) -> ExitCode {
+    let (method, params, done) = match request(command) {
+        Ok(request) => request,
+        Err(message) => {
+            eprintln!("p2ptgt: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match client::call(control, &method, params) {
+        Ok(result) => match done(result, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("p2ptgt: {message}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(error @ CallError::Unreachable { .. }) => {
+            let mut message = error.to_string();
+            if let Some(cause) = std::error::Error::source(&error) {
+                message = format!("{message} ({cause})");
+            }
+            eprintln!("p2ptgt: {message}");
+            ExitCode::from(3)
+        }
+        Err(error) => {
+            eprintln!("p2ptgt: {method}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What to do with a call's result: print it, or write it somewhere.
+type Done = Box<dyn FnOnce(Value, bool) -> Result<(), String>>;
+
+fn say(text: String) -> Done {
+    Box::new(move |result, json| {
+        if json { println!("{result}") } else { println!("{text}") }
+        Ok(())
+    })
+}
+
+fn print_json() -> Done {
+    Box::new(|result, _| {
+        println!("{result}");
+        Ok(())
+    })
+}
+
+/// The method, parameters and printer of a client subcommand.
+fn request(command: Command) -> Result<(String, Value, Done), String> {
+    let (method, params, done): (&str, Value, Done) = match command {
+        Command::Serve(_) => return Err("serve talks to no target".into()),
+        Command::Stats => ("stats", json!({}), print_json()),
+        Command::Save { file: None } => ("save", json!({}), Box::new(|result, _| {
+            println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+            Ok(())
+        })),
+        Command::Save { file: Some(file) } => ("save", json!({}), Box::new(move |result, json| {
+            let text = serde_json::to_string_pretty(&result).unwrap_or_default() + "\n";
+            write_atomically(&file, text.as_bytes()).map_err(|e| format!("writing {}: {e}", file.display()))?;
+            if !json {
+                println!("saved the running configuration to {}", file.display());
+            }
+            Ok(())
+        })),
+        Command::Restore { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+            let config: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+            ("restore", json!({"config": config}), Box::new(|result, json| {
+                if json {
+                    println!("{result}");
+                    return Ok(());
+                }
+                let mut lines = Vec::new();
+                for (key, value) in result.as_object().into_iter().flatten() {
+                    let items: Vec<&str> = value.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    if !items.is_empty() {
+                        lines.push(format!("{}: {}", key.replace('_', " "), items.join(", ")));
+                    }
+                }
+                if lines.is_empty() {
+                    println!("nothing to change");
+                } else {
+                    println!("{}", lines.join("\n"));
+                }
+                Ok(())
+            }))
+        }
+        Command::Subsystem(SubsystemCommand::Add { nqn, serial, model, firmware, ieee_oui, cntlid_min, cntlid_max, allow_any_host, allow_hosts }) => {
+            let text = format!("added subsystem {nqn}");
+            let params = json!({
+                "nqn": nqn, "serial": serial, "model": model, "firmware": firmware, "ieee_oui": ieee_oui,
+                "cntlid_min": cntlid_min, "cntlid_max": cntlid_max, "allow_any_host": allow_any_host, "hosts": allow_hosts,
+            });
+            ("subsystem.add", params, say(text))
+        }
+        Command::Subsystem(SubsystemCommand::Remove { nqn }) => ("subsystem.remove", json!({"nqn": nqn}), say(format!("removed subsystem {nqn}"))),
+        Command::Subsystem(SubsystemCommand::AllowAnyHost { nqn, allow }) => {
+            let text = format!("subsystem {nqn}: any host {}", if allow == "on" { "may connect" } else { "refused unless allowed" });
+            ("subsystem.allow_any_host", json!({"nqn": nqn, "allow": allow == "on"}), say(text))
+        }
+        Command::Namespace(NamespaceCommand::Add { subsystem, nsid, path, uuid, nguid, p2pmem, disabled }) => {
+            let params = json!({"subsystem": subsystem, "nsid": nsid.unwrap_or(0), "path": path, "uuid": uuid, "nguid": nguid, "p2pmem": p2pmem, "enabled": !disabled});
+            ("namespace.add", params, Box::new(move |result, json| {
+                if json {
+                    println!("{result}");
+                } else {
+                    println!("added namespace {} to {subsystem}: {}", result.get("nsid").unwrap_or(&Value::Null), path.display());
+                }
+                Ok(())
+            }))
+        }
+        Command::Namespace(NamespaceCommand::Remove(n)) => ("namespace.remove", json!({"subsystem": n.subsystem, "nsid": n.nsid}), say(format!("removed namespace {} from {}", n.nsid, n.subsystem))),
+        Command::Namespace(NamespaceCommand::Enable(n)) => ("namespace.enable", json!({"subsystem": n.subsystem, "nsid": n.nsid}), say(format!("enabled namespace {} of {}", n.nsid, n.subsystem))),
+        Command::Namespace(NamespaceCommand::Disable(n)) => ("namespace.disable", json!({"subsystem": n.subsystem, "nsid": n.nsid}), say(format!("disabled namespace {} of {}", n.nsid, n.subsystem))),
+        Command::Namespace(NamespaceCommand::Resize(n)) => {
+            let what = format!("namespace {} of {}", n.nsid, n.subsystem);
+            ("namespace.resize", json!({"subsystem": n.subsystem, "nsid": n.nsid}), Box::new(move |result, json| {
+                if json {
+                    println!("{result}");
+                } else {
+                    let bytes = |key| result.get(key).and_then(Value::as_u64).unwrap_or(0);
+                    println!("{what}: {} bytes, was {} bytes", bytes("size_bytes"), bytes("previous_bytes"));
+                }
+                Ok(())
+            }))
+        }
+        Command::Host(HostCommand::Add { subsystem, host }) => ("host.add", json!({"subsystem": subsystem, "host": host}), say(format!("{host} may connect to {subsystem}"))),
+        Command::Host(HostCommand::Remove { subsystem, host }) => {
+            ("host.remove", json!({"subsystem": subsystem, "host": host}), say(format!("{host} may no longer connect to {subsystem}")))
+        }
+        Command::Rpc { method, params } => {
+            let params = match params {
+                Some(text) => serde_json::from_str(&text).map_err(|e| format!("params: not JSON: {e}"))?,
+                None => json!({}),
+            };
+            return Ok((method, params, print_json()));
+        }
+    };
+    Ok((method.to_owned(), params, done))
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never
+/// a part: a temporary file beside it, fsync, rename, fsync of the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let temporary = directory.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(&directory)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
     let listen = args.listen.as_deref().map(config::parse_listen).transpose()?;
     let mut config = match &args.config {
         Some(path) => config::load_nvmetcli(path, listen)?,
@@ -175,7 +451,7 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
                 .namespaces
                 .iter()
                 .enumerate()
-                .map(|(index, path)| NamespaceConfig { id: index as u32 + 1, path: path.clone(), uuid: None, nguid: None, p2pmem: None })
+                .map(|(index, path)| NamespaceConfig::new(index as u32 + 1, path.clone()))
                 .collect();
             ServeConfig {
                 listen,
@@ -210,9 +486,9 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
     if args.firmware.as_ref().is_some_and(|f| f.is_empty() || f.len() > 8 || !f.is_ascii()) {
         return Err(SetupError::config("--firmware", "must be 1 to 8 ASCII characters"));
     }
+    let defaults = SubsystemDefaults { firmware: args.firmware.clone(), ieee_oui: args.ieee_oui };
     for subsystem in &mut config.subsystems {
-        subsystem.firmware = subsystem.firmware.take().or_else(|| args.firmware.clone());
-        subsystem.ieee_oui = subsystem.ieee_oui.or(args.ieee_oui);
+        defaults.apply(subsystem);
     }
     if args.io_queues == 0 {
         return Err(SetupError::config("--io-queues", "must be at least 1"));
@@ -244,13 +520,15 @@ fn serve_command(args: ServeArgs) -> Result<(), SetupError> {
     config.limits.apply(&mut limits);
     let options = ServeOptions {
         p2pmem: args.p2pmem,
-        control: args.control,
+        control,
         host_pool_bytes: args.host_pool_mb.max(1) << 20,
         cmb_pool_bytes: args.cmb_pool_mb.map(|mb| mb << 20),
         limits,
         poll_budget: std::time::Duration::from_micros(args.poll_us),
         polled_io: !args.no_polled_io,
         cpus: args.cpus.map(|list| list.0).unwrap_or_default(),
+        defaults,
+        config_file: args.config.clone(),
     };
     serve::run(config, options)
 }

@@ -89,7 +89,7 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
             if namespace_id >= 0xFFFF_FFFE {
                 return Outcome::status(Status::INVALID_NAMESPACE.dnr());
             }
-            identify::encode_namespace_list(subsystem.namespaces.keys().copied(), namespace_id)
+            identify::encode_namespace_list(subsystem.namespaces().keys().copied(), namespace_id)
         }
         cns::CSI_CONTROLLER if csi == CSI_NVM => identify::encode_nvm_controller(queue.target.limits.max_transfer_shift),
         cns::NAMESPACE | cns::NAMESPACE_DESCRIPTORS | cns::CSI_NAMESPACE | cns::INDEPENDENT_NAMESPACE => {
@@ -128,7 +128,7 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
 }
 
 fn namespace_count(subsystem: &Subsystem) -> u32 {
-    subsystem.namespaces.keys().next_back().copied().unwrap_or(0).max(1024)
+    subsystem.namespaces().keys().next_back().copied().unwrap_or(0).max(1024)
 }
 
 pub(super) fn controller_identity(queue: &Context, controller: &Controller) -> Vec<u8> {
@@ -156,15 +156,17 @@ pub(super) fn controller_identity(queue: &Context, controller: &Controller) -> V
         in_capsule_data: in_capsule > 0,
         async_event_limit: limits.async_events_max,
         error_log_entries: (super::controller::ERROR_LOG_ENTRIES - 1) as u8,
-        async_event_notices: ASYNC_EVENT_NOTICES,
+        async_event_notices: if subsystem.is_some() { ASYNC_EVENT_NOTICES } else { DISCOVERY_EVENT_NOTICES },
         ieee_oui: subsystem.map_or(0, |s| s.ieee_oui),
     };
     identity.encode().0.to_vec()
 }
 
-/// Notices (OAES) the target raises. None yet: namespaces, and the subsystems in the
-/// discovery log, are fixed while the target runs, so nothing ever changes to notify.
-pub(super) const ASYNC_EVENT_NOTICES: u32 = 0;
+/// Notices (OAES) an I/O controller raises: namespaces come, go and change size while
+/// hosts are connected.
+pub(super) const ASYNC_EVENT_NOTICES: u32 = identify::OAES_NAMESPACE_ATTRIBUTE;
+/// Notices a discovery controller raises: subsystems and host lists change too.
+pub(super) const DISCOVERY_EVENT_NOTICES: u32 = identify::OAES_DISCOVERY_CHANGE;
 
 fn get_log_page(queue: &Context, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {
     let request = match LogRequest::parse(command) {
@@ -222,7 +224,7 @@ fn smart(controller: &Controller, namespace_id: u32, powered_on: std::time::Dura
         if !whole_controller && subsystem.namespace(namespace_id).is_none() {
             return None;
         }
-        for namespace in subsystem.namespaces.values().filter(|n| whole_controller || n.id == namespace_id) {
+        for namespace in subsystem.namespaces().values().filter(|n| whole_controller || n.id == namespace_id) {
             counters.bytes_read = counters.bytes_read.saturating_add(namespace.stats.read_bytes.get());
             counters.bytes_written = counters.bytes_written.saturating_add(namespace.stats.write_bytes.get());
             counters.read_commands = counters.read_commands.saturating_add(namespace.stats.read_commands.get());
@@ -242,7 +244,7 @@ fn temperature_threshold_index(cdw11: u32) -> Option<usize> {
 
 /// Whether the controller has a volatile write cache to turn on and off (feature 06h).
 fn has_write_cache(controller: &Controller) -> bool {
-    controller.subsystem().is_some_and(|s| s.namespaces.values().any(|n| n.backend.volatile_write_cache()))
+    controller.subsystem().is_some_and(|s| s.namespaces().values().any(|n| n.backend.volatile_write_cache()))
 }
 
 fn set_features(queue: &Context, now: Instant, controller: &Controller, command: &RawCommand) -> Outcome {

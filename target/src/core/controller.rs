@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::subsystem::{Subsystem, DISCOVERY_NQN};
+use crate::wire::identify::{OAES_DISCOVERY_CHANGE, OAES_NAMESPACE_ATTRIBUTE};
 use crate::wire::log_page::ErrorEntry;
 use crate::wire::Status;
 
@@ -99,6 +100,18 @@ struct Events {
     changed_namespaces: Vec<u32>,
     /// Asynchronous Event Configuration (feature 0Bh).
     configuration: u32,
+    /// Notices (as AEC bits) reported and not yet cleared by reading their log: no
+    /// second event of the kind is raised until the host reads it (NVMe Base 2.0,
+    /// 5.2: an event type is masked until its log page is read).
+    masked: u32,
+}
+
+/// Changed Namespace List entries kept; one more makes the log read FFFFFFFFh.
+const CHANGED_NAMESPACES_MAX: usize = 1024;
+
+/// Completion Dword 0 of a notice (event type 2h): its information and log page.
+fn notice(information: u8, log_page: u8) -> u32 {
+    u32::from(log_page) << 16 | u32::from(information) << 8 | 0x02
 }
 
 #[derive(Debug)]
@@ -121,6 +134,15 @@ pub struct Controller {
     /// queues to leave: every queue of the controller disconnects.
     dead: AtomicBool,
     reset_generation: std::sync::atomic::AtomicU32,
+}
+
+impl Events {
+    fn raise(&mut self, kind: u32, dword0: u32) {
+        if self.configuration & kind != 0 && self.masked & kind == 0 {
+            self.masked |= kind;
+            self.pending.push_back(dword0);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -291,30 +313,44 @@ impl Controller {
         lock(&self.events).configuration = value;
     }
 
-    /// Records a namespace change; an event is queued if the host enabled the notice.
+    /// Records a namespace change in the Changed Namespace List log and raises a
+    /// Namespace Attribute Changed notice if the host enabled it and has read the log
+    /// since the last one.
     pub fn namespace_changed(&self, namespace_id: u32) {
         let mut events = lock(&self.events);
-        if !events.changed_namespaces.contains(&namespace_id) {
+        if events.changed_namespaces.len() <= CHANGED_NAMESPACES_MAX && !events.changed_namespaces.contains(&namespace_id) {
             events.changed_namespaces.push(namespace_id);
         }
-        // Event type 2h (notice), information 00h (namespace attribute changed), log 04h.
-        let notice = 0x04 << 16 | 0x02;
-        if events.configuration & crate::wire::identify::OAES_NAMESPACE_ATTRIBUTE != 0 && !events.pending.contains(&notice) {
-            events.pending.push_back(notice);
-        }
+        events.raise(OAES_NAMESPACE_ATTRIBUTE, notice(0x00, crate::wire::log_page::id::CHANGED_NAMESPACES));
+    }
+
+    /// The discovery log changed: a Discovery Log Page Change notice, masked likewise
+    /// until the host reads the discovery log.
+    pub fn discovery_changed(&self) {
+        lock(&self.events).raise(OAES_DISCOVERY_CHANGE, notice(0xF0, crate::wire::log_page::id::DISCOVERY));
     }
 
     pub fn take_event(&self) -> Option<u32> {
         lock(&self.events).pending.pop_front()
     }
 
-    /// Reading log 04h clears it unless the host asked to retain it.
+    /// Reading log 04h clears it, and unmasks its notice, unless the host asked to
+    /// retain it.
     pub fn changed_namespaces(&self, retain: bool) -> Vec<u32> {
         let mut events = lock(&self.events);
         if retain {
             events.changed_namespaces.clone()
         } else {
+            events.masked &= !OAES_NAMESPACE_ATTRIBUTE;
             std::mem::take(&mut events.changed_namespaces)
+        }
+    }
+
+    /// The discovery log was read; without Retain Asynchronous Event its notice is
+    /// unmasked.
+    pub fn discovery_log_read(&self, retain: bool) {
+        if !retain {
+            lock(&self.events).masked &= !OAES_DISCOVERY_CHANGE;
         }
     }
 

@@ -31,12 +31,13 @@ pub(crate) fn execute(queue: &Context, now: Instant, controller: &Arc<Controller
         opcode::GET_LOG_PAGE => match LogRequest::parse(command) {
             Ok(request) if request.log_id == log_id::DISCOVERY => {
                 let log = log(queue.target, &controller.host_nqn, queue.config.local_address);
+                controller.discovery_log_read(request.retain_event);
                 admin::send_log(queue, &request, &log)
             }
             Ok(_) => Outcome::status(Status::INVALID_LOG_PAGE.dnr()),
             Err(status) => Outcome::status(status),
         },
-        opcode::SET_FEATURES => admin::set_common_feature(now, controller, command, admin::ASYNC_EVENT_NOTICES),
+        opcode::SET_FEATURES => admin::set_common_feature(now, controller, command, admin::DISCOVERY_EVENT_NOTICES),
         opcode::GET_FEATURES => admin::get_common_feature(controller, command),
         opcode::ASYNC_EVENT_REQUEST => admin::async_event_request(queue),
         opcode::KEEP_ALIVE => admin::keep_alive(controller, now),
@@ -62,6 +63,6 @@ pub fn log(target: &Target, host_nqn: &str, reached: Option<IpAddr>) -> Vec<u8> 
         address: address.clone(),
     };
     let mut entries = vec![entry(SubsystemType::CurrentDiscovery, DISCOVERY_NQN)];
-    entries.extend(target.subsystems.iter().filter(|s| s.allows(host_nqn)).map(|s| entry(SubsystemType::Nvm, &s.nqn)));
+    entries.extend(target.subsystems().iter().filter(|s| s.allows(host_nqn)).map(|s| entry(SubsystemType::Nvm, &s.nqn)));
     encode_log(target.discovery_generation(), &entries)
 }

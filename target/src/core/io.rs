@@ -28,7 +28,7 @@ pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCom
     let Some(subsystem) = controller.subsystem().filter(|_| KNOWN.contains(&command.opcode)) else {
         return Outcome::status(Status::INVALID_OPCODE.dnr());
     };
-    let Some(namespace) = subsystem.namespace(command.namespace_id.get()).cloned() else {
+    let Some(namespace) = subsystem.namespace(command.namespace_id.get()) else {
         return Outcome::status(Status::INVALID_NAMESPACE.dnr());
     };
     let max_transfer_bytes = u64::from(queue.target.limits.max_transfer_bytes());

@@ -28,8 +28,8 @@ use crate::wire::{Completion, KeyedSgl};
 pub use buffer::{Buffer, BufferPool, DataBuffer, DmaSlice, Lease, LeaseHome, Placement, Region, SlotLoan};
 pub use controller::Controller;
 pub use queue::{Capsule, Queue, QueueConfig};
-pub use subsystem::{Namespace, Subsystem, DISCOVERY_NQN};
-pub use target::{Limits, Port, Target, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN};
+pub use subsystem::{HostAccess, Namespace, Subsystem, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, DISCOVERY_NQN};
+pub use target::{Limits, Port, Target};
 
 /// Identifies a request inside one queue from capsule arrival until its response has
 /// been sent.

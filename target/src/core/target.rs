@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::controller::{Controller, ControllerKind};
 use super::stats::PayloadStats;
-use super::subsystem::Subsystem;
+use super::subsystem::{Subsystem, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN};
 use crate::wire::Status;
 
 /// Limits fixed at start-up.
@@ -84,7 +84,7 @@ pub struct Port {
 /// controller registry and the counters.
 #[derive(Debug)]
 pub struct Target {
-    pub subsystems: Vec<Arc<Subsystem>>,
+    subsystems: RwLock<Vec<Arc<Subsystem>>>,
     pub port: Port,
     pub limits: Limits,
     pub payload: PayloadStats,
@@ -102,9 +102,10 @@ struct Controllers {
     next_id: u16,
 }
 
-/// Controller IDs the dynamic model hands out (nvmet's default cntlid range).
-pub const CONTROLLER_ID_MIN: u16 = 1;
-pub const CONTROLLER_ID_MAX: u16 = 0xFFEF;
+
+/// A subsystem with this NQN is served already.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NqnTaken(pub String);
 
 #[derive(Debug, Serialize)]
 pub struct ControllerSummary {
@@ -116,7 +117,7 @@ pub struct ControllerSummary {
 impl Target {
     pub fn new(subsystems: Vec<Subsystem>, port: Port, limits: Limits) -> Target {
         Target {
-            subsystems: subsystems.into_iter().map(Arc::new).collect(),
+            subsystems: RwLock::new(subsystems.into_iter().map(Arc::new).collect()),
             port,
             limits,
             payload: PayloadStats::default(),
@@ -127,12 +128,58 @@ impl Target {
         }
     }
 
-    pub fn subsystem(&self, nqn: &str) -> Option<&Arc<Subsystem>> {
-        self.subsystems.iter().find(|s| s.nqn == nqn)
+    /// The subsystems as they are now, in the order they were added.
+    pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
+        self.subsystems.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        self.subsystems.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().find(|s| s.nqn == nqn).cloned()
+    }
+
+    /// Serves a new subsystem; refused when its NQN is taken.
+    pub fn add_subsystem(&self, subsystem: Subsystem) -> Result<Arc<Subsystem>, NqnTaken> {
+        let mut subsystems = self.subsystems.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if subsystems.iter().any(|s| s.nqn == subsystem.nqn) || subsystem.nqn == super::subsystem::DISCOVERY_NQN {
+            return Err(NqnTaken(subsystem.nqn));
+        }
+        let subsystem = Arc::new(subsystem);
+        subsystems.push(subsystem.clone());
+        drop(subsystems);
+        self.discovery_changed();
+        Ok(subsystem)
+    }
+
+    /// Stops serving a subsystem: its controllers are torn down (their hosts see the
+    /// connection go, and their reconnects find no such subsystem), and discovery
+    /// controllers are told.
+    pub fn remove_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        let mut subsystems = self.subsystems.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = subsystems.iter().position(|s| s.nqn == nqn)?;
+        let removed = subsystems.remove(index);
+        drop(subsystems);
+        for controller in self.registry().live.values() {
+            if controller.subsystem_nqn() == nqn {
+                controller.fail();
+            }
+        }
+        self.discovery_changed();
+        Some(removed)
     }
 
     pub fn discovery_generation(&self) -> u64 {
         self.discovery_generation.load(Ordering::Relaxed)
+    }
+
+    /// The discovery log changed (a subsystem came or went, or a host list changed):
+    /// its generation counter rises and every discovery controller is told.
+    pub fn discovery_changed(&self) {
+        self.discovery_generation.fetch_add(1, Ordering::Relaxed);
+        for controller in self.registry().live.values() {
+            if controller.is_discovery() {
+                controller.discovery_changed();
+            }
+        }
     }
 
     fn registry(&self) -> MutexGuard<'_, Controllers> {

@@ -2,11 +2,10 @@
 //! and checks completions.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use p2ptgt::backend::{Backend, MemoryBackend};
-use p2ptgt::core::{Limits, Namespace, Placement, Port, QueueConfig, Subsystem, Target, DISCOVERY_NQN};
+use p2ptgt::core::{HostAccess, Limits, Namespace, Placement, Port, QueueConfig, Subsystem, Target, DISCOVERY_NQN};
 use p2ptgt::memory::Pools;
 use p2ptgt::transport::loopback::Loopback;
 use p2ptgt::wire::command::{admin, fabrics_type, io, FABRICS};
@@ -17,7 +16,7 @@ use zerocopy::little_endian::{U16, U32};
 use zerocopy::IntoBytes;
 
 pub const SUBSYSTEM: &str = "nqn.2026-11.io.p2ptgt:test";
-pub const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:host-a";
+pub const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-1111-4111-8111-111111111111";
 pub const HOST_ID: [u8; 16] = [0x11; 16];
 pub const NAMESPACE_BYTES: usize = 8 << 20;
 
@@ -40,17 +39,10 @@ pub fn target_with(namespaces: Vec<Arc<Namespace>>, allowed: Vec<String>, limits
 
 /// A target listening on `port`, with one subsystem of `namespaces`.
 pub fn target_on(port: Port, namespaces: Vec<Arc<Namespace>>, allowed: Vec<String>, limits: Limits) -> Arc<Target> {
-    let subsystem = Subsystem {
-        nqn: SUBSYSTEM.into(),
-        serial: "p2ptgt-test".into(),
-        model: "p2ptgt".into(),
-        firmware: "0.1".into(),
-        ieee_oui: 0,
-        controller_ids: 1..=0xFFEF,
-        allow_any_host: allowed.is_empty(),
-        allowed_hosts: allowed,
-        namespaces: namespaces.into_iter().map(|n| (n.id, n)).collect::<BTreeMap<_, _>>(),
-    };
+    let hosts = HostAccess { allow_any_host: allowed.is_empty(), allowed_hosts: allowed.into_iter().collect() };
+    let mut subsystem = Subsystem::new(SUBSYSTEM, hosts, namespaces);
+    subsystem.serial = "p2ptgt-test".into();
+    subsystem.firmware = "0.1".into();
     Arc::new(Target::new(vec![subsystem], port, limits))
 }
 

@@ -1,0 +1,484 @@
+//! Live reconfiguration. The running target's configuration is kept in nvmetcli's model
+//! ([`ServeConfig`]); every change goes through [`Runtime`], which changes the model
+//! and the served objects together and tells connected hosts what they need to know:
+//! a Namespace Attribute Changed notice when a namespace comes, goes or changes size,
+//! a Discovery Log Page Change notice when a subsystem or a host list changes.
+//!
+//! What stays fixed while the target runs: the listen port and its parameters
+//! (in-capsule data size, queue size, MDTS), the limits, and the buffer pools.
+//! [`rpc`] is the JSON-RPC face of these methods on the control socket.
+
+pub mod client;
+pub mod rpc;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::backend::{Backend, BackendError, Storage};
+use crate::config::{self, NamespaceConfig, P2pMem, ServeConfig, SubsystemConfig};
+use crate::core::{HostAccess, Namespace, Placement, Subsystem, Target};
+use crate::memory::p2pmem::Provider;
+
+/// Why a change was refused. Each names the object; [`ControlError::code`] is its
+/// JSON-RPC error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no subsystem {0}")]
+    NoSubsystem(String),
+    #[error("subsystem {0} already exists")]
+    SubsystemExists(String),
+    #[error("subsystem {nqn} has no namespace {nsid}")]
+    NoNamespace { nqn: String, nsid: u32 },
+    #[error("subsystem {nqn} already has namespace {nsid}")]
+    NamespaceExists { nqn: String, nsid: u32 },
+    #[error("subsystem {nqn} has no allowed host {host}")]
+    NoHost { nqn: String, host: String },
+    #[error("namespace {path}: {source}")]
+    Backend { path: String, #[source] source: BackendError },
+    #[error("{0} cannot change while the target runs; restart it with the new setting")]
+    Fixed(String),
+}
+
+impl ControlError {
+    pub fn code(&self) -> i64 {
+        match self {
+            ControlError::Invalid(_) => rpc::INVALID_PARAMS,
+            ControlError::NoSubsystem(_) | ControlError::NoNamespace { .. } | ControlError::NoHost { .. } => rpc::NOT_FOUND,
+            ControlError::SubsystemExists(_) | ControlError::NamespaceExists { .. } => rpc::EXISTS,
+            ControlError::Backend { .. } => rpc::BACKEND,
+            ControlError::Fixed(_) => rpc::FIXED,
+        }
+    }
+}
+
+/// Where new namespaces' payload may go: the CMB of the provider mapped at start-up, if
+/// any, for a namespace whose device can reach it.
+#[derive(Clone, Debug)]
+pub struct PlacementPolicy {
+    /// The provider whose CMB the payload pool maps; `None` without a CMB pool.
+    pub provider: Option<Provider>,
+    /// `--p2pmem`, for namespaces that do not choose.
+    pub default_mode: P2pMem,
+}
+
+/// Whether a namespace's payload may sit in the provider's CMB: only when its data lives
+/// on a PCI device that can reach it (the provider itself, or one named explicitly).
+pub fn placement(backend: &Backend, provider: Option<&Provider>, mode: &P2pMem) -> Placement {
+    let (Some(provider), Some(device)) = (provider, backend.pci_device()) else { return Placement::Control };
+    let same = provider.is(device);
+    match mode {
+        P2pMem::Off => Placement::Control,
+        P2pMem::Auto if same => Placement::Payload,
+        P2pMem::Device(_) => Placement::Payload,
+        P2pMem::Auto => Placement::Control,
+    }
+}
+
+/// Values the command line gives every subsystem that does not set its own.
+#[derive(Clone, Debug, Default)]
+pub struct SubsystemDefaults {
+    pub firmware: Option<String>,
+    pub ieee_oui: Option<u32>,
+}
+
+impl SubsystemDefaults {
+    pub fn apply(&self, subsystem: &mut SubsystemConfig) {
+        subsystem.firmware = subsystem.firmware.take().or_else(|| self.firmware.clone());
+        subsystem.ieee_oui = subsystem.ieee_oui.or(self.ieee_oui);
+    }
+}
+
+/// What a restore changed.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Changes {
+    pub subsystems_added: Vec<String>,
+    pub subsystems_removed: Vec<String>,
+    /// Served anew because their serial, model, firmware, OUI or CNTLID range changed.
+    pub subsystems_replaced: Vec<String>,
+    /// `NQN/NSID`.
+    pub namespaces_added: Vec<String>,
+    pub namespaces_removed: Vec<String>,
+    pub namespaces_changed: Vec<String>,
+    /// `NQN host`.
+    pub hosts_changed: Vec<String>,
+}
+
+/// The running target's configuration and the one way to change it.
+pub struct Runtime {
+    target: Arc<Target>,
+    model: Mutex<ServeConfig>,
+    policy: PlacementPolicy,
+    defaults: SubsystemDefaults,
+}
+
+impl Runtime {
+    /// `config` must be what `target` serves (as start-up built it).
+    pub fn new(target: Arc<Target>, config: ServeConfig, policy: PlacementPolicy, defaults: SubsystemDefaults) -> Runtime {
+        Runtime { target, model: Mutex::new(config), policy, defaults }
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    fn model(&self) -> MutexGuard<'_, ServeConfig> {
+        self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The configuration as `nvmetcli save` writes it.
+    pub fn save(&self) -> Value {
+        let limits = &self.target.limits;
+        config::to_nvmetcli(&self.model(), limits.in_capsule_data_bytes, limits.io_queue_entries_max, limits.max_transfer_shift)
+    }
+
+    /// Builds the served namespace for `namespace` of subsystem `nqn` over an open
+    /// backend, choosing where its payload goes.
+    pub fn build_namespace(&self, nqn: &str, namespace: &NamespaceConfig, backend: Backend) -> Namespace {
+        let mode = namespace.p2pmem.as_ref().unwrap_or(&self.policy.default_mode);
+        let placement = placement(&backend, self.policy.provider.as_ref(), mode);
+        info!(
+            subsystem = %nqn,
+            nsid = namespace.id,
+            backend = %backend.describe(),
+            payload = if placement == Placement::Payload { "CMB" } else { "host memory" },
+            "namespace"
+        );
+        if placement == Placement::Control && self.policy.provider.is_some() {
+            warn!(nsid = namespace.id, path = %namespace.path.display(), "this namespace's device cannot reach the CMB (a file or another device): its payload uses host memory buffers");
+        }
+        Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), placement)
+    }
+
+    /// Builds a served subsystem from its configuration; `backends` are its enabled
+    /// namespaces' backends, in order.
+    pub fn build_subsystem(&self, subsystem: &SubsystemConfig, backends: Vec<Backend>) -> Subsystem {
+        let enabled = subsystem.namespaces.iter().filter(|n| n.enabled);
+        let namespaces: Vec<Arc<Namespace>> = enabled.zip(backends).map(|(namespace, backend)| Arc::new(self.build_namespace(&subsystem.nqn, namespace, backend))).collect();
+        if !subsystem.allow_any_host && subsystem.allowed_hosts.is_empty() {
+            warn!(subsystem = %subsystem.nqn, "no host may connect to this subsystem (allow a host, or any host)");
+        }
+        let hosts = HostAccess { allow_any_host: subsystem.allow_any_host, allowed_hosts: subsystem.allowed_hosts.iter().cloned().collect() };
+        let (serial, model, firmware, ieee_oui, (first, last)) = subsystem.identity();
+        let mut served = Subsystem::new(subsystem.nqn.clone(), hosts, namespaces);
+        served.serial = serial;
+        served.model = model;
+        served.firmware = firmware;
+        served.ieee_oui = ieee_oui;
+        served.controller_ids = first..=last;
+        served
+    }
+
+    /// Opens the enabled namespaces of `subsystem`, all or none.
+    fn open_namespaces(subsystem: &SubsystemConfig) -> Result<Vec<Backend>, ControlError> {
+        subsystem.namespaces.iter().filter(|n| n.enabled).map(open).collect()
+    }
+
+    pub fn add_subsystem(&self, mut subsystem: SubsystemConfig) -> Result<(), ControlError> {
+        check_subsystem(&subsystem)?;
+        self.defaults.apply(&mut subsystem);
+        let mut model = self.model();
+        if model.subsystems.iter().any(|s| s.nqn == subsystem.nqn) {
+            return Err(ControlError::SubsystemExists(subsystem.nqn));
+        }
+        let backends = Self::open_namespaces(&subsystem)?;
+        let served = self.build_subsystem(&subsystem, backends);
+        self.target.add_subsystem(served).map_err(|taken| ControlError::SubsystemExists(taken.0))?;
+        info!(subsystem = %subsystem.nqn, "subsystem added");
+        model.subsystems.push(subsystem);
+        Ok(())
+    }
+
+    pub fn remove_subsystem(&self, nqn: &str) -> Result<(), ControlError> {
+        let mut model = self.model();
+        let index = model.subsystems.iter().position(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        self.target.remove_subsystem(nqn);
+        model.subsystems.remove(index);
+        info!(subsystem = %nqn, "subsystem removed; its controllers are torn down");
+        Ok(())
+    }
+
+    /// Adds a namespace; NSID 0 takes the lowest free one. Returns the NSID.
+    pub fn add_namespace(&self, nqn: &str, mut namespace: NamespaceConfig) -> Result<u32, ControlError> {
+        let mut model = self.model();
+        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        if namespace.id == 0 {
+            let taken: BTreeSet<u32> = subsystem.namespaces.iter().map(|n| n.id).collect();
+            namespace.id = (1..=NSID_MAX).find(|id| !taken.contains(id)).ok_or_else(|| ControlError::Invalid("no free NSID".into()))?;
+        }
+        check_nsid(namespace.id)?;
+        if subsystem.namespaces.iter().any(|n| n.id == namespace.id) {
+            return Err(ControlError::NamespaceExists { nqn: nqn.to_owned(), nsid: namespace.id });
+        }
+        if namespace.enabled {
+            self.serve_namespace(nqn, &namespace)?;
+        }
+        let nsid = namespace.id;
+        subsystem.namespaces.push(namespace);
+        subsystem.namespaces.sort_by_key(|n| n.id);
+        Ok(nsid)
+    }
+
+    fn serve_namespace(&self, nqn: &str, namespace: &NamespaceConfig) -> Result<(), ControlError> {
+        let served = self.target.subsystem(nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let backend = open(namespace)?;
+        served
+            .insert_namespace(self.build_namespace(nqn, namespace, backend))
+            .map_err(|taken| ControlError::NamespaceExists { nqn: nqn.to_owned(), nsid: taken.0 })?;
+        self.target.notify_namespace_changed(nqn, namespace.id);
+        Ok(())
+    }
+
+    fn unserve_namespace(&self, nqn: &str, nsid: u32) {
+        if let Some(served) = self.target.subsystem(nqn) {
+            if served.remove_namespace(nsid).is_some() {
+                self.target.notify_namespace_changed(nqn, nsid);
+            }
+        }
+    }
+
+    /// Removes a namespace. Commands already running on it finish; new ones naming it
+    /// fail with Invalid Namespace; hosts are told to rescan.
+    pub fn remove_namespace(&self, nqn: &str, nsid: u32) -> Result<(), ControlError> {
+        let mut model = self.model();
+        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let index = subsystem.namespaces.iter().position(|n| n.id == nsid).ok_or_else(|| ControlError::NoNamespace { nqn: nqn.to_owned(), nsid })?;
+        self.unserve_namespace(nqn, nsid);
+        subsystem.namespaces.remove(index);
+        info!(subsystem = %nqn, nsid, "namespace removed");
+        Ok(())
+    }
+
+    /// Serves or stops serving a configured namespace (nvmet's `enable`).
+    pub fn enable_namespace(&self, nqn: &str, nsid: u32, enabled: bool) -> Result<(), ControlError> {
+        let mut model = self.model();
+        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let namespace = subsystem.namespaces.iter_mut().find(|n| n.id == nsid).ok_or_else(|| ControlError::NoNamespace { nqn: nqn.to_owned(), nsid })?;
+        if namespace.enabled == enabled {
+            return Ok(());
+        }
+        if enabled {
+            self.serve_namespace(nqn, namespace)?;
+        } else {
+            self.unserve_namespace(nqn, nsid);
+        }
+        namespace.enabled = enabled;
+        info!(subsystem = %nqn, nsid, enabled, "namespace enabled or disabled");
+        Ok(())
+    }
+
+    /// Reads a namespace's size again from its file or device (after the admin grew or
+    /// shrank it); hosts are told if it changed. Returns the old and the new size.
+    pub fn resize_namespace(&self, nqn: &str, nsid: u32) -> Result<(u64, u64), ControlError> {
+        let _model = self.model();
+        let served = self.target.subsystem(nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let namespace = served.namespace(nsid).ok_or_else(|| ControlError::NoNamespace { nqn: nqn.to_owned(), nsid })?;
+        let backend = Backend::of(namespace.backend.as_ref()).ok_or_else(|| ControlError::Invalid("this namespace's storage has no size to read".into()))?;
+        let before = namespace.backend.size_bytes();
+        let after = backend.refresh_size().map_err(|source| ControlError::Backend { path: backend.describe(), source })?;
+        if after != before {
+            info!(subsystem = %nqn, nsid, before, after, "namespace size changed");
+            self.target.notify_namespace_changed(nqn, nsid);
+        }
+        Ok((before, after))
+    }
+
+    pub fn add_host(&self, nqn: &str, host: &str) -> Result<(), ControlError> {
+        config::check_nqn(host).map_err(ControlError::Invalid)?;
+        let mut model = self.model();
+        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        if !subsystem.allowed_hosts.iter().any(|h| h == host) {
+            subsystem.allowed_hosts.push(host.to_owned());
+            self.change_hosts(nqn, |hosts| {
+                hosts.allowed_hosts.insert(host.to_owned());
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses the host's new connects; its controllers already connected stay, as
+    /// nvmet's do.
+    pub fn remove_host(&self, nqn: &str, host: &str) -> Result<(), ControlError> {
+        let mut model = self.model();
+        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let index = subsystem.allowed_hosts.iter().position(|h| h == host).ok_or_else(|| ControlError::NoHost { nqn: nqn.to_owned(), host: host.to_owned() })?;
+        subsystem.allowed_hosts.remove(index);
+        self.change_hosts(nqn, |hosts| {
+            hosts.allowed_hosts.remove(host);
+        });
+        Ok(())
+    }
+
+    pub fn allow_any_host(&self, nqn: &str, allow: bool) -> Result<(), ControlError> {
+        let mut model = self.model();
+        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        subsystem.allow_any_host = allow;
+        self.change_hosts(nqn, |hosts| hosts.allow_any_host = allow);
+        Ok(())
+    }
+
+    fn change_hosts(&self, nqn: &str, change: impl FnOnce(&mut HostAccess)) {
+        if let Some(served) = self.target.subsystem(nqn) {
+            served.change_hosts(change);
+            info!(subsystem = %nqn, hosts = ?served.hosts(), "allowed hosts changed");
+            self.target.discovery_changed();
+        }
+    }
+
+    /// Makes the running configuration `wanted` (an nvmetcli file), touching only what
+    /// differs: hosts of subsystems and namespaces that stay the same stay connected.
+    /// Everything is checked, and every new namespace opened, before anything changes.
+    pub fn restore(&self, mut wanted: ServeConfig) -> Result<Changes, ControlError> {
+        let mut model = self.model();
+        if wanted.listen != model.listen {
+            return Err(ControlError::Fixed(format!("the listen address ({} running, {} in the file)", model.listen, wanted.listen)));
+        }
+        // A port parameter may be left out, or name what the target was started with
+        // or what it serves (a saved file says the latter).
+        let limits = &self.target.limits;
+        let differs = |wanted: Option<u32>, started: Option<u32>, served: u32| wanted.is_some_and(|w| Some(w) != started && w != served);
+        let fixed = [
+            ("the port's inline_data_size", differs(wanted.in_capsule_data_bytes, model.in_capsule_data_bytes, limits.in_capsule_data_bytes)),
+            ("the port's max_queue_size", differs(wanted.queue_entries_max, model.queue_entries_max, limits.io_queue_entries_max)),
+            ("the port's mdts", differs(wanted.max_transfer_shift.map(u32::from), model.max_transfer_shift.map(u32::from), u32::from(limits.max_transfer_shift))),
+        ];
+        if let Some((what, _)) = fixed.iter().find(|(_, differs)| *differs) {
+            return Err(ControlError::Fixed((*what).into()));
+        }
+        if wanted.limits != model.limits {
+            return Err(ControlError::Fixed("p2ptgt.limits".into()));
+        }
+        for subsystem in &mut wanted.subsystems {
+            check_subsystem(subsystem)?;
+            self.defaults.apply(subsystem);
+        }
+        // Open everything new first, so that a path that cannot be opened changes nothing.
+        let mut opened = Vec::new();
+        for subsystem in &wanted.subsystems {
+            let current = model.subsystems.iter().find(|s| s.nqn == subsystem.nqn && s.identity() == subsystem.identity());
+            for namespace in subsystem.namespaces.iter().filter(|n| n.enabled) {
+                let same = current.and_then(|c| c.namespaces.iter().find(|n| n.id == namespace.id)).is_some_and(|c| same_namespace(&subsystem.nqn, c, namespace));
+                if !same {
+                    opened.push(((subsystem.nqn.clone(), namespace.id), open(namespace)?));
+                }
+            }
+        }
+        let mut take = |nqn: &str, nsid: u32| opened.iter().position(|(key, _)| key.0 == nqn && key.1 == nsid).map(|index| opened.swap_remove(index).1);
+        let mut changes = Changes::default();
+        for current in &model.subsystems {
+            let replaced = wanted.subsystems.iter().find(|s| s.nqn == current.nqn).is_some_and(|s| s.identity() != current.identity());
+            if replaced || !wanted.subsystems.iter().any(|s| s.nqn == current.nqn) {
+                self.target.remove_subsystem(&current.nqn);
+                if replaced {
+                    warn!(subsystem = %current.nqn, "serial, model, firmware, OUI or CNTLID range changed: the subsystem is served anew and its hosts reconnect");
+                    changes.subsystems_replaced.push(current.nqn.clone());
+                } else {
+                    changes.subsystems_removed.push(current.nqn.clone());
+                }
+            }
+        }
+        for subsystem in &wanted.subsystems {
+            let Some(served) = self.target.subsystem(&subsystem.nqn) else {
+                let backends = subsystem.namespaces.iter().filter(|n| n.enabled).filter_map(|n| take(&subsystem.nqn, n.id)).collect();
+                let built = self.build_subsystem(subsystem, backends);
+                self.target.add_subsystem(built).map_err(|taken| ControlError::SubsystemExists(taken.0))?;
+                if !changes.subsystems_replaced.contains(&subsystem.nqn) {
+                    changes.subsystems_added.push(subsystem.nqn.clone());
+                }
+                continue;
+            };
+            let Some(current) = model.subsystems.iter().find(|s| s.nqn == subsystem.nqn) else { continue };
+            let hosts = HostAccess { allow_any_host: subsystem.allow_any_host, allowed_hosts: subsystem.allowed_hosts.iter().cloned().collect() };
+            if served.hosts() != hosts {
+                served.change_hosts(|access| *access = hosts);
+                changes.hosts_changed.push(subsystem.nqn.clone());
+                self.target.discovery_changed();
+            }
+            let key = |nsid: u32| format!("{}/{nsid}", subsystem.nqn);
+            for old in current.namespaces.iter().filter(|n| n.enabled) {
+                let new = subsystem.namespaces.iter().find(|n| n.id == old.id && n.enabled);
+                match new {
+                    None => {
+                        self.unserve_namespace(&subsystem.nqn, old.id);
+                        changes.namespaces_removed.push(key(old.id));
+                    }
+                    Some(new) if !same_namespace(&subsystem.nqn, old, new) => {
+                        served.remove_namespace(old.id);
+                        if let Some(backend) = take(&subsystem.nqn, new.id) {
+                            let _ = served.insert_namespace(self.build_namespace(&subsystem.nqn, new, backend));
+                        }
+                        self.target.notify_namespace_changed(&subsystem.nqn, old.id);
+                        changes.namespaces_changed.push(key(old.id));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for new in subsystem.namespaces.iter().filter(|n| n.enabled) {
+                if !current.namespaces.iter().any(|n| n.id == new.id && n.enabled) {
+                    if let Some(backend) = take(&subsystem.nqn, new.id) {
+                        let _ = served.insert_namespace(self.build_namespace(&subsystem.nqn, new, backend));
+                        self.target.notify_namespace_changed(&subsystem.nqn, new.id);
+                        changes.namespaces_added.push(key(new.id));
+                    }
+                }
+            }
+        }
+        model.subsystems = wanted.subsystems;
+        info!(?changes, "configuration restored");
+        Ok(changes)
+    }
+}
+
+/// NSIDs 1 to FFFFFFFEh name namespaces (FFFFFFFFh is the broadcast value).
+const NSID_MAX: u32 = 0xFFFF_FFFE;
+
+fn check_nsid(nsid: u32) -> Result<(), ControlError> {
+    if nsid == 0 || nsid > NSID_MAX {
+        return Err(ControlError::Invalid(format!("NSID {nsid} is outside 1..=4294967294")));
+    }
+    Ok(())
+}
+
+fn check_subsystem(subsystem: &SubsystemConfig) -> Result<(), ControlError> {
+    config::check_nqn(&subsystem.nqn).map_err(ControlError::Invalid)?;
+    if subsystem.nqn == crate::core::DISCOVERY_NQN {
+        return Err(ControlError::Invalid("the discovery NQN names the discovery subsystem".into()));
+    }
+    for host in &subsystem.allowed_hosts {
+        config::check_nqn(host).map_err(ControlError::Invalid)?;
+    }
+    let mut seen = BTreeSet::new();
+    for namespace in &subsystem.namespaces {
+        check_nsid(namespace.id)?;
+        if !seen.insert(namespace.id) {
+            return Err(ControlError::NamespaceExists { nqn: subsystem.nqn.clone(), nsid: namespace.id });
+        }
+    }
+    if let Some((first, last)) = subsystem.controller_ids {
+        if first == 0 || first > last || last > crate::core::CONTROLLER_ID_MAX {
+            return Err(ControlError::Invalid(format!("CNTLID range {first}..={last} is not within 1..=65519")));
+        }
+    }
+    if subsystem.firmware.as_ref().is_some_and(|f| f.is_empty() || f.len() > 8 || !f.is_ascii()) {
+        return Err(ControlError::Invalid("firmware must be 1 to 8 ASCII characters".into()));
+    }
+    if subsystem.ieee_oui.is_some_and(|oui| oui >= 1 << 24) {
+        return Err(ControlError::Invalid("the IEEE OUI must fit in 24 bits".into()));
+    }
+    Ok(())
+}
+
+/// Whether two configurations of a namespace serve the same thing to hosts.
+fn same_namespace(nqn: &str, a: &NamespaceConfig, b: &NamespaceConfig) -> bool {
+    a.path == b.path && a.uuid_in(nqn) == b.uuid_in(nqn) && a.nguid_in(nqn) == b.nguid_in(nqn) && a.p2pmem == b.p2pmem && a.enabled == b.enabled
+}
+
+fn open(namespace: &NamespaceConfig) -> Result<Backend, ControlError> {
+    let path: &PathBuf = &namespace.path;
+    Backend::open(path, None).map_err(|source| ControlError::Backend { path: path.display().to_string(), source })
+}

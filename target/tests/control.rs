@@ -1,0 +1,296 @@
+//! Live reconfiguration through the control plane (`control::Runtime` and its JSON-RPC
+//! face), seen by hosts on loopback queues: what they read in Identify and the logs,
+//! which notices they get, and what happens to commands on a namespace taken away.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::*;
+use p2ptgt::config::{NamespaceConfig, P2pMem, ServeConfig, SubsystemConfig};
+use p2ptgt::control::{rpc, PlacementPolicy, Runtime, SubsystemDefaults};
+use p2ptgt::core::{Limits, Port, Target};
+use p2ptgt::memory::Pools;
+use p2ptgt::wire::command::{admin, io};
+use p2ptgt::wire::Status;
+use serde_json::{json, Value};
+use zerocopy::little_endian::{U16, U32};
+
+const OTHER: &str = "nqn.2026-11.io.p2ptgt:other";
+
+struct Bed {
+    runtime: Runtime,
+    dir: PathBuf,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bed {
+    /// A target serving SUBSYSTEM with one 1 MiB file namespace, any host allowed.
+    fn new(name: &str) -> Bed {
+        let dir = std::env::temp_dir().join(format!("p2ptgt-control-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
+        let target = Arc::new(Target::new(Vec::new(), port, Limits::default()));
+        let config = ServeConfig {
+            listen: "192.0.2.1:4420".parse().unwrap(),
+            subsystems: Vec::new(),
+            in_capsule_data_bytes: None,
+            queue_entries_max: None,
+            max_transfer_shift: None,
+            limits: Default::default(),
+        };
+        let policy = PlacementPolicy { provider: None, default_mode: P2pMem::Off };
+        let bed = Bed { runtime: Runtime::new(target, config, policy, SubsystemDefaults::default()), dir };
+        let mut subsystem = SubsystemConfig::new(SUBSYSTEM);
+        subsystem.allow_any_host = true;
+        subsystem.namespaces.push(NamespaceConfig::new(1, bed.file("ns1", 1 << 20)));
+        bed.runtime.add_subsystem(subsystem).unwrap();
+        bed
+    }
+
+    fn file(&self, name: &str, bytes: u64) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::File::create(&path).unwrap().set_len(bytes).unwrap();
+        path
+    }
+
+    fn target(&self) -> &Arc<Target> {
+        self.runtime.target()
+    }
+
+    fn rpc(&self, request: Value) -> Value {
+        let reply = rpc::handle(&self.runtime, &request.to_string(), || json!({})).expect("a request with an id is answered");
+        serde_json::from_str(&reply).unwrap()
+    }
+
+    fn call(&self, method: &str, params: Value) -> Value {
+        self.rpc(json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}))
+    }
+
+    /// The result of a call that must succeed.
+    fn ok(&self, method: &str, params: Value) -> Value {
+        let reply = self.call(method, params);
+        assert!(reply.get("error").is_none(), "{method}: {reply}");
+        reply["result"].clone()
+    }
+}
+
+/// A connected, enabled I/O controller's admin queue with namespace notices enabled
+/// and one Asynchronous Event Request outstanding.
+fn host_with_notices(target: &Arc<Target>, subsystem: &str, notices: u32) -> TestHost {
+    let mut host = TestHost::admin(target);
+    host.bring_up(subsystem, HOST);
+    let mut aec = command(admin::SET_FEATURES, 0);
+    aec.cdw10 = U32::new(0x0B);
+    aec.cdw11 = U32::new(notices);
+    assert_eq!(host.call(aec, &[]).status(), Status::SUCCESS);
+    post_event_request(&mut host);
+    host
+}
+
+fn post_event_request(host: &mut TestHost) {
+    let mut aer = command(admin::ASYNC_EVENT_REQUEST, 0);
+    aer.command_id = U16::new(0x7000);
+    host.link.send(zerocopy::IntoBytes::as_bytes(&aer));
+}
+
+/// The events the host got since the last look.
+fn events(host: &mut TestHost) -> Vec<u32> {
+    host.link.queue.handle_timeout(Instant::now());
+    host.link.run();
+    host.link.responses.drain(..).filter(|c| c.command_id.get() == 0x7000).map(|c| c.result.get()).collect()
+}
+
+fn active_namespaces(host: &mut TestHost) -> Vec<u32> {
+    let (completion, list) = host.identify(2, 0);
+    assert_eq!(completion.status(), Status::SUCCESS);
+    list.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).take_while(|&id| id != 0).collect()
+}
+
+fn size_blocks(host: &mut TestHost, nsid: u32) -> u64 {
+    let (completion, page) = host.identify(0, nsid);
+    assert_eq!(completion.status(), Status::SUCCESS);
+    u64::from_le_bytes(page[..8].try_into().unwrap())
+}
+
+const NAMESPACE_CHANGED: u32 = 0x04_00_02;
+const DISCOVERY_CHANGED: u32 = 0x70_F0_02;
+
+#[test]
+fn hosts_see_namespaces_come_grow_and_go_through_notices() {
+    let bed = Bed::new("namespaces");
+    let mut host = host_with_notices(bed.target(), SUBSYSTEM, 1 << 8);
+    assert_eq!(active_namespaces(&mut host), vec![1]);
+
+    let path = bed.file("ns2", 2 << 20);
+    assert_eq!(bed.ok("namespace.add", json!({"subsystem": SUBSYSTEM, "path": path})), json!({"nsid": 2}));
+    assert_eq!(events(&mut host), vec![NAMESPACE_CHANGED]);
+    let (_, log) = host.get_log(0x04, 0, 4096);
+    assert_eq!(&log[..8], &[2, 0, 0, 0, 0, 0, 0, 0], "the Changed Namespace List names NSID 2");
+    assert_eq!(active_namespaces(&mut host), vec![1, 2]);
+    assert_eq!(size_blocks(&mut host, 2), (2 << 20) / 512);
+
+    post_event_request(&mut host);
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(3 << 20).unwrap();
+    let resized = bed.ok("namespace.resize", json!({"subsystem": SUBSYSTEM, "nsid": 2}));
+    assert_eq!(resized, json!({"previous_bytes": 2 << 20, "size_bytes": 3 << 20}));
+    assert_eq!(events(&mut host), vec![NAMESPACE_CHANGED]);
+    host.get_log(0x04, 0, 4096);
+    assert_eq!(size_blocks(&mut host, 2), (3 << 20) / 512);
+
+    post_event_request(&mut host);
+    bed.ok("namespace.remove", json!({"subsystem": SUBSYSTEM, "nsid": 2}));
+    assert_eq!(events(&mut host), vec![NAMESPACE_CHANGED]);
+    assert_eq!(active_namespaces(&mut host), vec![1]);
+    let (completion, _) = host.identify(0, 2);
+    assert_eq!(completion.status(), Status::SUCCESS, "an inactive NSID below NN reads as zeroes");
+
+    let saved = bed.ok("save", json!({}));
+    let namespaces = saved["subsystems"][0]["namespaces"].as_array().unwrap();
+    assert_eq!(namespaces.len(), 1, "{saved}");
+}
+
+#[test]
+fn commands_running_on_a_removed_namespace_finish_and_new_ones_fail() {
+    let bed = Bed::new("inflight");
+    let path = bed.file("ns2", 1 << 20);
+    std::fs::write(&path, pattern(9, 1 << 20)).unwrap();
+    bed.runtime.add_namespace(SUBSYSTEM, NamespaceConfig::new(2, path)).unwrap();
+    let pools = Pools::host_only(8 << 20).unwrap();
+    let mut admin_queue = TestHost::new(bed.target(), &pools, 0, 32);
+    let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
+    let mut io_queue = TestHost::new(bed.target(), &pools, 1, 32);
+    assert_eq!(io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, false).status(), Status::SUCCESS);
+
+    io_queue.link.hold = true;
+    let mut read = io_queue.rw(io::READ, 0, 8);
+    read.namespace_id = U32::new(2);
+    read.command_id = U16::new(0x100);
+    let key = io_queue.link.register(vec![0; 4096], false);
+    read.data_pointer = p2ptgt::wire::sgl::RawSglDescriptor::keyed(key);
+    io_queue.link.send(zerocopy::IntoBytes::as_bytes(&read));
+    assert!(io_queue.link.responses.is_empty(), "the read is held in the backend");
+
+    bed.runtime.remove_namespace(SUBSYSTEM, 2).unwrap();
+    let started = Instant::now();
+    while io_queue.link.responses.is_empty() && started.elapsed() < std::time::Duration::from_secs(5) {
+        io_queue.link.run();
+        while io_queue.link.complete_backend() || io_queue.link.complete_send() {}
+    }
+    io_queue.link.hold = false;
+    let completion = io_queue.link.responses.pop_front().expect("the read completes");
+    assert_eq!(completion.status(), Status::SUCCESS, "a command already running finishes");
+    assert_eq!(io_queue.link.remote(key.key), &pattern(9, 1 << 20)[..4096]);
+
+    let (completion, _) = io_queue.read_blocks(0, 8);
+    assert_eq!(completion.status(), Status::SUCCESS, "namespace 1 still serves");
+    let mut again = io_queue.rw(io::READ, 0, 8);
+    again.namespace_id = U32::new(2);
+    let (completion, _) = io_queue.call_read(again, 4096);
+    assert_eq!(completion.status(), Status::INVALID_NAMESPACE.dnr(), "new commands on the removed namespace");
+}
+
+#[test]
+fn discovery_controllers_hear_of_new_subsystems_and_host_changes() {
+    let bed = Bed::new("discovery");
+    let mut host = host_with_notices(bed.target(), discovery(), 1 << 31);
+    let generation = |host: &mut TestHost| {
+        let (_, log) = host.get_log(0x70, 0, 4096);
+        (u64::from_le_bytes(log[..8].try_into().unwrap()), u64::from_le_bytes(log[8..16].try_into().unwrap()))
+    };
+    let (first, records) = generation(&mut host);
+    assert_eq!(records, 2, "itself and SUBSYSTEM");
+
+    bed.ok("subsystem.add", json!({"nqn": OTHER, "hosts": [HOST]}));
+    assert_eq!(events(&mut host), vec![DISCOVERY_CHANGED]);
+    let (second, records) = generation(&mut host);
+    assert!(second > first, "the generation counter rises");
+    assert_eq!(records, 3);
+
+    post_event_request(&mut host);
+    bed.ok("host.remove", json!({"subsystem": OTHER, "host": HOST}));
+    assert_eq!(events(&mut host), vec![DISCOVERY_CHANGED], "read without Retain: unmasked again");
+    assert_eq!(generation(&mut host).1, 2, "the host no longer sees the subsystem it may not connect to");
+    let mut refused = TestHost::admin(bed.target());
+    assert_eq!(refused.connect(OTHER, HOST, 0, 0xFFFF, 31, false).status(), Status::CONNECT_INVALID_HOST.dnr());
+}
+
+#[test]
+fn removing_a_subsystem_tears_its_controllers_down() {
+    let bed = Bed::new("subsystem");
+    let mut host = TestHost::admin(bed.target());
+    host.bring_up(SUBSYSTEM, HOST);
+    bed.runtime.remove_subsystem(SUBSYSTEM).unwrap();
+    host.link.queue.handle_timeout(Instant::now());
+    host.link.run();
+    assert!(host.link.disconnected.is_some(), "the admin queue closes");
+    let mut again = TestHost::admin(bed.target());
+    assert_eq!(again.connect(SUBSYSTEM, HOST, 0, 0xFFFF, 31, false).status(), Status::CONNECT_INVALID_PARAMETER.dnr());
+}
+
+#[test]
+fn restore_touches_only_what_differs() {
+    let bed = Bed::new("restore");
+    bed.runtime.add_namespace(SUBSYSTEM, NamespaceConfig::new(2, bed.file("ns2", 1 << 20))).unwrap();
+    let saved = bed.ok("save", json!({}));
+    let unchanged = bed.ok("restore", json!({"config": saved.clone()}));
+    assert!(unchanged.as_object().unwrap().values().all(|v| v == &json!([])), "{unchanged}");
+    let subsystem = bed.target().subsystem(SUBSYSTEM).unwrap();
+    let (one, two) = (subsystem.namespace(1).unwrap(), subsystem.namespace(2).unwrap());
+
+    let mut wanted = saved.clone();
+    wanted["subsystems"][0]["namespaces"][1]["device"]["path"] = json!(bed.file("ns2b", 2 << 20));
+    wanted["subsystems"][0]["namespaces"][1]["device"].as_object_mut().unwrap().remove("uuid");
+    let changed = bed.ok("restore", json!({"config": wanted}));
+    assert_eq!(changed["namespaces_changed"], json!([format!("{SUBSYSTEM}/2")]), "{changed}");
+    let subsystem = bed.target().subsystem(SUBSYSTEM).unwrap();
+    assert!(Arc::ptr_eq(&subsystem.namespace(1).unwrap(), &one), "namespace 1 is the same object: untouched");
+    assert!(!Arc::ptr_eq(&subsystem.namespace(2).unwrap(), &two));
+
+    let mut broken = saved;
+    broken["subsystems"][0]["namespaces"][1]["device"]["path"] = json!("/nonexistent/p2ptgt");
+    let refused = bed.call("restore", json!({"config": broken}));
+    assert_eq!(refused["error"]["code"], json!(rpc::BACKEND), "{refused}");
+    assert!(Arc::ptr_eq(&bed.target().subsystem(SUBSYSTEM).unwrap().namespace(1).unwrap(), &one), "a refused restore changes nothing");
+}
+
+#[test]
+fn bad_requests_get_errors_that_name_the_problem() {
+    let bed = Bed::new("bad");
+    let error = |reply: Value| (reply["error"]["code"].as_i64().unwrap_or(0), reply["error"]["message"].as_str().unwrap_or("").to_owned());
+    let raw = |line: &str| serde_json::from_str::<Value>(&rpc::handle(&bed.runtime, line, || json!({})).unwrap()).unwrap();
+    assert_eq!(error(raw("{not json")).0, rpc::PARSE_ERROR);
+    assert_eq!(error(raw(r#"{"id": 1, "method": "save"}"#)).0, rpc::INVALID_REQUEST, "jsonrpc 2.0 is required");
+    assert_eq!(rpc::handle(&bed.runtime, r#"{"jsonrpc": "2.0", "method": "save"}"#, || json!({})), None, "a notification gets no answer");
+    let (code, message) = error(bed.call("namespace.grow", json!({})));
+    assert_eq!(code, rpc::METHOD_NOT_FOUND);
+    assert!(message.contains("namespace.grow"), "{message}");
+    let (code, message) = error(bed.call("namespace.remove", json!({"subsystem": SUBSYSTEM, "nsid": "one"})));
+    assert_eq!(code, rpc::INVALID_PARAMS);
+    assert!(message.contains("invalid type"), "{message}");
+    let (code, message) = error(bed.call("namespace.add", json!({"subsystem": SUBSYSTEM, "nsid": 1, "path": bed.file("dup", 4096)})));
+    assert_eq!(code, rpc::EXISTS);
+    assert!(message.contains("namespace 1"), "{message}");
+    let (code, message) = error(bed.call("namespace.add", json!({"subsystem": SUBSYSTEM, "path": "/nonexistent/p2ptgt"})));
+    assert_eq!(code, rpc::BACKEND);
+    assert!(message.contains("/nonexistent/p2ptgt"), "{message}");
+    let (code, message) = error(bed.call("subsystem.add", json!({"nqn": "testnqn"})));
+    assert_eq!(code, rpc::INVALID_PARAMS);
+    assert!(message.contains("not an NQN"), "{message}");
+    let (code, _) = error(bed.call("host.add", json!({"subsystem": SUBSYSTEM, "host": "host one"})));
+    assert_eq!(code, rpc::INVALID_PARAMS);
+    let (code, _) = error(bed.call("namespace.add", json!({"subsystem": SUBSYSTEM, "path": "/x", "colour": "red"})));
+    assert_eq!(code, rpc::INVALID_PARAMS, "unknown parameters are refused");
+    let (code, _) = error(bed.call("namespace.add", json!({"subsystem": OTHER, "path": bed.file("x", 4096)})));
+    assert_eq!(code, rpc::NOT_FOUND);
+    let (code, _) = error(bed.call("port.add", json!({})));
+    assert_eq!(code, rpc::FIXED);
+    assert_eq!(bed.target().subsystem(SUBSYSTEM).unwrap().namespaces().len(), 1, "nothing changed");
+}
