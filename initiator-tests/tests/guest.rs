@@ -114,3 +114,11 @@ fn answers_as_the_kernel_target_does() {
     // the accepted differences.
     expect("conformance.sh", &[], &[], 8);
 }
+
+#[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn live_reconfiguration_under_a_connected_host() {
+    // Namespaces added, grown and removed under fio; discovery notices; restore, SIGHUP,
+    // save and restart; bad requests.
+    expect("reconfigure.sh", &[], &[], 32);
+}

@@ -39,6 +39,8 @@ pub struct ServeOptions {
     pub defaults: SubsystemDefaults,
     /// The nvmetcli file SIGHUP reloads.
     pub config_file: Option<PathBuf>,
+    /// `--listen`, which overrides the file's port at start-up and on reload alike.
+    pub listen_flag: Option<std::net::SocketAddr>,
 }
 
 impl ServeOptions {
@@ -139,6 +141,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         .map_err(|source| SetupError::Allocate { what: "tokio runtime", source })?;
     let socket = options.control.clone();
     let reload_from = options.config_file.clone();
+    let listen_flag = options.listen_flag;
     let report = Arc::new(Report { runtime, pools: pools.clone(), status, listen: config.listen.to_string() });
     let result = executor.block_on(async move {
         let server = bind_control(&socket)?;
@@ -150,7 +153,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
             tokio::select! {
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
-                _ = hangup.recv() => reload(&report.runtime, reload_from.as_deref()),
+                _ = hangup.recv() => reload(&report.runtime, reload_from.as_deref(), listen_flag),
                 accepted = server.accept() => {
                     if let Ok((stream, _)) = accepted {
                         tokio::spawn(serve_client(stream, report.clone()));
@@ -179,13 +182,13 @@ fn bind_control(socket: &Path) -> Result<tokio::net::UnixListener, SetupError> {
 }
 
 /// SIGHUP: the configuration file is read again and applied as `restore` would.
-fn reload(runtime: &Runtime, path: Option<&Path>) {
+fn reload(runtime: &Runtime, path: Option<&Path>, listen: Option<std::net::SocketAddr>) {
     let Some(path) = path else {
         warn!("SIGHUP: no --config file to reload");
         return;
     };
     info!(path = %path.display(), "SIGHUP: reloading the configuration");
-    let applied = crate::config::load_nvmetcli(path, None).map_err(|e| e.to_string()).and_then(|wanted| runtime.restore(wanted).map_err(|e| e.to_string()));
+    let applied = crate::config::load_nvmetcli(path, listen).map_err(|e| e.to_string()).and_then(|wanted| runtime.restore(wanted).map_err(|e| e.to_string()));
     if let Err(error) = applied {
         warn!(path = %path.display(), %error, "SIGHUP: the configuration was not applied; the target serves what it served");
     }

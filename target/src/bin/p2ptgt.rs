@@ -529,6 +529,7 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
         cpus: args.cpus.map(|list| list.0).unwrap_or_default(),
         defaults,
         config_file: args.config.clone(),
+        listen_flag: listen,
     };
     serve::run(config, options)
 }

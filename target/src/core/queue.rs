@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 use zerocopy::little_endian::U16;
 
 use super::buffer::{BufferPool, DataBuffer, DmaSlice, Lease, Placement, SlotLoan};
@@ -979,6 +979,7 @@ impl Queue {
         while let Some(&tag) = self.held_events.last() {
             let Some(event) = controller.take_event() else { break };
             self.held_events.pop();
+            info!(controller = controller.id, host = %controller.host_nqn, event = %format_args!("{event:#08x}"), "asynchronous event completed");
             if let Some(request) = self.take(tag) {
                 self.respond(tag, request.header, Status::SUCCESS, u64::from(event), None);
             }
