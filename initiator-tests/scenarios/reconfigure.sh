@@ -9,7 +9,8 @@
 #  3. `p2ptgt restore` of a file that differs in one namespace, and SIGHUP after the
 #     --config file changed, touch nothing else.
 #  4. Bad requests get errors that name the problem; a non-root user is refused.
-#  5. `p2ptgt save`, stop, `serve --config` of the saved file: the same state.
+#  5. Prometheus metrics (--metrics) count namespace 1's commands and the queues' latency.
+#  6. `p2ptgt save`, stop, `serve --config` of the saved file: the same state.
 # dmesg must show no nvme timeout, reset or reconnect while the host stays connected.
 source "$(dirname "$0")/lib.sh"
 
@@ -68,7 +69,7 @@ lacks_namespace() { ! has_namespace "$1"; }
 truncate -s 64M "$WORK/ns2.img"
 truncate -s 32M "$WORK/ns3.img"
 write_config ""
-start_target --config "$WORK/config.json"
+start_target --config "$WORK/config.json" --metrics 9464
 DEV1=$(connect "$NQN")
 say "namespace 1: $DEV1"
 
@@ -168,6 +169,14 @@ check "a non-root user cannot reach the control socket (exit 3)" test "$NOBODY_S
 check "the control socket is mode 0600" test "$(stat -c %a "$CONTROL")" = 600
 check "the target still serves" stats > /dev/null
 
+say "step 5: metrics"
+curl -fsS http://127.0.0.1:9464/metrics > "$WORK/metrics.txt" || true
+say "metrics: $(wc -l < "$WORK/metrics.txt") lines; $(grep -m1 '^p2ptgt_namespace_commands_total{.*nsid="1".*kind="write"' "$WORK/metrics.txt" || echo 'no write counter')"
+check "Prometheus metrics on 127.0.0.1:9464: namespace 1's write commands counted" \
+    bash -c "grep -E '^p2ptgt_namespace_commands_total\{.*nsid=\"1\".*kind=\"write\".*\} [1-9]' '$WORK/metrics.txt'"
+check "... I/O queue latency histograms with their +Inf bucket" grep -q '^p2ptgt_queue_latency_seconds_bucket{.*le="+Inf"' "$WORK/metrics.txt"
+check "... payload bytes by buffer" grep -qE '^p2ptgt_payload_bytes_total\{buffer="(cmb|host)"\} [1-9]' "$WORK/metrics.txt"
+
 touch "$WORK/stop-fio"
 wait "$FIO_PID" || true
 say "fio on namespace 1: $(cat "$WORK/fio-ns1-rounds" 2>/dev/null || echo '?') rounds of 48 MiB write+verify"
@@ -177,7 +186,7 @@ TROUBLE=$(dmesg | grep -i nvme | grep -Ei 'timeout|error recovery|reconnect|rese
 check "no nvme timeout, error recovery, reset or reconnect in dmesg" test -z "$TROUBLE"
 disconnect "$NQN"
 
-say "step 5: save, stop, serve --config of the saved file"
+say "step 6: save, stop, serve --config of the saved file"
 "$P2PTGT" --control "$CONTROL" save "$WORK/before.json"
 check "SIGTERM exits 0" stop_target
 start_target --config "$WORK/before.json"

@@ -20,6 +20,8 @@ pub enum SetupError {
     Rdma { verb: &'static str, #[source] source: io::Error },
     #[error("control socket {path}")]
     Control { path: PathBuf, #[source] source: io::Error },
+    #[error("metrics listener on {address}")]
+    Metrics { address: std::net::SocketAddr, #[source] source: io::Error },
 }
 
 impl SetupError {

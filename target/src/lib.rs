@@ -7,8 +7,10 @@
 //! import that points up, or on two files that import each other):
 //!
 //! ```text
-//!   serve, config, error     start-up: what to serve, from flags or nvmetcli JSON
-//!   transport                RDMA (and the loopback tests use): drives queues
+//!   serve                    start-up, control socket, metrics, signals
+//!   transport    control     RDMA (and the loopback tests use): drives queues;
+//!                            live changes to what is served (JSON-RPC, save/restore)
+//!   config, error            what to serve, from flags or nvmetcli JSON
 //!   backend      memory      storage (io_uring, RAM); buffer pools (host, p2pmem)
 //!   core                     the controller, sans-IO; defines Storage and BufferPool
 //!   wire                     NVMe, NVMe-oF, NVMe/RDMA layouts: pure
@@ -22,6 +24,8 @@
 //! - [`backend`]: namespaces' storage (io_uring on files and block devices, RAM).
 //! - [`memory`]: data buffer pools sized once at start-up, in host memory or in p2pmem.
 //! - [`transport`]: drives the core: the RDMA transport and an in-process loopback.
+//! - [`control`]: the running configuration and every change to it while hosts are
+//!   connected, with the events that tell them.
 //!
 //! A request's path: the RDMA receive (`transport::rdma::connection`) hands a capsule
 //! to `core::queue::Queue::receive`, which decodes it and asks the handler of its kind

@@ -162,6 +162,9 @@ struct ServeArgs {
     /// Payload buffers: auto (the CMB of the namespace's SSD), off, or a PCI address.
     #[arg(long, default_value = "auto")]
     p2pmem: P2pMem,
+    /// Serve Prometheus metrics over HTTP on [ADDR:]PORT (a bare port binds 127.0.0.1).
+    #[arg(long, value_parser = serve::metrics::parse_listen)]
+    metrics: Option<std::net::SocketAddr>,
     /// nvmetcli JSON configuration (`nvmetcli save` format); SIGHUP reloads it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -530,6 +533,7 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
         defaults,
         config_file: args.config.clone(),
         listen_flag: listen,
+        metrics: args.metrics,
     };
     serve::run(config, options)
 }

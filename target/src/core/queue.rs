@@ -111,6 +111,8 @@ enum RangeHold {
 struct Header {
     command: RawCommand,
     data: DataPointer,
+    /// When the capsule arrived: the start of the command's latency.
+    arrived: Instant,
 }
 
 #[derive(Debug)]
@@ -308,7 +310,7 @@ impl Queue {
             Ok(data) => (data, self.execute(now, &command, data)),
             Err(status) => (DataPointer::None, Outcome::status(status)),
         };
-        let unused = self.pair_or_begin(now, tag, Header { command, data }, outcome, in_capsule, loan);
+        let unused = self.pair_or_begin(now, tag, Header { command, data, arrived: now }, outcome, in_capsule, loan);
         if stale {
             self.disconnect(DisconnectReason::ControllerGone);
         }
@@ -951,7 +953,12 @@ impl Queue {
 
     /// Hands the response (with its data or buffer) to the transport.
     fn respond(&mut self, tag: Tag, header: Header, status: Status, result: u64, data: Option<ResponseData>) {
-        let Header { command, data: pointer } = header;
+        let Header { command, data: pointer, arrived } = header;
+        // The one clock read outside the transport's `now`: every path to a response
+        // ends here, and not all of them carry the time.
+        if self.config.queue_id != 0 {
+            self.stats.latency.record(Instant::now().saturating_duration_since(arrived));
+        }
         let invalidate_key = match pointer {
             DataPointer::Keyed(remote) if remote.invalidate => Some(remote.key),
             _ => None,

@@ -59,4 +59,75 @@ pub struct IoStats {
     pub longest_buffer_wait_us: Counter,
     /// Backend reads and writes completed by polling the device, not by an interrupt.
     pub polled_ios: Counter,
+    /// Capsule arrival to response, for I/O queues.
+    pub latency: LatencyHistogram,
+}
+
+/// Power-of-two microsecond buckets: bucket i counts latencies below 2^i µs, the last
+/// one everything from 2^22 µs (about 4 s) on.
+pub const LATENCY_BUCKETS: usize = 24;
+
+/// A latency histogram on plain atomics: recording is one increment and one add.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [Counter; LATENCY_BUCKETS],
+    sum_us: Counter,
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        // 2^i µs is the first bound above `us`: i = bit length of `us`.
+        let index = usize::try_from(u64::BITS.saturating_sub(us.leading_zeros())).unwrap_or(usize::MAX).min(LATENCY_BUCKETS.saturating_sub(1));
+        if let Some(bucket) = self.buckets.get(index) {
+            bucket.add(1);
+        }
+        self.sum_us.add(us);
+    }
+
+    /// (upper bound in µs, `None` for the last, open bucket; count) per bucket.
+    pub fn buckets(&self) -> impl Iterator<Item = (Option<u64>, u64)> + '_ {
+        self.buckets.iter().enumerate().map(|(index, count)| {
+            let bound = (index.saturating_add(1) < LATENCY_BUCKETS).then(|| 1u64.checked_shl(index as u32).unwrap_or(u64::MAX));
+            (bound, count.get())
+        })
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.get()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(Counter::get).fold(0, u64::saturating_add)
+    }
+}
+
+impl Serialize for LatencyHistogram {
+    /// The non-empty buckets as {"below_us": N, "commands": M}.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let buckets: Vec<serde_json::Value> = self
+            .buckets()
+            .filter(|(_, count)| *count > 0)
+            .map(|(bound, count)| serde_json::json!({"below_us": bound, "commands": count}))
+            .collect();
+        buckets.serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn latencies_land_below_the_next_power_of_two() {
+        let histogram = LatencyHistogram::default();
+        for us in [0, 1, 3, 4, 1000, 10_000_000] {
+            histogram.record(Duration::from_micros(us));
+        }
+        let buckets: Vec<_> = histogram.buckets().filter(|(_, count)| *count > 0).collect();
+        assert_eq!(buckets, vec![(Some(1), 1), (Some(2), 1), (Some(4), 1), (Some(8), 1), (Some(1024), 1), (None, 1)]);
+        assert_eq!(histogram.count(), 6);
+        assert_eq!(histogram.sum_us(), 10_001_008);
+    }
 }

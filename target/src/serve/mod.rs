@@ -3,6 +3,8 @@
 //! control socket meanwhile (`control::rpc`: stats, and every live change), and
 //! reloading the `--config` file on SIGHUP.
 
+pub mod metrics;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub struct ServeOptions {
     pub config_file: Option<PathBuf>,
     /// `--listen`, which overrides the file's port at start-up and on reload alike.
     pub listen_flag: Option<std::net::SocketAddr>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl ServeOptions {
@@ -143,6 +147,9 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let reload_from = options.config_file.clone();
     let listen_flag = options.listen_flag;
     let report = Arc::new(Report { runtime, pools: pools.clone(), status, listen: config.listen.to_string() });
+    if let Some(address) = options.metrics {
+        metrics::serve(address, report.clone()).map_err(|source| SetupError::Metrics { address, source })?;
+    }
     let result = executor.block_on(async move {
         let server = bind_control(&socket)?;
         let signal = |kind| tokio::signal::unix::signal(kind).map_err(|source| SetupError::Allocate { what: "signal handler", source });
