@@ -96,8 +96,18 @@ truncate -s 96M "$WORK/ns2.img"
 check "p2ptgt namespace resize reports the new size" \
     bash -c "'$P2PTGT' --control '$CONTROL' namespace resize --subsystem '$NQN' --nsid 2 | grep -q '100663296 bytes, was 67108864'"
 check "the host's block device reports 96 MiB within 5 s" within_5s bash -c "[[ \$(blockdev --getsize64 $DEV2) == 100663296 ]]"
-check "p2ptgt namespace remove" "$P2PTGT" --control "$CONTROL" namespace remove --subsystem "$NQN" --nsid 2
+# Namespace 2 goes away under load: its commands in flight finish or fail, the load
+# ends with errors instead of hanging, namespace 1's verify goes on.
+fio --name=ns2-load --filename="$DEV2" --direct=1 --ioengine=libaio --iodepth=16 --rw=randrw --bs=64k \
+    --time_based --runtime=60 --output="$WORK/fio-ns2-load.txt" > /dev/null 2>&1 &
+LOAD_PID=$!
+sleep 2
+check "p2ptgt namespace remove while fio runs on it" "$P2PTGT" --control "$CONTROL" namespace remove --subsystem "$NQN" --nsid 2
 check "namespace 2 disappears from the host within 5 s" within_5s lacks_namespace 2
+check "the load on namespace 2 ends within 10 s (I/O errors, no hang)" \
+    bash -c "for _ in \$(seq 100); do kill -0 $LOAD_PID 2>/dev/null || exit 0; sleep 0.1; done; exit 1"
+kill -KILL "$LOAD_PID" 2>/dev/null || true
+wait "$LOAD_PID" 2>/dev/null || true
 
 say "step 2: a persistent discovery controller hears of a new subsystem"
 # The kernel host's nvme_async_event tracepoint: every event it takes from a controller.
@@ -181,6 +191,8 @@ touch "$WORK/stop-fio"
 wait "$FIO_PID" || true
 say "fio on namespace 1: $(cat "$WORK/fio-ns1-rounds" 2>/dev/null || echo '?') rounds of 48 MiB write+verify"
 check "fio verify on namespace 1 passed throughout" test ! -e "$WORK/fio-ns1-failed"
+pool_in_use() { stats | python3 -c "import json,sys; s=json.load(sys.stdin); print(sum((s[p] or {}).get('in_use_bytes', 0) for p in ('host_pool', 'cmb_pool')))"; }
+check "every payload buffer is back in its pool (in use: $(pool_in_use) bytes)" test "$(pool_in_use)" = 0
 TROUBLE=$(dmesg | grep -i nvme | grep -Ei 'timeout|error recovery|reconnect|reset' || true)
 [[ -z $TROUBLE ]] || say "dmesg: $TROUBLE"
 check "no nvme timeout, error recovery, reset or reconnect in dmesg" test -z "$TROUBLE"

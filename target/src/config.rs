@@ -394,7 +394,6 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
                     "cntlid_min": first.to_string(),
                     "cntlid_max": last.to_string(),
                     "pi_enable": "0",
-                    "version": "2.0",
                 },
                 "namespaces": namespaces,
             })

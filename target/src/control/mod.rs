@@ -408,10 +408,10 @@ impl Runtime {
                         changes.namespaces_removed.push(key(old.id));
                     }
                     Some(new) if !same_namespace(&subsystem.nqn, old, new) => {
-                        served.remove_namespace(old.id);
-                        if let Some(backend) = take(&subsystem.nqn, new.id) {
-                            let _ = served.insert_namespace(self.build_namespace(&subsystem.nqn, new, backend));
-                        }
+                        match take(&subsystem.nqn, new.id) {
+                            Some(backend) => served.replace_namespace(self.build_namespace(&subsystem.nqn, new, backend)),
+                            None => served.remove_namespace(old.id),
+                        };
                         self.target.notify_namespace_changed(&subsystem.nqn, old.id);
                         changes.namespaces_changed.push(key(old.id));
                     }

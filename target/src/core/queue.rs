@@ -158,6 +158,9 @@ pub struct Queue {
     requests: Vec<Option<Request>>,
     free_tags: Vec<Tag>,
     held_events: Vec<Tag>,
+    /// The latest `now` the transport passed in: the time a response is made, for the
+    /// latency histogram, without reading a clock here.
+    last_now: Instant,
     /// Requests waiting for a range lock, tried again on every pass.
     awaiting_range: Vec<Tag>,
     /// A fused first command waiting for the next capsule.
@@ -184,6 +187,7 @@ impl Queue {
             requests: (0..slots).map(|_| None).collect(),
             free_tags: (0..slots as Tag).rev().collect(),
             held_events: Vec::new(),
+            last_now: Instant::now(),
             awaiting_range: Vec::new(),
             fused_first: None,
             fused_first_failed: false,
@@ -244,6 +248,7 @@ impl Queue {
     /// Keep-alive and controller teardown checks. Call at `poll_timeout` and
     /// periodically.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         if let Association::AwaitingConnect { deadline: Some(deadline) } = self.association {
             if now >= deadline {
                 self.disconnect(DisconnectReason::NoConnect);
@@ -284,6 +289,7 @@ impl Queue {
     /// A command capsule arrived. Returns the capsule's slot loan unless the request
     /// keeps it (then it comes back with the request's response).
     pub fn receive(&mut self, now: Instant, capsule: Capsule<'_>) -> Option<SlotLoan> {
+        self.last_now = self.last_now.max(now);
         let Capsule { command, data: in_capsule, loan } = capsule;
         if matches!(self.association, Association::Closed) {
             return loan;
@@ -589,6 +595,7 @@ impl Queue {
     /// Leases the pool granted to requests in its line: they move on. Call on every
     /// pass of the transport's loop (and when the pool's wake-up arrives).
     pub fn poll_grants(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         while let Some((tag, lease)) = self.pool.take_grant() {
             let Some(request) = self.take(tag) else { continue };
             let Request { header, state: State::AwaitingBuffer { work, in_capsule, since } } = request else {
@@ -635,6 +642,7 @@ impl Queue {
 
     /// The RDMA READ of a request's data finished; the transport gives the lease back.
     pub fn handle_data_fetched(&mut self, now: Instant, tag: Tag, lease: Lease, result: Result<(), ()>) {
+        self.last_now = self.last_now.max(now);
         let Some(request) = self.take(tag) else { return };
         let Request { header, state: State::Fetching { work } } = request else {
             self.put(tag, request);
@@ -719,6 +727,7 @@ impl Queue {
     /// `result` is the bytes moved, or the NVMe status of the failure (which the
     /// transport has logged).
     pub fn handle_backend_done(&mut self, now: Instant, tag: Tag, result: Result<u32, Status>, buffer: Option<DataBuffer>) {
+        self.last_now = self.last_now.max(now);
         let Some(request) = self.take(tag) else { return };
         let Request { header, state: State::Executing { namespace, next, range } } = request else {
             self.put(tag, request);
@@ -954,10 +963,8 @@ impl Queue {
     /// Hands the response (with its data or buffer) to the transport.
     fn respond(&mut self, tag: Tag, header: Header, status: Status, result: u64, data: Option<ResponseData>) {
         let Header { command, data: pointer, arrived } = header;
-        // The one clock read outside the transport's `now`: every path to a response
-        // ends here, and not all of them carry the time.
         if self.config.queue_id != 0 {
-            self.stats.latency.record(Instant::now().saturating_duration_since(arrived));
+            self.stats.latency.record(self.last_now.saturating_duration_since(arrived));
         }
         let invalidate_key = match pointer {
             DataPointer::Keyed(remote) if remote.invalidate => Some(remote.key),

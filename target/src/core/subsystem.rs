@@ -109,9 +109,10 @@ impl Subsystem {
         self.namespaces.load().get(&id).cloned()
     }
 
-    /// The namespaces as they are now, in NSID order.
-    pub fn namespaces(&self) -> Arc<BTreeMap<u32, Arc<Namespace>>> {
-        self.namespaces.load_full()
+    /// The namespaces as they are now, in NSID order (a snapshot that later changes
+    /// do not touch; hold it briefly, it pins the map).
+    pub fn namespaces(&self) -> arc_swap::Guard<Arc<BTreeMap<u32, Arc<Namespace>>>> {
+        self.namespaces.load()
     }
 
     pub fn insert_namespace(&self, namespace: Namespace) -> Result<Arc<Namespace>, NamespaceIdTaken> {
@@ -127,6 +128,20 @@ impl Subsystem {
             next
         });
         if taken { Err(NamespaceIdTaken(id)) } else { Ok(namespace) }
+    }
+
+    /// Puts `namespace` in place of the one with its NSID, if any, in one step: a
+    /// command sees the old one or the new one, never none.
+    pub fn replace_namespace(&self, namespace: Namespace) -> Option<Arc<Namespace>> {
+        let id = namespace.id;
+        let namespace = Arc::new(namespace);
+        let mut replaced = None;
+        self.namespaces.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            replaced = next.insert(id, namespace.clone());
+            next
+        });
+        replaced
     }
 
     /// Takes a namespace out: new commands naming it fail with Invalid Namespace;
