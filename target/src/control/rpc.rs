@@ -214,8 +214,13 @@ fn call(runtime: &Runtime, method: &str, raw: Value, stats: impl FnOnce() -> Val
             done(runtime.remove_host(&subsystem, &host))
         }
         "namespace.add" => {
-            let NamespaceAdd { subsystem, nsid, path, uuid, nguid, p2pmem, enabled } = params(method, raw)?;
-            let namespace = NamespaceParams { nsid, path, uuid, nguid, p2pmem, enabled }.into_config()?;
+            // The subsystem, then the namespace's own parameters beside it.
+            let mut raw = raw;
+            let subsystem = match raw.as_object_mut().and_then(|params| params.remove("subsystem")) {
+                Some(Value::String(subsystem)) => subsystem,
+                _ => return Err((INVALID_PARAMS, format!("{method}: a \"subsystem\" string is required"))),
+            };
+            let namespace = params::<NamespaceParams>(method, raw)?.into_config()?;
             runtime.add_namespace(&subsystem, namespace).map(|nsid| json!({"nsid": nsid})).map_err(refused)
         }
         "namespace.remove" => {
@@ -233,19 +238,4 @@ fn call(runtime: &Runtime, method: &str, raw: Value, stats: impl FnOnce() -> Val
         "port.add" | "port.remove" => Err((FIXED, "p2ptgt listens on the one port it was started with; run another p2ptgt for another port".into())),
         other => Err((METHOD_NOT_FOUND, format!("no method {other:?}"))),
     }
-}
-
-/// `namespace.add`: the subsystem and the namespace's parameters side by side.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NamespaceAdd {
-    subsystem: String,
-    #[serde(default)]
-    nsid: u32,
-    path: PathBuf,
-    uuid: Option<String>,
-    nguid: Option<String>,
-    p2pmem: Option<String>,
-    #[serde(default = "yes")]
-    enabled: bool,
 }
