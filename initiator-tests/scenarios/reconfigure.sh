@@ -3,7 +3,8 @@
 # (the SSD, over the CMB when it has one) the whole time:
 #  1. `p2ptgt namespace add` of a file: the host shows it within 5 s without a reconnect,
 #     and fio verifies on it; grown and `namespace resize`d: the block device follows;
-#     `namespace remove`: it disappears.
+#     `namespace read-only on|off`: the block device turns read-only and back;
+#     `namespace remove` under fio load: it disappears, the load ends.
 #  2. A persistent discovery controller (`nvme discover --persistent`) hears of a new
 #     subsystem through a Discovery Log Page Change event and a raised generation counter.
 #  3. `p2ptgt restore` of a file that differs in one namespace, and SIGHUP after the
@@ -96,6 +97,11 @@ truncate -s 96M "$WORK/ns2.img"
 check "p2ptgt namespace resize reports the new size" \
     bash -c "'$P2PTGT' --control '$CONTROL' namespace resize --subsystem '$NQN' --nsid 2 | grep -q '100663296 bytes, was 67108864'"
 check "the host's block device reports 96 MiB within 5 s" within_5s bash -c "[[ \$(blockdev --getsize64 $DEV2) == 100663296 ]]"
+RO=/sys/block/$(basename "$DEV2")/ro
+check "p2ptgt namespace read-only on" "$P2PTGT" --control "$CONTROL" namespace read-only --subsystem "$NQN" --nsid 2 on
+check "the host marks namespace 2 read-only within 5 s" within_5s bash -c "[[ \$(cat $RO) == 1 ]]"
+check "p2ptgt namespace read-only off: writable again within 5 s" \
+    bash -c "'$P2PTGT' --control '$CONTROL' namespace read-only --subsystem '$NQN' --nsid 2 off >/dev/null && for _ in \$(seq 50); do [[ \$(cat $RO) == 0 ]] && exit 0; sleep 0.1; done; exit 1"
 # Namespace 2 goes away under load: its commands in flight finish or fail, the load
 # ends with errors instead of hanging, namespace 1's verify goes on.
 fio --name=ns2-load --filename="$DEV2" --direct=1 --ioengine=libaio --iodepth=16 --rw=randrw --bs=64k \

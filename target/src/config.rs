@@ -58,11 +58,13 @@ pub struct NamespaceConfig {
     pub p2pmem: Option<P2pMem>,
     /// A disabled namespace is configured but not served (nvmetcli's `enable: 0`).
     pub enabled: bool,
+    /// Our extension: writes are refused (Namespace is Write Protected).
+    pub read_only: bool,
 }
 
 impl NamespaceConfig {
     pub fn new(id: u32, path: PathBuf) -> NamespaceConfig {
-        NamespaceConfig { id, path, uuid: None, nguid: None, p2pmem: None, enabled: true }
+        NamespaceConfig { id, path, uuid: None, nguid: None, p2pmem: None, enabled: true, read_only: false }
     }
 
     /// The UUID hosts see: the configured one, else one derived from the subsystem,
@@ -379,6 +381,9 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
                     if let Some(p2pmem) = &n.p2pmem {
                         namespace["p2pmem"] = Value::from(p2pmem.to_string());
                     }
+                    if n.read_only {
+                        namespace["read_only"] = Value::from(1);
+                    }
                     namespace
                 })
                 .collect();
@@ -495,7 +500,7 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
         let nkey = format!("{key}.namespaces[{index}]");
         let enabled = namespace.get("enable").and_then(Value::as_i64) != Some(0);
         if let Some(object) = namespace.as_object() {
-            warn_unknown(&nkey, object, &["nsid", "enable", "device", "p2pmem", "ana_grpid", "ana", "resv"]);
+            warn_unknown(&nkey, object, &["nsid", "enable", "device", "p2pmem", "read_only", "ana_grpid", "ana", "resv"]);
         }
         let id = namespace.get("nsid").and_then(Value::as_u64).filter(|&n| n > 0 && n < 0xFFFF_FFFF).ok_or_else(|| SetupError::config(format!("{nkey}.nsid"), "missing or out of range"))?;
         let device = namespace.get("device").ok_or_else(|| SetupError::config(format!("{nkey}.device"), "missing"))?;
@@ -508,7 +513,8 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
         if namespaces.iter().any(|n: &NamespaceConfig| u64::from(n.id) == id) {
             return Err(SetupError::config(format!("{nkey}.nsid"), format!("NSID {id} appears twice")));
         }
-        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem, enabled });
+        let read_only = number_string(namespace.get("read_only"), &format!("{nkey}.read_only"))?.unwrap_or(0) != 0;
+        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem, enabled, read_only });
     }
     if !namespaces.iter().any(|n| n.enabled) {
         warn!(subsystem = nqn, "subsystem has no enabled namespace");

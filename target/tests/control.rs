@@ -294,3 +294,38 @@ fn bad_requests_get_errors_that_name_the_problem() {
     assert_eq!(code, rpc::FIXED);
     assert_eq!(bed.target().subsystem(SUBSYSTEM).unwrap().namespaces().len(), 1, "nothing changed");
 }
+
+#[test]
+fn a_read_only_namespace_refuses_writes_and_says_so_in_identify() {
+    let bed = Bed::new("read-only");
+    let pools = Pools::host_only(8 << 20).unwrap();
+    let mut admin_queue = TestHost::new(bed.target(), &pools, 0, 32);
+    let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
+    let mut aec = command(admin::SET_FEATURES, 0);
+    aec.cdw10 = U32::new(0x0B);
+    aec.cdw11 = U32::new(1 << 8);
+    assert_eq!(admin_queue.call(aec, &[]).status(), Status::SUCCESS);
+    post_event_request(&mut admin_queue);
+    let mut io_queue = TestHost::new(bed.target(), &pools, 1, 32);
+    assert_eq!(io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, false).status(), Status::SUCCESS);
+    assert_eq!(io_queue.write_blocks(0, pattern(3, 4096)).status(), Status::SUCCESS);
+
+    bed.ok("namespace.read_only", json!({"subsystem": SUBSYSTEM, "nsid": 1, "read_only": true}));
+    assert_eq!(events(&mut admin_queue), vec![NAMESPACE_CHANGED], "hosts are told to look again");
+    let (_, page) = admin_queue.identify(0, 1);
+    assert_eq!(page[99] & 1, 1, "NSATTR: write protected");
+    assert_eq!(io_queue.write_blocks(0, pattern(4, 4096)).status(), Status::NAMESPACE_WRITE_PROTECTED, "as nvmet: no DNR");
+    let mut zeroes = io_queue.rw(io::WRITE_ZEROES, 0, 8);
+    zeroes.data_pointer = p2ptgt::wire::sgl::RawSglDescriptor::keyed(p2ptgt::wire::KeyedSgl { address: 0, length_bytes: 0, key: 0, invalidate: false });
+    assert_eq!(io_queue.call(zeroes, &[]).status(), Status::NAMESPACE_WRITE_PROTECTED);
+    let (completion, data) = io_queue.read_blocks(0, 8);
+    assert_eq!((completion.status(), data), (Status::SUCCESS, pattern(3, 4096)), "reads go on, the data untouched");
+    let saved = bed.ok("save", json!({}));
+    assert_eq!(saved["subsystems"][0]["namespaces"][0]["read_only"], json!(1), "saved");
+
+    admin_queue.get_log(0x04, 0, 4096);
+    post_event_request(&mut admin_queue);
+    bed.ok("namespace.read_only", json!({"subsystem": SUBSYSTEM, "nsid": 1, "read_only": false}));
+    assert_eq!(events(&mut admin_queue), vec![NAMESPACE_CHANGED]);
+    assert_eq!(io_queue.write_blocks(0, pattern(4, 4096)).status(), Status::SUCCESS);
+}

@@ -116,6 +116,9 @@ enum NamespaceCommand {
         /// Configure it without serving it yet.
         #[arg(long)]
         disabled: bool,
+        /// Refuse writes (Namespace is Write Protected).
+        #[arg(long)]
+        read_only: bool,
     },
     /// Remove a namespace; commands running on it finish.
     Remove(NamespaceName),
@@ -123,6 +126,14 @@ enum NamespaceCommand {
     Disable(NamespaceName),
     /// Read the size of the file or device again and tell hosts.
     Resize(NamespaceName),
+    /// Refuse writes (on) or take them again (off); hosts see the block device
+    /// turn read-only or writable.
+    ReadOnly {
+        #[command(flatten)]
+        name: NamespaceName,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -376,8 +387,8 @@ fn request(command: Command) -> Result<(String, Value, Done), String> {
             let text = format!("subsystem {nqn}: any host {}", if allow == "on" { "may connect" } else { "refused unless allowed" });
             ("subsystem.allow_any_host", json!({"nqn": nqn, "allow": allow == "on"}), say(text))
         }
-        Command::Namespace(NamespaceCommand::Add { subsystem, nsid, path, uuid, nguid, p2pmem, disabled }) => {
-            let params = json!({"subsystem": subsystem, "nsid": nsid.unwrap_or(0), "path": path, "uuid": uuid, "nguid": nguid, "p2pmem": p2pmem, "enabled": !disabled});
+        Command::Namespace(NamespaceCommand::Add { subsystem, nsid, path, uuid, nguid, p2pmem, disabled, read_only }) => {
+            let params = json!({"subsystem": subsystem, "nsid": nsid.unwrap_or(0), "path": path, "uuid": uuid, "nguid": nguid, "p2pmem": p2pmem, "enabled": !disabled, "read_only": read_only});
             ("namespace.add", params, Box::new(move |result, json| {
                 if json {
                     println!("{result}");
@@ -401,6 +412,10 @@ fn request(command: Command) -> Result<(String, Value, Done), String> {
                 }
                 Ok(())
             }))
+        }
+        Command::Namespace(NamespaceCommand::ReadOnly { name: n, state }) => {
+            let text = format!("namespace {} of {} is {}", n.nsid, n.subsystem, if state == "on" { "read-only" } else { "writable" });
+            ("namespace.read_only", json!({"subsystem": n.subsystem, "nsid": n.nsid, "read_only": state == "on"}), say(text))
         }
         Command::Host(HostCommand::Add { subsystem, host }) => ("host.add", json!({"subsystem": subsystem, "host": host}), say(format!("{host} may connect to {subsystem}"))),
         Command::Host(HostCommand::Remove { subsystem, host }) => {

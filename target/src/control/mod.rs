@@ -152,7 +152,9 @@ impl Runtime {
         if placement == Placement::Control && self.policy.provider.is_some() {
             warn!(nsid = namespace.id, path = %namespace.path.display(), "this namespace's device cannot reach the CMB (a file or another device): its payload uses host memory buffers");
         }
-        Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), placement)
+        let served = Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), placement);
+        served.set_read_only(namespace.read_only);
+        served
     }
 
     /// Builds a served subsystem from its configuration; `backends` are its enabled
@@ -270,6 +272,29 @@ impl Runtime {
         namespace.enabled = enabled;
         info!(subsystem = %nqn, nsid, enabled, "namespace enabled or disabled");
         Ok(())
+    }
+
+    /// Write-protects a namespace, or lifts the protection; hosts are told, and the
+    /// Linux host marks its block device read-only or writable.
+    pub fn set_read_only(&self, nqn: &str, nsid: u32, read_only: bool) -> Result<(), ControlError> {
+        let mut model = self.model();
+        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let namespace = subsystem.namespaces.iter_mut().find(|n| n.id == nsid).ok_or_else(|| ControlError::NoNamespace { nqn: nqn.to_owned(), nsid })?;
+        namespace.read_only = read_only;
+        self.apply_read_only(nqn, nsid, read_only);
+        Ok(())
+    }
+
+    /// Sets a served namespace's protection; true (and hosts told) if it changed.
+    fn apply_read_only(&self, nqn: &str, nsid: u32, read_only: bool) -> bool {
+        let Some(namespace) = self.target.subsystem(nqn).and_then(|s| s.namespace(nsid)) else { return false };
+        if namespace.is_read_only() == read_only {
+            return false;
+        }
+        namespace.set_read_only(read_only);
+        info!(subsystem = %nqn, nsid, read_only, "namespace write protection changed");
+        self.target.notify_namespace_changed(nqn, nsid);
+        true
     }
 
     /// Reads a namespace's size again from its file or device (after the admin grew or
@@ -419,6 +444,9 @@ impl Runtime {
                 }
             }
             for new in subsystem.namespaces.iter().filter(|n| n.enabled) {
+                if self.apply_read_only(&subsystem.nqn, new.id, new.read_only) && !changes.namespaces_changed.contains(&key(new.id)) {
+                    changes.namespaces_changed.push(key(new.id));
+                }
                 if !current.namespaces.iter().any(|n| n.id == new.id && n.enabled) {
                     if let Some(backend) = take(&subsystem.nqn, new.id) {
                         let _ = served.insert_namespace(self.build_namespace(&subsystem.nqn, new, backend));
@@ -473,7 +501,8 @@ fn check_subsystem(subsystem: &SubsystemConfig) -> Result<(), ControlError> {
     Ok(())
 }
 
-/// Whether two configurations of a namespace serve the same thing to hosts.
+/// Whether two configurations of a namespace serve the same thing to hosts (write
+/// protection aside: it changes in place).
 fn same_namespace(nqn: &str, a: &NamespaceConfig, b: &NamespaceConfig) -> bool {
     a.path == b.path && a.uuid_in(nqn) == b.uuid_in(nqn) && a.nguid_in(nqn) == b.nguid_in(nqn) && a.p2pmem == b.p2pmem && a.enabled == b.enabled
 }

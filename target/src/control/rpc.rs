@@ -16,6 +16,7 @@
 //! | `namespace.add` | `subsystem`, `nsid` (0 or absent: lowest free), `path`, `uuid`, `nguid`, `p2pmem`, `enabled` | `{"nsid"}` |
 //! | `namespace.remove`, `namespace.enable`, `namespace.disable` | `subsystem`, `nsid` | |
 //! | `namespace.resize` | `subsystem`, `nsid` | `{"previous_bytes", "size_bytes"}` |
+//! | `namespace.read_only` | `subsystem`, `nsid`, `read_only` | |
 
 use std::path::PathBuf;
 
@@ -111,6 +112,8 @@ struct NamespaceParams {
     p2pmem: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
+    #[serde(default)]
+    read_only: bool,
 }
 
 fn yes() -> bool {
@@ -123,7 +126,7 @@ impl NamespaceParams {
         let uuid = self.uuid.as_deref().map(|u| config::parse_hex16(u, "uuid")).transpose().map_err(invalid)?;
         let nguid = self.nguid.as_deref().map(|u| config::parse_hex16(u, "nguid")).transpose().map_err(invalid)?;
         let p2pmem = self.p2pmem.as_deref().map(str::parse).transpose().map_err(|e: String| (INVALID_PARAMS, format!("p2pmem: {e}")))?;
-        Ok(NamespaceConfig { id: self.nsid, path: self.path, uuid, nguid, p2pmem, enabled: self.enabled })
+        Ok(NamespaceConfig { id: self.nsid, path: self.path, uuid, nguid, p2pmem, enabled: self.enabled, read_only: self.read_only })
     }
 }
 
@@ -152,6 +155,14 @@ struct Host {
 struct NamespaceId {
     subsystem: String,
     nsid: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadOnly {
+    subsystem: String,
+    nsid: u32,
+    read_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +245,10 @@ fn call(runtime: &Runtime, method: &str, raw: Value, stats: impl FnOnce() -> Val
         "namespace.resize" => {
             let NamespaceId { subsystem, nsid } = params(method, raw)?;
             runtime.resize_namespace(&subsystem, nsid).map(|(before, after)| json!({"previous_bytes": before, "size_bytes": after})).map_err(refused)
+        }
+        "namespace.read_only" => {
+            let ReadOnly { subsystem, nsid, read_only } = params(method, raw)?;
+            done(runtime.set_read_only(&subsystem, nsid, read_only))
         }
         "port.add" | "port.remove" => Err((FIXED, "p2ptgt listens on the one port it was started with; run another p2ptgt for another port".into())),
         other => Err((METHOD_NOT_FOUND, format!("no method {other:?}"))),

@@ -114,6 +114,7 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
                 transfer_blocks_max: super::io::copy_range_blocks_max(queue.target.limits.max_transfer_bytes(), namespace.backend.block_size_shift()),
                 copy_ranges_max: super::io::COPY_RANGES_MAX,
                 ready: true,
+                write_protected: namespace.is_read_only(),
             };
             match cns {
                 cns::NAMESPACE => identity.encode(),

@@ -31,6 +31,11 @@ pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCom
     let Some(namespace) = subsystem.namespace(command.namespace_id.get()) else {
         return Outcome::status(Status::INVALID_NAMESPACE.dnr());
     };
+    // As nvmet: a write-protected namespace takes what only reads (no DNR: the
+    // protection may be lifted).
+    if namespace.is_read_only() && !matches!(command.opcode, opcode::READ | opcode::FLUSH | opcode::COMPARE | opcode::VERIFY) {
+        return Outcome::status(Status::NAMESPACE_WRITE_PROTECTED);
+    }
     let max_transfer_bytes = u64::from(queue.target.limits.max_transfer_bytes());
     let durable = command.force_unit_access() || !controller.write_cache_enabled();
     match (command.fuse(), command.opcode) {

@@ -4,6 +4,7 @@
 //! namespace removed under a command stays alive until that command is done.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
@@ -32,11 +33,21 @@ pub struct Namespace {
     pub stats: IoStats,
     /// Ranges fused Compare and Write holds against every other command.
     pub range_locks: Arc<RangeLocks>,
+    /// Writes are refused with Namespace is Write Protected; reads go on.
+    pub read_only: AtomicBool,
 }
 
 impl Namespace {
     pub fn new(id: u32, backend: Arc<dyn Storage>, uuid: [u8; 16], nguid: [u8; 16], payload_placement: Placement) -> Namespace {
-        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), range_locks: Arc::default() }
+        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false) }
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    pub fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::Relaxed);
     }
 
     pub fn size_blocks(&self) -> u64 {

@@ -229,6 +229,8 @@ pub struct NamespaceIdentity {
     /// Source ranges one Copy may name.
     pub copy_ranges_max: u16,
     pub ready: bool,
+    /// NSATTR bit 0: writes are refused (Namespace is Write Protected).
+    pub write_protected: bool,
 }
 
 /// Identify Namespace offsets (NVM Command Set Specification 1.0, Figure 97).
@@ -241,6 +243,7 @@ mod namespace {
     pub const FLBAS: usize = 26;
     pub const NMIC: usize = 30;
     pub const DLFEAT: usize = 33;
+    pub const NSATTR: usize = 99;
     pub const NACWU: usize = 38;
     pub const MSSRL: usize = 74;
     pub const MCL: usize = 76;
@@ -281,6 +284,7 @@ impl NamespaceIdentity {
             .u8(NMIC, NMIC_SHARED)
             // Bit 3: Write Zeroes may deallocate (DEAC honoured).
             .u8(DLFEAT, 1 << 3 | u8::from(self.deallocated_reads_zeroes))
+            .u8(NSATTR, u8::from(self.write_protected))
             .bytes(NGUID, &self.nguid)
             // LBA format 0: no metadata, LBADS in bits 23:16, relative performance best.
             .u32(LBAF0, u32::from(self.block_size_shift) << 16);
@@ -300,9 +304,10 @@ impl NamespaceIdentity {
     /// CNS 08h: I/O command set independent Identify Namespace (NVMe Base 2.0, Figure 280).
     pub fn encode_independent(&self) -> Page {
         const NMIC: usize = 1;
+        const NSATTR: usize = 8;
         const NSTAT: usize = 14;
         let mut page = Page::default();
-        page.u8(NMIC, NMIC_SHARED).u8(NSTAT, u8::from(self.ready));
+        page.u8(NMIC, NMIC_SHARED).u8(NSATTR, u8::from(self.write_protected)).u8(NSTAT, u8::from(self.ready));
         page
     }
 }
@@ -400,7 +405,7 @@ mod tests {
     }
 
     fn namespace() -> NamespaceIdentity {
-        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, transfer_blocks_max: 256, copy_ranges_max: 128, ready: true }
+        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, transfer_blocks_max: 256, copy_ranges_max: 128, ready: true, write_protected: false }
     }
 
     #[test]
@@ -411,6 +416,11 @@ mod tests {
         assert_eq!(le32(&page, 128), 9 << 16);
         assert_eq!(&page.0[104..120], &[0xAB; 16]);
         assert_eq!(page.0[30], 1, "NMIC: shared");
+        assert_eq!(page.0[99], 0, "NSATTR: writable");
+        let protected = NamespaceIdentity { write_protected: true, ..namespace() };
+        assert_eq!(protected.encode().0[99], 1, "NSATTR: write protected");
+        assert_eq!(protected.encode_independent().0[8], 1, "CNS 08h NSATTR, which the Linux host reads");
+        assert_eq!(namespace().encode_independent().0[8], 0);
         assert_eq!(u16::from_le_bytes([page.0[38], page.0[39]]), 255, "NACWU, 0's based");
         assert_eq!(u16::from_le_bytes([page.0[74], page.0[75]]), 256, "MSSRL");
         assert_eq!(le32(&page, 76), 256 * 128, "MCL");

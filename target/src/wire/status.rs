@@ -46,6 +46,7 @@ statuses! {
     SGL_INVALID_TYPE = 0x011, "SGL Descriptor Type Invalid";
     SGL_INVALID_OFFSET = 0x016, "SGL Offset Invalid";
     KEEP_ALIVE_TIMEOUT_INVALID = 0x01A, "Keep Alive Timeout Invalid";
+    NAMESPACE_WRITE_PROTECTED = 0x020, "Namespace is Write Protected";
     LBA_RANGE = 0x080, "LBA Out of Range";
     CAPACITY_EXCEEDED = 0x081, "Capacity Exceeded";
     NAMESPACE_NOT_READY = 0x082, "Namespace Not Ready";
