@@ -46,7 +46,7 @@ fn setup() -> Setup {
     let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
     let target = Arc::new(Target::new(vec![subsystem], port, Limits::default()));
     let pools = Pools::host_only(16 << 20).expect("host pool");
-    let mut admin = Loopback::new(target.clone(), &pools, QueueConfig { queue_id: 0, entries: 32, local_address: None });
+    let mut admin = Loopback::new(target.clone(), &pools, QueueConfig { queue_id: 0, entries: 32, local_address: None, port_id: 1 });
     let mut connect = fabrics(fabrics_type::CONNECT);
     connect.cdw11 = U32::new(31);
     connect.cdw12 = U32::new(0);
@@ -61,7 +61,7 @@ fn setup() -> Setup {
         admin.send(set.as_bytes());
     }
     admin.responses.clear();
-    let mut io_queue = Loopback::new(target, &pools, QueueConfig { queue_id: 1, entries: 128, local_address: None });
+    let mut io_queue = Loopback::new(target, &pools, QueueConfig { queue_id: 1, entries: 128, local_address: None, port_id: 1 });
     let mut connect = fabrics(fabrics_type::CONNECT);
     connect.cdw10 = U32::new(1 << 16);
     connect.cdw11 = U32::new(127);

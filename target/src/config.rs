@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::error::SetupError;
 
@@ -158,9 +158,17 @@ pub fn check_nqn(nqn: &str) -> Result<(), String> {
     }
     Ok(())
 }
+/// A port: an address the target listens on, named by its nvmetcli `portid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    pub id: u16,
+    pub address: SocketAddr,
+}
+
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    pub listen: SocketAddr,
+    /// Every subsystem is served on every port; the first one's parameters hold for all.
+    pub ports: Vec<PortConfig>,
     pub subsystems: Vec<SubsystemConfig>,
     pub in_capsule_data_bytes: Option<u32>,
     pub queue_entries_max: Option<u32>,
@@ -279,18 +287,11 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     warn_unknown("(top level)", object, &["hosts", "ports", "subsystems", "discovery", "p2ptgt"]);
     let limits = LimitOverrides::parse(object.get("p2ptgt"))?;
     let ports = array(object.get("ports"), "ports")?;
-    let mut listen_address = listen;
+    let mut addresses: Vec<PortConfig> = Vec::new();
     let mut served: Option<Vec<String>> = None;
     let mut in_capsule_data_bytes = None;
     let mut queue_entries_max = None;
     let mut max_transfer_shift = None;
-    if ports.len() > 1 {
-        let names: Vec<String> = ports.iter().map(port_name).collect();
-        return Err(SetupError::config(
-            "ports",
-            format!("{} ports ({}); p2ptgt listens on one port: keep one, or run one p2ptgt per port", ports.len(), names.join(", ")),
-        ));
-    }
     for (index, port) in ports.iter().enumerate() {
         let key = format!("ports[{index}]");
         let object = port.as_object().ok_or_else(|| SetupError::config(&key, "expected an object"))?;
@@ -304,14 +305,31 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
         if trtype != "rdma" {
             return Err(SetupError::config(format!("{key}.addr.trtype"), format!("port {} has transport {trtype:?}; p2ptgt serves rdma only", port.get("portid").unwrap_or(&Value::Null))));
         }
-        if listen_address.is_none() {
-            let traddr = addr.get("traddr").and_then(Value::as_str).unwrap_or("0.0.0.0");
-            let service = addr.get("trsvcid").and_then(Value::as_str).unwrap_or("4420");
-            let port_number = service.parse::<u16>().map_err(|_| SetupError::config(format!("{key}.addr.trsvcid"), format!("{service:?} is not a port")))?;
-            let ip = traddr.parse::<IpAddr>().map_err(|_| SetupError::config(format!("{key}.addr.traddr"), format!("{traddr:?} is not an IP address")))?;
-            listen_address = Some(SocketAddr::new(ip, port_number));
+        let traddr = addr.get("traddr").and_then(Value::as_str).unwrap_or("0.0.0.0");
+        let service = addr.get("trsvcid").and_then(Value::as_str).unwrap_or("4420");
+        let port_number = service.parse::<u16>().map_err(|_| SetupError::config(format!("{key}.addr.trsvcid"), format!("{service:?} is not a port")))?;
+        let ip = traddr.parse::<IpAddr>().map_err(|_| SetupError::config(format!("{key}.addr.traddr"), format!("{traddr:?} is not an IP address")))?;
+        let id = match port.get("portid") {
+            None => u16::try_from(index).unwrap_or(u16::MAX).saturating_add(1),
+            Some(id) => number_string(Some(id), &format!("{key}.portid"))?
+                .and_then(|id| u16::try_from(id).ok())
+                .filter(|id| *id > 0)
+                .ok_or_else(|| SetupError::config(format!("{key}.portid"), "must be 1..=65535"))?,
+        };
+        let address = SocketAddr::new(ip, port_number);
+        if let Some(other) = addresses.iter().find(|p| p.id == id || p.address == address) {
+            return Err(SetupError::config(&key, format!("{} and portid {} at {} are the same port", port_name(port), other.id, other.address)));
         }
-        served = Some(array(port.get("subsystems"), &format!("{key}.subsystems"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+        addresses.push(PortConfig { id, address });
+        let listed: Vec<String> = array(port.get("subsystems"), &format!("{key}.subsystems"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        served.get_or_insert_with(Vec::new).extend(listed);
+        // The first port's parameters hold for all: they are target-wide here.
+        if index > 0 {
+            if port.get("param").is_some_and(|param| Some(param) != ports.first().and_then(|first| first.get("param"))) {
+                warn!(key = %format!("{key}.param"), "p2ptgt applies the first port's parameters to every port");
+            }
+            continue;
+        }
         if let Some(param) = port.get("param").and_then(Value::as_object) {
             let pkey = format!("{key}.param");
             warn_unknown(&pkey, param, &["inline_data_size", "max_queue_size", "mdts", "pi_enable"]);
@@ -336,7 +354,17 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
             }
         }
     }
-    let listen = listen_address.ok_or_else(|| SetupError::config("ports", "no rdma port and no --listen"))?;
+    match (addresses.first_mut(), listen) {
+        (Some(first), Some(listen)) => first.address = listen,
+        (None, Some(listen)) => addresses.push(PortConfig { id: 1, address: listen }),
+        (_, None) => {}
+    }
+    if addresses.is_empty() {
+        return Err(SetupError::config("ports", "no rdma port and no --listen"));
+    }
+    if ports.len() > 1 {
+        info!(ports = ports.len(), "every subsystem is served on every port");
+    }
     let mut subsystems = Vec::new();
     for (index, subsystem) in array(object.get("subsystems"), "subsystems")?.iter().enumerate() {
         let key = format!("subsystems[{index}]");
@@ -351,7 +379,7 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     if subsystems.is_empty() {
         warn!("no subsystem on the rdma port: serving discovery only until subsystems are added");
     }
-    Ok(ServeConfig { listen, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits })
+    Ok(ServeConfig { ports: addresses, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits })
 }
 
 /// The configuration as `nvmetcli save` writes it, with every derived value (serial,
@@ -407,27 +435,35 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
     let mut hosts: Vec<&String> = config.subsystems.iter().flat_map(|s| &s.allowed_hosts).collect();
     hosts.sort();
     hosts.dedup();
+    let nqns: Vec<String> = config.subsystems.iter().map(|s| s.nqn.clone()).collect();
+    let ports: Vec<Value> = config
+        .ports
+        .iter()
+        .map(|port| {
+            serde_json::json!({
+                "portid": port.id,
+                "addr": {
+                    "adrfam": if port.address.is_ipv6() { "ipv6" } else { "ipv4" },
+                    "traddr": port.address.ip().to_string(),
+                    "trsvcid": port.address.port().to_string(),
+                    "trtype": "rdma",
+                    "treq": "not specified",
+                    "tsas": "not specified",
+                },
+                "param": {
+                    "inline_data_size": in_capsule_data_bytes.to_string(),
+                    "max_queue_size": queue_entries_max.to_string(),
+                    "mdts": max_transfer_shift.to_string(),
+                    "pi_enable": "0",
+                },
+                "referrals": [],
+                "subsystems": nqns,
+            })
+        })
+        .collect();
     let mut root = serde_json::json!({
         "hosts": hosts.iter().map(|nqn| serde_json::json!({"nqn": nqn})).collect::<Vec<_>>(),
-        "ports": [{
-            "portid": 1,
-            "addr": {
-                "adrfam": if config.listen.is_ipv6() { "ipv6" } else { "ipv4" },
-                "traddr": config.listen.ip().to_string(),
-                "trsvcid": config.listen.port().to_string(),
-                "trtype": "rdma",
-                "treq": "not specified",
-                "tsas": "not specified",
-            },
-            "param": {
-                "inline_data_size": in_capsule_data_bytes.to_string(),
-                "max_queue_size": queue_entries_max.to_string(),
-                "mdts": max_transfer_shift.to_string(),
-                "pi_enable": "0",
-            },
-            "referrals": [],
-            "subsystems": config.subsystems.iter().map(|s| s.nqn.clone()).collect::<Vec<_>>(),
-        }],
+        "ports": ports,
         "subsystems": subsystems,
     });
     if let Some(limits) = config.limits.to_json() {
@@ -634,7 +670,7 @@ mod tests {
     #[test]
     fn nvmetcli_save_moves_over() {
         let config = parse_nvmetcli(&nvmetcli_sample(), None).unwrap();
-        assert_eq!(config.listen, "192.0.2.1:4420".parse().unwrap());
+        assert_eq!(config.ports, vec![PortConfig { id: 1, address: "192.0.2.1:4420".parse().unwrap() }]);
         assert_eq!(config.in_capsule_data_bytes, Some(8192));
         assert_eq!(config.queue_entries_max, Some(64));
         assert_eq!(config.subsystems.len(), 1, "only subsystems linked to the port");
@@ -650,14 +686,25 @@ mod tests {
     }
 
     #[test]
-    fn a_second_port_is_refused_by_name_not_dropped() {
+    fn every_rdma_port_is_served_and_saved() {
         let mut sample = nvmetcli_sample();
         let mut second = sample["ports"][0].clone();
         second["portid"] = json!(2);
         second["addr"]["trsvcid"] = json!("4421");
+        sample["ports"].as_array_mut().unwrap().push(second.clone());
+        let config = parse_nvmetcli(&sample, None).unwrap();
+        let addresses: Vec<_> = config.ports.iter().map(|p| (p.id, p.address.to_string())).collect();
+        assert_eq!(addresses, vec![(1, "192.0.2.1:4420".to_string()), (2, "192.0.2.1:4421".to_string())]);
+        let saved = to_nvmetcli(&config, 4096, 128, 5);
+        assert_eq!(saved["ports"][1]["addr"]["trsvcid"], json!("4421"));
+        assert_eq!(parse_nvmetcli(&saved, None).unwrap().ports, config.ports);
+        let overridden = parse_nvmetcli(&sample, Some("192.0.2.9:4420".parse().unwrap())).unwrap();
+        assert_eq!(overridden.ports[0].address.to_string(), "192.0.2.9:4420", "--listen replaces the first port's address");
+        second["portid"] = json!(3);
+        second["addr"]["trsvcid"] = json!("4420");
         sample["ports"].as_array_mut().unwrap().push(second);
         let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
-        assert!(error.contains("portid 2 at 192.0.2.1:4421"), "{error}");
+        assert!(error.contains("ports[2]") && error.contains("same port"), "{error}");
     }
 
     #[test]

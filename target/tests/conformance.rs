@@ -161,7 +161,7 @@ fn discovery_reports_the_address_reached_not_a_wildcard() {
     let port = Port { id: 1, address: "0.0.0.0".into(), service_id: "4420".into(), ipv6: false };
     let target = target_on(port, vec![memory_namespace(1, NAMESPACE_BYTES)], Vec::new(), Limits::default());
     let pools = Pools::host_only(8 << 20).unwrap();
-    let config = QueueConfig { queue_id: 0, entries: 32, local_address: Some("192.0.2.7".parse().unwrap()) };
+    let config = QueueConfig { queue_id: 0, entries: 32, local_address: Some("192.0.2.7".parse().unwrap()), port_id: 1 };
     let mut host = TestHost::with_config(&target, &pools, config);
     host.bring_up(discovery(), HOST);
     let (completion, log) = host.get_log(0x70, 0, 4096);

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use p2ptgt::config::{NamespaceConfig, P2pMem, ServeConfig, SubsystemConfig};
-use p2ptgt::control::{rpc, PlacementPolicy, Runtime, SubsystemDefaults};
+use p2ptgt::config::{NamespaceConfig, P2pMem, PortConfig, ServeConfig, SubsystemConfig};
+use p2ptgt::control::{rpc, PlacementPolicy, PortListeners, Runtime, SubsystemDefaults};
 use p2ptgt::core::{Limits, Port, Target};
 use p2ptgt::memory::Pools;
 use p2ptgt::wire::command::{admin, io};
@@ -39,7 +39,7 @@ impl Bed {
         let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
         let target = Arc::new(Target::new(Vec::new(), port, Limits::default()));
         let config = ServeConfig {
-            listen: "192.0.2.1:4420".parse().unwrap(),
+            ports: vec![PortConfig { id: 1, address: "192.0.2.1:4420".parse().unwrap() }],
             subsystems: Vec::new(),
             in_capsule_data_bytes: None,
             queue_entries_max: None,
@@ -290,8 +290,10 @@ fn bad_requests_get_errors_that_name_the_problem() {
     assert_eq!(code, rpc::INVALID_PARAMS, "unknown parameters are refused");
     let (code, _) = error(bed.call("namespace.add", json!({"subsystem": OTHER, "path": bed.file("x", 4096)})));
     assert_eq!(code, rpc::NOT_FOUND);
-    let (code, _) = error(bed.call("port.add", json!({})));
-    assert_eq!(code, rpc::FIXED);
+    let (code, _) = error(bed.call("port.add", json!({"address": "192.0.2.1:4421"})));
+    assert_eq!(code, rpc::FIXED, "a target without a transport has no ports to add");
+    let (code, _) = error(bed.call("port.add", json!({"address": "somewhere"})));
+    assert_eq!(code, rpc::INVALID_PARAMS);
     assert_eq!(bed.target().subsystem(SUBSYSTEM).unwrap().namespaces().len(), 1, "nothing changed");
 }
 
@@ -328,4 +330,69 @@ fn a_read_only_namespace_refuses_writes_and_says_so_in_identify() {
     bed.ok("namespace.read_only", json!({"subsystem": SUBSYSTEM, "nsid": 1, "read_only": false}));
     assert_eq!(events(&mut admin_queue), vec![NAMESPACE_CHANGED]);
     assert_eq!(io_queue.write_blocks(0, pattern(4, 4096)).status(), Status::SUCCESS);
+}
+
+/// Records what the runtime asks of the transport; refuses one address, as a busy
+/// port would be refused.
+#[derive(Default)]
+struct RecordingListeners(std::sync::Mutex<Vec<String>>);
+
+impl PortListeners for RecordingListeners {
+    fn start(&self, id: u16, address: std::net::SocketAddr) -> Result<(), String> {
+        if address.port() == 4499 {
+            return Err("Address already in use".into());
+        }
+        self.0.lock().unwrap().push(format!("start {id} {address}"));
+        Ok(())
+    }
+
+    fn stop(&self, id: u16) {
+        self.0.lock().unwrap().push(format!("stop {id}"));
+    }
+}
+
+#[test]
+fn ports_come_and_go_and_discovery_lists_the_port_the_host_reached() {
+    let bed = Bed::new("ports");
+    let listeners = Arc::new(RecordingListeners::default());
+    bed.runtime.set_listeners(listeners.clone());
+    let mut on_first = host_with_notices(bed.target(), discovery(), 1 << 31);
+    on_first.get_log(0x70, 0, 4096);
+
+    assert_eq!(bed.ok("port.add", json!({"address": "192.0.2.1:4421"})), json!({"id": 2}));
+    assert_eq!(events(&mut on_first), vec![DISCOVERY_CHANGED], "discovery controllers hear of a new port");
+    assert_eq!(*listeners.0.lock().unwrap(), vec!["start 2 192.0.2.1:4421".to_string()]);
+    let pools = Pools::host_only(8 << 20).unwrap();
+    let config = p2ptgt::core::QueueConfig { queue_id: 0, entries: 32, local_address: None, port_id: 2 };
+    let mut on_second = TestHost::with_config(bed.target(), &pools, config);
+    on_second.bring_up(discovery(), HOST);
+    let (_, log) = on_second.get_log(0x70, 0, 4096);
+    let record = |log: &[u8], index: usize| {
+        let entry = &log[1024 * (index + 1)..1024 * (index + 2)];
+        (u16::from_le_bytes([entry[4], entry[5]]), String::from_utf8_lossy(&entry[32..64]).trim_end_matches(['\0', ' ']).to_string())
+    };
+    assert_eq!(record(&log, 1), (2, "4421".to_string()), "PORTID and TRSVCID of the port reached");
+    let (_, log) = on_first.get_log(0x70, 0, 4096);
+    assert_eq!(record(&log, 1), (1, "4420".to_string()));
+
+    let (code, message) = { let r = bed.call("port.add", json!({"address": "192.0.2.1:4421"})); (r["error"]["code"].clone(), r["error"]["message"].clone()) };
+    assert_eq!(code, json!(rpc::EXISTS), "{message}");
+    let refused = bed.call("port.add", json!({"address": "192.0.2.1:4499"}));
+    assert_eq!(refused["error"]["code"], json!(rpc::BACKEND), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("Address already in use"), "{refused}");
+
+    let saved = bed.ok("save", json!({}));
+    assert_eq!(saved["ports"].as_array().unwrap().len(), 2, "{saved}");
+    post_event_request(&mut on_first);
+    bed.ok("port.remove", json!({"id": 2}));
+    assert_eq!(listeners.0.lock().unwrap().last().unwrap(), "stop 2");
+    assert_eq!(events(&mut on_first), vec![DISCOVERY_CHANGED]);
+    let (_, log) = on_second.get_log(0x70, 0, 4096);
+    assert_eq!(u64::from_le_bytes(log[8..16].try_into().unwrap()), 0, "a removed port lists nothing");
+    let missing = bed.call("port.remove", json!({"id": 2}));
+    assert_eq!(missing["error"]["code"], json!(rpc::NOT_FOUND));
+
+    // A restore to the saved file brings the port back.
+    let restored = bed.ok("restore", json!({"config": saved}));
+    assert_eq!(restored["ports_added"], json!(["2 192.0.2.1:4421"]), "{restored}");
 }

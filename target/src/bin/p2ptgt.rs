@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use p2ptgt::config::{self, NamespaceConfig, P2pMem, ServeConfig, SubsystemConfig};
+use p2ptgt::config::{self, NamespaceConfig, P2pMem, PortConfig, ServeConfig, SubsystemConfig};
 use p2ptgt::control::client::{self, CallError};
 use p2ptgt::control::SubsystemDefaults;
 use p2ptgt::core::Limits;
@@ -51,6 +51,9 @@ enum Command {
     /// Allow or refuse hosts.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Listen on another address, or stop listening on one.
+    #[command(subcommand)]
+    Port(PortCommand),
     /// Call any control method with JSON parameters (see the control protocol).
     Rpc { method: String, params: Option<String> },
 }
@@ -134,6 +137,19 @@ enum NamespaceCommand {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+}
+
+#[derive(Subcommand)]
+enum PortCommand {
+    /// Listen on ADDR[:PORT] (port 4420 by default); every subsystem is served there.
+    Add {
+        address: String,
+        /// Port ID as discovery reports it (default: the lowest free one).
+        #[arg(long)]
+        id: Option<u16>,
+    },
+    /// Stop listening on port ID; the queues that came through it close.
+    Remove { id: u16 },
 }
 
 #[derive(Subcommand)]
@@ -417,6 +433,18 @@ fn request(command: Command) -> Result<(String, Value, Done), String> {
             let text = format!("namespace {} of {} is {}", n.nsid, n.subsystem, if state == "on" { "read-only" } else { "writable" });
             ("namespace.read_only", json!({"subsystem": n.subsystem, "nsid": n.nsid, "read_only": state == "on"}), say(text))
         }
+        Command::Port(PortCommand::Add { address, id }) => {
+            let address = config::parse_listen(&address).map_err(|e| e.to_string())?;
+            ("port.add", json!({"address": address.to_string(), "id": id.unwrap_or(0)}), Box::new(move |result, json| {
+                if json {
+                    println!("{result}");
+                } else {
+                    println!("port {} listens on {address}", result.get("id").unwrap_or(&Value::Null));
+                }
+                Ok(())
+            }))
+        }
+        Command::Port(PortCommand::Remove { id }) => ("port.remove", json!({"id": id}), say(format!("port {id} removed"))),
         Command::Host(HostCommand::Add { subsystem, host }) => ("host.add", json!({"subsystem": subsystem, "host": host}), say(format!("{host} may connect to {subsystem}"))),
         Command::Host(HostCommand::Remove { subsystem, host }) => {
             ("host.remove", json!({"subsystem": subsystem, "host": host}), say(format!("{host} may no longer connect to {subsystem}")))
@@ -472,7 +500,7 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
                 .map(|(index, path)| NamespaceConfig::new(index as u32 + 1, path.clone()))
                 .collect();
             ServeConfig {
-                listen,
+                ports: vec![PortConfig { id: 1, address: listen }],
                 subsystems: vec![SubsystemConfig {
                     nqn,
                     serial: None,

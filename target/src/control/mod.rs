@@ -4,8 +4,9 @@
 //! a Namespace Attribute Changed notice when a namespace comes, goes or changes size,
 //! a Discovery Log Page Change notice when a subsystem or a host list changes.
 //!
-//! What stays fixed while the target runs: the listen port and its parameters
-//! (in-capsule data size, queue size, MDTS), the limits, and the buffer pools.
+//! Ports come and go too (the transport listens on them through [`PortListeners`]);
+//! what stays fixed while the target runs: the port parameters (in-capsule data size,
+//! queue size, MDTS), the limits, and the buffer pools.
 //! [`rpc`] is the JSON-RPC face of these methods on the control socket.
 
 pub mod client;
@@ -19,8 +20,8 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::backend::{Backend, BackendError, Storage};
-use crate::config::{self, NamespaceConfig, P2pMem, ServeConfig, SubsystemConfig};
-use crate::core::{HostAccess, Namespace, Placement, Subsystem, Target};
+use crate::config::{self, NamespaceConfig, P2pMem, PortConfig, ServeConfig, SubsystemConfig};
+use crate::core::{HostAccess, Namespace, Placement, Port, Subsystem, Target};
 use crate::memory::p2pmem::Provider;
 
 /// Why a change was refused. Each names the object; [`ControlError::code`] is its
@@ -43,6 +44,26 @@ pub enum ControlError {
     Backend { path: String, #[source] source: BackendError },
     #[error("{0} cannot change while the target runs; restart it with the new setting")]
     Fixed(String),
+    #[error("no port {0}")]
+    NoPort(u16),
+    #[error("{0}")]
+    PortExists(String),
+    #[error("cannot listen on {address}: {message}")]
+    Listen { address: std::net::SocketAddr, message: String },
+}
+
+/// Listening on a port and stopping, as the transport does it (the serve layer
+/// hands one to [`Runtime::set_listeners`]).
+pub trait PortListeners: Send + Sync {
+    /// Starts listening on `address` for port `id`.
+    fn start(&self, id: u16, address: std::net::SocketAddr) -> Result<(), String>;
+    /// Stops listening on port `id` and closes the queues that came through it.
+    fn stop(&self, id: u16);
+}
+
+/// The core's view of a configured port.
+pub fn port_of(config: &PortConfig) -> Port {
+    Port { id: config.id, address: config.address.ip().to_string(), service_id: config.address.port().to_string(), ipv6: config.address.is_ipv6() }
 }
 
 impl ControlError {
@@ -53,6 +74,9 @@ impl ControlError {
             ControlError::SubsystemExists(_) | ControlError::NamespaceExists { .. } => rpc::EXISTS,
             ControlError::Backend { .. } => rpc::BACKEND,
             ControlError::Fixed(_) => rpc::FIXED,
+            ControlError::NoPort(_) => rpc::NOT_FOUND,
+            ControlError::PortExists(_) => rpc::EXISTS,
+            ControlError::Listen { .. } => rpc::BACKEND,
         }
     }
 }
@@ -101,6 +125,9 @@ pub struct Changes {
     pub subsystems_removed: Vec<String>,
     /// Served anew because their serial, model, firmware, OUI or CNTLID range changed.
     pub subsystems_replaced: Vec<String>,
+    /// `ID ADDRESS`.
+    pub ports_added: Vec<String>,
+    pub ports_removed: Vec<String>,
     /// `NQN/NSID`.
     pub namespaces_added: Vec<String>,
     pub namespaces_removed: Vec<String>,
@@ -115,12 +142,55 @@ pub struct Runtime {
     model: Mutex<ServeConfig>,
     policy: PlacementPolicy,
     defaults: SubsystemDefaults,
+    listeners: std::sync::OnceLock<Arc<dyn PortListeners>>,
 }
 
 impl Runtime {
     /// `config` must be what `target` serves (as start-up built it).
     pub fn new(target: Arc<Target>, config: ServeConfig, policy: PlacementPolicy, defaults: SubsystemDefaults) -> Runtime {
-        Runtime { target, model: Mutex::new(config), policy, defaults }
+        Runtime { target, model: Mutex::new(config), policy, defaults, listeners: std::sync::OnceLock::new() }
+    }
+
+    /// How ports are listened on; without it, ports cannot be added or removed.
+    pub fn set_listeners(&self, listeners: Arc<dyn PortListeners>) {
+        let _ = self.listeners.set(listeners);
+    }
+
+    /// Listens on a new port; ID 0 takes the lowest free one. Returns the ID.
+    pub fn add_port(&self, id: u16, address: std::net::SocketAddr) -> Result<u16, ControlError> {
+        let mut model = self.model();
+        self.start_port(&mut model.ports, id, address)
+    }
+
+    fn start_port(&self, ports: &mut Vec<PortConfig>, id: u16, address: std::net::SocketAddr) -> Result<u16, ControlError> {
+        let id = if id == 0 { (1..=u16::MAX).find(|id| !ports.iter().any(|p| p.id == *id)).unwrap_or(u16::MAX) } else { id };
+        if let Some(taken) = ports.iter().find(|p| p.id == id || p.address == address) {
+            return Err(ControlError::PortExists(format!("port {} listens on {} already", taken.id, taken.address)));
+        }
+        let listeners = self.listeners.get().ok_or_else(|| ControlError::Fixed("the ports of this target".into()))?;
+        listeners.start(id, address).map_err(|message| ControlError::Listen { address, message })?;
+        let port = PortConfig { id, address };
+        let _ = self.target.add_port(port_of(&port));
+        info!(port = id, %address, "port added");
+        ports.push(port);
+        Ok(id)
+    }
+
+    /// Stops listening on a port: the queues that came through it close (their hosts
+    /// see the connection go, as with nvmet when a port goes).
+    pub fn remove_port(&self, id: u16) -> Result<(), ControlError> {
+        let mut model = self.model();
+        self.stop_port(&mut model.ports, id)
+    }
+
+    fn stop_port(&self, ports: &mut Vec<PortConfig>, id: u16) -> Result<(), ControlError> {
+        let index = ports.iter().position(|p| p.id == id).ok_or(ControlError::NoPort(id))?;
+        let listeners = self.listeners.get().ok_or_else(|| ControlError::Fixed("the ports of this target".into()))?;
+        self.target.remove_port(id);
+        listeners.stop(id);
+        let removed = ports.remove(index);
+        info!(port = id, address = %removed.address, "port removed; its queues are closed");
+        Ok(())
     }
 
     pub fn target(&self) -> &Arc<Target> {
@@ -360,9 +430,6 @@ impl Runtime {
     /// Everything is checked, and every new namespace opened, before anything changes.
     pub fn restore(&self, mut wanted: ServeConfig) -> Result<Changes, ControlError> {
         let mut model = self.model();
-        if wanted.listen != model.listen {
-            return Err(ControlError::Fixed(format!("the listen address ({} running, {} in the file)", model.listen, wanted.listen)));
-        }
         // A port parameter may be left out, or name what the target was started with
         // or what it serves (a saved file says the latter).
         let limits = &self.target.limits;
@@ -395,6 +462,16 @@ impl Runtime {
         }
         let mut take = |nqn: &str, nsid: u32| opened.iter().position(|(key, _)| key.0 == nqn && key.1 == nsid).map(|index| opened.swap_remove(index).1);
         let mut changes = Changes::default();
+        // Ports first: a port that moved is stopped, then started at its new address.
+        let gone: Vec<PortConfig> = model.ports.iter().filter(|p| !wanted.ports.contains(p)).cloned().collect();
+        for port in gone {
+            self.stop_port(&mut model.ports, port.id)?;
+            changes.ports_removed.push(format!("{} {}", port.id, port.address));
+        }
+        for port in wanted.ports.iter().filter(|p| !model.ports.contains(p)).cloned().collect::<Vec<_>>() {
+            self.start_port(&mut model.ports, port.id, port.address)?;
+            changes.ports_added.push(format!("{} {}", port.id, port.address));
+        }
         for current in &model.subsystems {
             let replaced = wanted.subsystems.iter().find(|s| s.nqn == current.nqn).is_some_and(|s| s.identity() != current.identity());
             if replaced || !wanted.subsystems.iter().any(|s| s.nqn == current.nqn) {

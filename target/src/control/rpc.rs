@@ -17,6 +17,8 @@
 //! | `namespace.remove`, `namespace.enable`, `namespace.disable` | `subsystem`, `nsid` | |
 //! | `namespace.resize` | `subsystem`, `nsid` | `{"previous_bytes", "size_bytes"}` |
 //! | `namespace.read_only` | `subsystem`, `nsid`, `read_only` | |
+//! | `port.add` | `address` (`ADDR:PORT`), `id` (0 or absent: lowest free) | `{"id"}` |
+//! | `port.remove` | `id` | |
 
 use std::path::PathBuf;
 
@@ -167,6 +169,20 @@ struct ReadOnly {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PortAdd {
+    address: String,
+    #[serde(default)]
+    id: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortId {
+    id: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Restore {
     config: Value,
 }
@@ -250,7 +266,15 @@ fn call(runtime: &Runtime, method: &str, raw: Value, stats: impl FnOnce() -> Val
             let ReadOnly { subsystem, nsid, read_only } = params(method, raw)?;
             done(runtime.set_read_only(&subsystem, nsid, read_only))
         }
-        "port.add" | "port.remove" => Err((FIXED, "p2ptgt listens on the one port it was started with; run another p2ptgt for another port".into())),
+        "port.add" => {
+            let PortAdd { address, id } = params(method, raw)?;
+            let address = config::parse_listen(&address).map_err(|e| (INVALID_PARAMS, e.to_string()))?;
+            runtime.add_port(id, address).map(|id| json!({"id": id})).map_err(refused)
+        }
+        "port.remove" => {
+            let PortId { id } = params(method, raw)?;
+            done(runtime.remove_port(id))
+        }
         other => Err((METHOD_NOT_FOUND, format!("no method {other:?}"))),
     }
 }

@@ -15,6 +15,9 @@ pub struct QueueConfig {
     /// The target address the host reached this queue at, if the transport knows it:
     /// discovery reports it when the target listens on a wildcard address.
     pub local_address: Option<std::net::IpAddr>,
+    /// The port (as [`Target::port`](super::target::Target::port) names it) the host
+    /// reached: discovery lists what is served there.
+    pub port_id: u16,
 }
 
 /// A queue, as the command handlers see it: they read it and decide an

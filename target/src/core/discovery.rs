@@ -30,7 +30,7 @@ pub(crate) fn execute(queue: &Context, now: Instant, controller: &Arc<Controller
         opcode::IDENTIFY => Outcome::status(Status::INVALID_FIELD.dnr()),
         opcode::GET_LOG_PAGE => match LogRequest::parse(command) {
             Ok(request) if request.log_id == log_id::DISCOVERY => {
-                let log = log(queue.target, &controller.host_nqn, queue.config.local_address);
+                let log = log(queue.target, &controller.host_nqn, queue.config.port_id, queue.config.local_address);
                 controller.discovery_log_read(request.retain_event);
                 admin::send_log(queue, &request, &log)
             }
@@ -45,10 +45,12 @@ pub(crate) fn execute(queue: &Context, now: Instant, controller: &Arc<Controller
     }
 }
 
-/// `reached` is the address the host reached the discovery controller at; it replaces a
-/// wildcard listen address, which no host could dial.
-pub fn log(target: &Target, host_nqn: &str, reached: Option<IpAddr>) -> Vec<u8> {
-    let port = &target.port;
+/// The log as a host sees it on port `port_id` (as nvmet, without referrals: the
+/// subsystems reachable there). `reached` is the address the host reached the
+/// discovery controller at; it replaces a wildcard listen address, which no host
+/// could dial. A port removed under the host has no entries.
+pub fn log(target: &Target, host_nqn: &str, port_id: u16, reached: Option<IpAddr>) -> Vec<u8> {
+    let Some(port) = target.port(port_id) else { return encode_log(target.discovery_generation(), &[]) };
     let address = match (port.address.parse::<IpAddr>(), reached) {
         (Ok(listening), Some(reached)) if listening.is_unspecified() => reached.to_string(),
         _ => port.address.clone(),

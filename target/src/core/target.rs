@@ -1,4 +1,4 @@
-//! The target as the core sees it: its subsystems, the listening port, limits fixed at
+//! The target as the core sees it: its subsystems, the ports it listens on, limits fixed at
 //! start-up, and the registry of live controllers (nvmet's core.c).
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,8 +71,8 @@ impl Limits {
     }
 }
 
-/// The address the target listens on, as discovery reports it.
-#[derive(Clone, Debug)]
+/// An address the target listens on, as discovery reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Port {
     pub id: u16,
     pub address: String,
@@ -85,7 +85,8 @@ pub struct Port {
 #[derive(Debug)]
 pub struct Target {
     subsystems: RwLock<Vec<Arc<Subsystem>>>,
-    pub port: Port,
+    /// Every subsystem is served on every port.
+    ports: RwLock<Vec<Port>>,
     pub limits: Limits,
     pub payload: PayloadStats,
     controllers: Mutex<Controllers>,
@@ -115,10 +116,11 @@ pub struct ControllerSummary {
 }
 
 impl Target {
+    /// A target listening on `port` (more may be added).
     pub fn new(subsystems: Vec<Subsystem>, port: Port, limits: Limits) -> Target {
         Target {
             subsystems: RwLock::new(subsystems.into_iter().map(Arc::new).collect()),
-            port,
+            ports: RwLock::new(vec![port]),
             limits,
             payload: PayloadStats::default(),
             controllers: Mutex::new(Controllers { next_id: CONTROLLER_ID_MIN, ..Default::default() }),
@@ -163,6 +165,36 @@ impl Target {
                 controller.fail();
             }
         }
+        self.discovery_changed();
+        Some(removed)
+    }
+
+    pub fn ports(&self) -> Vec<Port> {
+        self.ports.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn port(&self, id: u16) -> Option<Port> {
+        self.ports.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().find(|p| p.id == id).cloned()
+    }
+
+    /// Lists a new port in the discovery log; refused if its ID is taken.
+    pub fn add_port(&self, port: Port) -> Result<(), Port> {
+        let mut ports = self.ports.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if ports.iter().any(|p| p.id == port.id) {
+            return Err(port);
+        }
+        ports.push(port);
+        drop(ports);
+        self.discovery_changed();
+        Ok(())
+    }
+
+    /// Takes a port out of the discovery log (its transport closes its queues).
+    pub fn remove_port(&self, id: u16) -> Option<Port> {
+        let mut ports = self.ports.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = ports.iter().position(|p| p.id == id)?;
+        let removed = ports.remove(index);
+        drop(ports);
         self.discovery_changed();
         Some(removed)
     }

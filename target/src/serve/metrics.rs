@@ -66,7 +66,7 @@ struct Scrape(Arc<Report>);
 
 impl std::fmt::Debug for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Report").field("listen", &self.listen).finish_non_exhaustive()
+        f.debug_struct("Report").field("ports", &self.listeners.addresses()).finish_non_exhaustive()
     }
 }
 
@@ -85,7 +85,7 @@ impl Collector for Scrape {
         let sizes = namespaces.iter().map(|(nqn, n)| (label(&[("subsystem", nqn), ("nsid", &n.id.to_string())]), n.backend.size_bytes()));
         family(&mut encoder, "p2ptgt_namespace_size_bytes", "Namespace size", MetricType::Gauge, gauges(sizes))?;
 
-        let queues = report.status.queue_reports();
+        let queues = report.listeners.queue_reports();
         let per_queue: Vec<(Labels, &IoStats)> = queues
             .iter()
             .map(|q| (label(&[("queue", &q.queue_id.to_string()), ("peer", q.peer.as_deref().unwrap_or("")), ("cmb", if q.uses_cmb { "1" } else { "0" })]), q.stats.as_ref()))

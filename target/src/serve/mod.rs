@@ -3,6 +3,7 @@
 //! control socket meanwhile (`control::rpc`: stats, and every live change), and
 //! reloading the `--config` file on SIGHUP.
 
+mod listeners;
 pub mod metrics;
 
 use std::path::{Path, PathBuf};
@@ -15,12 +16,11 @@ use tracing::{info, warn};
 use crate::backend::Backend;
 use crate::config::{P2pMem, ServeConfig};
 use crate::control::{self, rpc, PlacementPolicy, Runtime, SubsystemDefaults};
-use crate::core::{Limits, Placement, Port, Target};
+use crate::core::{Limits, Placement, Target};
 use crate::error::SetupError;
 use crate::memory::p2pmem::{P2pMemMapping, Provider};
 use crate::memory::{Memory, Pools};
-use crate::transport::rdma::listener::ListenerView;
-use crate::transport::rdma::Listener;
+use listeners::{Listeners, QueueSettings};
 
 /// Knobs beyond the served objects.
 #[derive(Clone, Debug)]
@@ -95,13 +95,8 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     fit_connections_to_descriptors(&mut limits);
     let pools = Pools::new(options.host_pool_bytes, cmb).map_err(|source| SetupError::Allocate { what: "host buffer pool", source })?;
     fit_transfers_to_pools(&pools, &mut limits)?;
-    let port = Port {
-        id: 1,
-        address: config.listen.ip().to_string(),
-        service_id: config.listen.port().to_string(),
-        ipv6: config.listen.is_ipv6(),
-    };
-    let target = Arc::new(Target::new(Vec::new(), port, limits));
+    let first = config.ports.first().cloned().ok_or_else(|| SetupError::config("ports", "no port to listen on"))?;
+    let target = Arc::new(Target::new(Vec::new(), control::port_of(&first), limits));
     // Namespaces added later may use the CMB only if the pool maps it.
     let policy = PlacementPolicy { provider: provider.clone().filter(|_| pools.cmb.is_some()), default_mode: options.p2pmem.clone() };
     let runtime = Runtime::new(target.clone(), config.clone(), policy, options.defaults.clone());
@@ -109,15 +104,25 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         let served = runtime.build_subsystem(subsystem, backends);
         target.add_subsystem(served).map_err(|taken| SetupError::config("subsystems", format!("{} appears twice", taken.0)))?;
     }
-    let listener = Listener::bind(config.listen, target.clone(), pools.clone())
-        .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;
-    let status = listener.status.clone();
-    let control = listener.control.clone();
-    let mut listener = listener;
-    listener.poll_budget = options.poll_budget;
-    listener.polled_io = options.polls_ssd();
-    listener.cpus = options.cpus.clone();
-    let mode = listener.open_listening_device();
+    let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone() };
+    let listeners = Arc::new(Listeners::new(target.clone(), pools.clone(), settings));
+    let listen_failed = |source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source };
+    let mut mode = None;
+    for port in &config.ports {
+        if port.id != first.id {
+            target.add_port(control::port_of(port)).map_err(|taken| SetupError::config("ports", format!("portid {} appears twice", taken.id)))?;
+        }
+        let opened = match listeners.start(port.id, port.address) {
+            Ok(opened) => opened,
+            Err(source) => {
+                listeners.stop_all();
+                return Err(listen_failed(source));
+            }
+        };
+        mode = mode.or(opened);
+    }
+    runtime.set_listeners(listeners.clone());
+
     let buffers = match (&pools.cmb, mode) {
         (Some(cmb), Some(mode)) if mode != crate::transport::rdma::DataPathMode::Host => {
             let provider = provider.as_ref().map_or(String::new(), |p| p.bdf.clone());
@@ -134,11 +139,8 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         }
     };
     let names: Vec<String> = target.subsystems().iter().map(|s| s.nqn.clone()).collect();
-    info!("p2ptgt serving {} on {} (NVMe/RDMA); data buffers: {buffers}", names.join(", "), config.listen);
-    let thread = std::thread::Builder::new()
-        .name("p2ptgt-listener".into())
-        .spawn(move || listener.run())
-        .map_err(|source| SetupError::Allocate { what: "listener thread", source })?;
+    let addresses: Vec<String> = config.ports.iter().map(|p| p.address.to_string()).collect();
+    info!("p2ptgt serving {} on {} (NVMe/RDMA); data buffers: {buffers}", names.join(", "), addresses.join(", "));
     let executor = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -146,7 +148,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let socket = options.control.clone();
     let reload_from = options.config_file.clone();
     let listen_flag = options.listen_flag;
-    let report = Arc::new(Report { runtime, pools: pools.clone(), status, listen: config.listen.to_string() });
+    let report = Arc::new(Report { runtime, pools: pools.clone(), listeners: listeners.clone() });
     if let Some(address) = options.metrics {
         metrics::serve(address, report.clone()).map_err(|source| SetupError::Metrics { address, source })?;
     }
@@ -172,8 +174,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         Ok::<(), SetupError>(())
     });
     info!("stopping: closing every queue");
-    control.request_stop();
-    let _ = thread.join();
+    listeners.stop_all();
     info!("stopped");
     result
 }
@@ -254,14 +255,13 @@ async fn serve_client(stream: tokio::net::UnixStream, report: Arc<Report>) {
 struct Report {
     runtime: Runtime,
     pools: Pools,
-    status: Arc<ListenerView>,
-    listen: String,
+    listeners: Arc<Listeners>,
 }
 
 impl Report {
     fn json(&self) -> serde_json::Value {
         let target = self.runtime.target();
-        let mode = *self.status.mode.lock().unwrap_or_else(|p| p.into_inner());
+        let mode = self.listeners.mode();
         let subsystems: Vec<_> = target
             .subsystems()
             .iter()
@@ -279,12 +279,12 @@ impl Report {
                 json!({ "nqn": s.nqn, "namespaces": namespaces })
             })
             .collect();
-        let queues = self.status.queue_reports();
+        let queues = self.listeners.queue_reports();
         // Pool-wide, so that it still counts the waits of queues that have gone.
         let buffer_waits: u64 = self.pools.all().map(|(_, pool)| pool.stats().waits).sum();
         let polled_ios: u64 = queues.iter().map(|q| q.stats.polled_ios.get()).sum();
         json!({
-            "listen": self.listen,
+            "listen": self.listeners.addresses().iter().map(|(id, address)| json!({"port": id, "address": address.to_string()})).collect::<Vec<_>>(),
             "registration": mode.map_or("unknown".to_string(), |m| format!("{m:?}").to_lowercase()),
             "payload_bytes_host": target.payload.payload_bytes_host.get(),
             "payload_bytes_cmb": target.payload.payload_bytes_cmb.get(),

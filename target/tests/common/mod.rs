@@ -56,7 +56,7 @@ pub struct TestHost {
 
 impl TestHost {
     pub fn new(target: &Arc<Target>, pools: &Pools, queue_id: u16, entries: u32) -> TestHost {
-        TestHost::with_config(target, pools, QueueConfig { queue_id, entries, local_address: None })
+        TestHost::with_config(target, pools, QueueConfig { queue_id, entries, local_address: None, port_id: 1 })
     }
 
     pub fn with_config(target: &Arc<Target>, pools: &Pools, config: QueueConfig) -> TestHost {

@@ -107,6 +107,8 @@ pub struct Listener {
     pub polled_io: bool,
     /// CPUs queue threads are pinned to, queue i on `cpus[i % len]`; empty: not pinned.
     pub cpus: Vec<usize>,
+    /// The target's port this listener serves (discovery lists what is reachable there).
+    pub port_id: u16,
 }
 
 impl Listener {
@@ -126,6 +128,7 @@ impl Listener {
             poll_budget: Duration::ZERO,
             polled_io: false,
             cpus: Vec::new(),
+            port_id: 1,
         })
     }
 
@@ -343,6 +346,7 @@ impl Listener {
             pools: self.pools.clone(),
             poll_budget: self.poll_budget,
             polled_io: self.polled_io,
+            port_id: self.port_id,
             control: control.clone(),
             shared: shared.clone(),
         };
@@ -486,6 +490,7 @@ struct Setup {
     pools: Pools,
     poll_budget: Duration,
     polled_io: bool,
+    port_id: u16,
     control: Arc<Control>,
     shared: Arc<QueueShared>,
 }
@@ -535,7 +540,7 @@ impl Setup {
             Err(e) => return Err((Some(id), fail(e, "event channel"))),
         };
         let initiator_depth = self.initiator_depth.min(info.max_qp_init_rd_atom).max(1);
-        let config = QueueConfig { queue_id: request.queue_id, entries, local_address: id.local().map(|address| address.ip()) };
+        let config = QueueConfig { queue_id: request.queue_id, entries, local_address: id.local().map(|address| address.ip()), port_id: self.port_id };
         let wake = |control: &Arc<Control>| -> Box<dyn Fn() + Send + Sync> {
             let control = control.clone();
             Box::new(move || control.wake())
