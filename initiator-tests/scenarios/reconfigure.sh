@@ -12,6 +12,8 @@
 #  4. Bad requests get errors that name the problem; a non-root user is refused.
 #  5. Prometheus metrics (--metrics) count namespace 1's commands and the queues' latency.
 #  6. `p2ptgt save`, stop, `serve --config` of the saved file: the same state.
+#  7. `p2ptgt port add` of a second port: discovery there lists the subsystem, the host
+#     connects a second path and fio verifies; `port remove`: nothing answers there.
 # dmesg must show no nvme timeout, reset or reconnect while the host stays connected.
 source "$(dirname "$0")/lib.sh"
 
@@ -212,6 +214,22 @@ start_target --config "$WORK/before.json"
 check "the restarted target saves the same configuration" cmp "$WORK/before.json" "$WORK/after.json"
 DEV1=$(connect "$NQN")
 check "namespace 3 is back after the restart" within_5s has_namespace 3
+
+say "step 7: a second port"
+check "p2ptgt port add 192.0.2.1:4421" \
+    bash -c "'$P2PTGT' --control '$CONTROL' port add $RXE_ADDR:4421 | grep -q 'port 2 listens on $RXE_ADDR:4421'"
+check "discovery on port 4421 lists the subsystem there" \
+    bash -c "nvme discover -t rdma -a $RXE_ADDR -s 4421 -q $HOSTNQN | tr -s ' ' > $WORK/discover-4421.txt; grep -qx 'subnqn: $NQN' $WORK/discover-4421.txt && ! grep 'trsvcid:' $WORK/discover-4421.txt | grep -vqx 'trsvcid: 4421'"
+nvme connect -t rdma -a "$RXE_ADDR" -s 4421 -n "$NQN" -q "$HOSTNQN" >/dev/null 2>&1 || true
+controllers_of() { for c in /sys/class/nvme/nvme*; do [[ $(cat "$c/subsysnqn" 2>/dev/null) == "$NQN" && $(cat "$c/address") == *"trsvcid=$1"* ]] && basename "$c"; done; }
+SECOND_PATH=$(controllers_of 4421 | head -n 1)
+say "controllers of $NQN: port 4420: $(controllers_of 4420 | paste -sd ' '), port 4421: ${SECOND_PATH:-none}"
+check "the host connects through port 4421 too: a second path to the subsystem" test -n "$SECOND_PATH"
+check "fio verify through both paths" fio_verify "$DEV1" 16M
+[[ -z $SECOND_PATH ]] || nvme disconnect -d "$SECOND_PATH" > /dev/null
+check "p2ptgt port remove 2" "$P2PTGT" --control "$CONTROL" port remove 2
+check "nothing answers on port 4421 any more" bash -c "! nvme discover -t rdma -a $RXE_ADDR -s 4421 -q $HOSTNQN >/dev/null 2>&1"
+check "port 4420 still serves" fio_verify "$DEV1" 8M
 disconnect "$NQN"
 check "SIGTERM exits 0" stop_target
 finish

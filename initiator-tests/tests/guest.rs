@@ -120,5 +120,5 @@ fn answers_as_the_kernel_target_does() {
 fn live_reconfiguration_under_a_connected_host() {
     // Namespaces added, grown and removed under fio; discovery notices; restore, SIGHUP,
     // save and restart; bad requests.
-    expect("reconfigure.sh", &[], &[], 40);
+    expect("reconfigure.sh", &[], &[], 47);
 }
