@@ -1,6 +1,6 @@
-//! The RDMA listeners, one per port, each on a thread of its own: started at start-up
-//! and by `port.add`, stopped by `port.remove` (which closes the port's queues) and at
-//! exit.
+//! The RDMA listener and its ports: one listener thread listens on every port (so
+//! that all ports share one registration of the pools per device); ports are added and
+//! removed through its handle, at start-up and by `port.add` / `port.remove`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,10 +14,10 @@ use crate::control::PortListeners;
 use crate::core::Target;
 use crate::memory::Pools;
 use crate::transport::rdma::connection::Control;
-use crate::transport::rdma::listener::{ListenerView, QueueReport};
+use crate::transport::rdma::listener::{ListenerView, PortHandle, QueueReport};
 use crate::transport::rdma::{DataPathMode, Listener};
 
-/// How every listener runs its queues.
+/// How the listener runs its queues.
 #[derive(Clone, Debug)]
 pub struct QueueSettings {
     pub poll_budget: Duration,
@@ -25,81 +25,78 @@ pub struct QueueSettings {
     pub cpus: Vec<usize>,
 }
 
-struct Running {
-    address: SocketAddr,
+pub struct Listeners {
+    handle: PortHandle,
     control: Arc<Control>,
     status: Arc<ListenerView>,
-    thread: JoinHandle<()>,
-}
-
-pub struct Listeners {
-    target: Arc<Target>,
-    pools: Pools,
-    settings: QueueSettings,
-    running: Mutex<BTreeMap<u16, Running>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    addresses: Mutex<BTreeMap<u16, SocketAddr>>,
 }
 
 impl Listeners {
-    pub fn new(target: Arc<Target>, pools: Pools, settings: QueueSettings) -> Listeners {
-        Listeners { target, pools, settings, running: Mutex::new(BTreeMap::new()) }
-    }
-
-    fn running(&self) -> MutexGuard<'_, BTreeMap<u16, Running>> {
-        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Binds port `id` on `address` and starts its thread. Returns the data path its
-    /// device gives, when the address names one (not on a wildcard address).
-    pub fn start(&self, id: u16, address: SocketAddr) -> std::io::Result<Option<DataPathMode>> {
-        let mut listener = Listener::bind(address, self.target.clone(), self.pools.clone())?;
-        listener.poll_budget = self.settings.poll_budget;
-        listener.polled_io = self.settings.polled_io;
-        listener.cpus = self.settings.cpus.clone();
-        listener.port_id = id;
+    /// Binds port `id` on `address` and starts the listener thread. Also returns the
+    /// data path its device gives, when the address names one (not a wildcard).
+    pub fn start(id: u16, address: SocketAddr, target: Arc<Target>, pools: Pools, settings: QueueSettings) -> std::io::Result<(Listeners, Option<DataPathMode>)> {
+        let mut listener = Listener::bind(id, address, target, pools)?;
+        listener.poll_budget = settings.poll_budget;
+        listener.polled_io = settings.polled_io;
+        listener.cpus = settings.cpus;
         let mode = listener.open_listening_device();
-        let (control, status) = (listener.control.clone(), listener.status.clone());
-        let thread = std::thread::Builder::new().name(format!("p2ptgt-port{id}")).spawn(move || listener.run())?;
-        self.running().insert(id, Running { address, control, status, thread });
-        Ok(mode)
+        let (handle, control, status) = (listener.port_handle(), listener.control.clone(), listener.status.clone());
+        let thread = std::thread::Builder::new().name("p2ptgt-listener".into()).spawn(move || listener.run())?;
+        let listeners = Listeners { handle, control, status, thread: Mutex::new(Some(thread)), addresses: Mutex::new(BTreeMap::from([(id, address)])) };
+        Ok((listeners, mode))
     }
 
-    /// Stops port `id`'s listener and waits for its queues to close.
-    pub fn stop(&self, id: u16) {
-        let Some(running) = self.running().remove(&id) else { return };
-        running.control.request_stop();
-        let _ = running.thread.join();
-        info!(port = id, address = %running.address, "stopped listening");
+    fn addresses_now(&self) -> MutexGuard<'_, BTreeMap<u16, SocketAddr>> {
+        self.addresses.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Listens on another port.
+    pub fn add(&self, id: u16, address: SocketAddr) -> Result<(), String> {
+        self.handle.add(id, address)?;
+        self.addresses_now().insert(id, address);
+        Ok(())
+    }
+
+    /// Stops listening on port `id` and waits for the queues that came through it.
+    pub fn remove(&self, id: u16) {
+        self.handle.remove(id);
+        if let Some(address) = self.addresses_now().remove(&id) {
+            info!(port = id, %address, "stopped listening");
+        }
+    }
+
+    /// Stops the listener and every queue.
     pub fn stop_all(&self) {
-        let ids: Vec<u16> = self.running().keys().copied().collect();
-        for id in ids {
-            self.stop(id);
+        self.control.request_stop();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
         }
     }
 
     /// Every live queue of every port.
     pub fn queue_reports(&self) -> Vec<QueueReport> {
-        self.running().values().flat_map(|running| running.status.queue_reports()).collect()
+        self.status.queue_reports()
     }
 
-    /// The data path of the first port whose device is open.
+    /// The data path of the open device.
     pub fn mode(&self) -> Option<DataPathMode> {
-        self.running().values().find_map(|running| *running.status.mode.lock().unwrap_or_else(|p| p.into_inner()))
+        *self.status.mode.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `id address` of each port listened on.
     pub fn addresses(&self) -> Vec<(u16, SocketAddr)> {
-        self.running().iter().map(|(id, running)| (*id, running.address)).collect()
+        self.addresses_now().iter().map(|(id, address)| (*id, *address)).collect()
     }
 }
 
 impl PortListeners for Listeners {
     fn start(&self, id: u16, address: SocketAddr) -> Result<(), String> {
-        Listeners::start(self, id, address).map(drop).map_err(|error| error.to_string())
+        self.add(id, address)
     }
 
     fn stop(&self, id: u16) {
-        Listeners::stop(self, id);
+        self.remove(id);
     }
 }

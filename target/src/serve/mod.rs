@@ -105,21 +105,18 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         target.add_subsystem(served).map_err(|taken| SetupError::config("subsystems", format!("{} appears twice", taken.0)))?;
     }
     let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone() };
-    let listeners = Arc::new(Listeners::new(target.clone(), pools.clone(), settings));
-    let listen_failed = |source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source };
-    let mut mode = None;
-    for port in &config.ports {
-        if port.id != first.id {
-            target.add_port(control::port_of(port)).map_err(|taken| SetupError::config("ports", format!("portid {} appears twice", taken.id)))?;
+    let (listeners, mode) = Listeners::start(first.id, first.address, target.clone(), pools.clone(), settings)
+        .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;
+    let listeners = Arc::new(listeners);
+    for port in config.ports.iter().filter(|port| port.id != first.id) {
+        let added = target
+            .add_port(control::port_of(port))
+            .map_err(|taken| SetupError::config("ports", format!("portid {} appears twice", taken.id)))
+            .and_then(|()| listeners.add(port.id, port.address).map_err(|error| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on a port's address", source: std::io::Error::other(error) }));
+        if let Err(error) = added {
+            listeners.stop_all();
+            return Err(error);
         }
-        let opened = match listeners.start(port.id, port.address) {
-            Ok(opened) => opened,
-            Err(source) => {
-                listeners.stop_all();
-                return Err(listen_failed(source));
-            }
-        };
-        mode = mode.or(opened);
     }
     runtime.set_listeners(listeners.clone());
 

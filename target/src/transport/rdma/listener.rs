@@ -50,6 +50,8 @@ struct Device {
 pub struct QueueEntry {
     pub queue_id: u16,
     pub peer: Option<SocketAddr>,
+    /// The port the queue came through.
+    pub port_id: u16,
     /// Filled in by the queue's thread once it has built the connection.
     shared: Arc<QueueShared>,
     control: Arc<Control>,
@@ -88,13 +90,64 @@ impl ListenerView {
     }
 }
 
-pub struct Listener {
-    // Drop order: the listening id before its event channel, and the devices' memory
-    // registrations before the pools they cover.
+/// One address listened on, as the target's port `port_id`.
+struct ListeningPort {
+    port_id: u16,
+    address: SocketAddr,
     /// None while the address or device is gone; listening again is tried with backoff.
     id: Option<CmId>,
-    address: SocketAddr,
     relisten: Backoff,
+}
+
+impl ListeningPort {
+    /// Whether a connection that reached `local` came through this port.
+    fn reached_by(&self, local: Option<SocketAddr>) -> bool {
+        local.is_some_and(|local| local.port() == self.address.port() && (self.address.ip().is_unspecified() || self.address.ip() == local.ip()))
+    }
+}
+
+/// A change to the ports listened on, from another thread (`PortHandle`).
+enum PortCommand {
+    Add { port_id: u16, address: SocketAddr, reply: std::sync::mpsc::Sender<Result<(), String>> },
+    Remove { port_id: u16, reply: std::sync::mpsc::Sender<()> },
+}
+
+/// Adds and removes ports of a running listener.
+#[derive(Clone)]
+pub struct PortHandle {
+    commands: Arc<Mutex<Vec<PortCommand>>>,
+    control: Arc<Control>,
+}
+
+impl PortHandle {
+    /// Listens on `address` as port `port_id`; waits for the listener to do it.
+    pub fn add(&self, port_id: u16, address: SocketAddr) -> Result<(), String> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.send(PortCommand::Add { port_id, address, reply });
+        answer.recv_timeout(PORT_COMMAND_WAIT).map_err(|_| "the listener did not answer".to_string())?
+    }
+
+    /// Stops listening on port `port_id` and closes the queues that came through it.
+    pub fn remove(&self, port_id: u16) {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.send(PortCommand::Remove { port_id, reply });
+        let _ = answer.recv_timeout(PORT_COMMAND_WAIT);
+    }
+
+    fn send(&self, command: PortCommand) {
+        self.commands.lock().unwrap_or_else(|p| p.into_inner()).push(command);
+        self.control.wake();
+    }
+}
+
+/// How long a port change may take the listener (closing a port's queues included).
+const PORT_COMMAND_WAIT: Duration = Duration::from_secs(30);
+
+pub struct Listener {
+    // Drop order: the listening ids before their event channel, and the devices' memory
+    // registrations before the pools they cover.
+    ports: Vec<ListeningPort>,
+    commands: Arc<Mutex<Vec<PortCommand>>>,
     events: EventChannel,
     devices: HashMap<Context, Device>,
     target: Arc<Target>,
@@ -107,18 +160,18 @@ pub struct Listener {
     pub polled_io: bool,
     /// CPUs queue threads are pinned to, queue i on `cpus[i % len]`; empty: not pinned.
     pub cpus: Vec<usize>,
-    /// The target's port this listener serves (discovery lists what is reachable there).
-    pub port_id: u16,
 }
 
 impl Listener {
-    pub fn bind(address: SocketAddr, target: Arc<Target>, pools: Pools) -> std::io::Result<Listener> {
+    /// Listens on `address` as port `port_id`; more ports come through [`PortHandle`].
+    /// Every port shares the devices' registrations: one protection domain and one
+    /// memory region per pool and device, whose keys the pools carry.
+    pub fn bind(port_id: u16, address: SocketAddr, target: Arc<Target>, pools: Pools) -> std::io::Result<Listener> {
         let events = EventChannel::new()?;
         let id = CmId::listen(&events, address, LISTEN_BACKLOG)?;
         Ok(Listener {
-            id: Some(id),
-            address,
-            relisten: Backoff::default(),
+            ports: vec![ListeningPort { port_id, address, id: Some(id), relisten: Backoff::default() }],
+            commands: Arc::default(),
             events,
             devices: HashMap::new(),
             target,
@@ -128,14 +181,20 @@ impl Listener {
             poll_budget: Duration::ZERO,
             polled_io: false,
             cpus: Vec::new(),
-            port_id: 1,
         })
+    }
+
+    pub fn port_handle(&self) -> PortHandle {
+        PortHandle { commands: self.commands.clone(), control: self.control.clone() }
     }
 
     /// When bound to a specific address the device is known now: open it (PD and
     /// registrations) so start-up can report the data path. None on a wildcard address.
     pub fn open_listening_device(&mut self) -> Option<DataPathMode> {
-        let context = self.id.as_ref()?.context()?;
+        let context = self.ports.iter().find_map(|port| port.id.as_ref()?.context())?;
+        if let Some(device) = self.devices.get(&context) {
+            return Some(device.mode);
+        }
         match self.open_device(context) {
             Ok(device) => {
                 let mode = device.mode;
@@ -172,19 +231,46 @@ impl Listener {
                 }
             }
             self.reap();
-            if self.id.is_none() {
+            self.port_commands();
+            if self.ports.iter().any(|port| port.id.is_none()) {
                 self.listen_again();
             }
         }
         self.shutdown();
     }
 
+    /// Carries out port changes asked for through a [`PortHandle`].
+    fn port_commands(&mut self) {
+        let commands = std::mem::take(&mut *self.commands.lock().unwrap_or_else(|p| p.into_inner()));
+        for command in commands {
+            match command {
+                PortCommand::Add { port_id, address, reply } => {
+                    let listened = match CmId::listen(&self.events, address, LISTEN_BACKLOG) {
+                        Ok(id) => {
+                            self.ports.push(ListeningPort { port_id, address, id: Some(id), relisten: Backoff::default() });
+                            let mode = self.open_listening_device();
+                            info!(port = port_id, %address, ?mode, "listening");
+                            Ok(())
+                        }
+                        Err(error) => Err(error.to_string()),
+                    };
+                    let _ = reply.send(listened);
+                }
+                PortCommand::Remove { port_id, reply } => {
+                    self.ports.retain(|port| port.port_id != port_id);
+                    self.stop_queues_of(Some(port_id));
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
     fn handle_event(&mut self, event: CmEvent) {
-        let on_listener = self.id.as_ref().is_some_and(|id| id.is(event.id));
+        let on_listener = self.ports.iter().any(|port| port.id.as_ref().is_some_and(|id| id.is(event.id)));
         match event.kind {
             CmEventKind::ConnectRequest => self.accept(event),
             CmEventKind::AddressChange | CmEventKind::DeviceRemoval if on_listener => {
-                warn!(kind = ?event.kind, address = %self.address, "the listening address or its RDMA device went away: closing every queue and listening again when it is back");
+                warn!(kind = ?event.kind, "a listening address or its RDMA device went away: closing every queue and listening again when it is back");
                 self.lose_device();
             }
             // A connection whose handshake failed before it moved to its own thread.
@@ -239,27 +325,37 @@ impl Listener {
     fn lose_device(&mut self) {
         self.stop_queues();
         self.devices.clear();
-        self.id = None;
-        self.relisten = Backoff::default();
+        for port in &mut self.ports {
+            port.id = None;
+            port.relisten = Backoff::default();
+        }
         *self.status.mode.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    /// Tries to listen again once the backoff allows; on success reopens the device.
+    /// Tries to listen again on each lost port once its backoff allows; on success
+    /// reopens the device.
     fn listen_again(&mut self) {
         let now = std::time::Instant::now();
-        if !self.relisten.due(now) {
-            return;
+        let mut listening = false;
+        for port in self.ports.iter_mut().filter(|port| port.id.is_none()) {
+            if !port.relisten.due(now) {
+                continue;
+            }
+            match CmId::listen(&self.events, port.address, LISTEN_BACKLOG) {
+                Ok(id) => {
+                    port.id = Some(id);
+                    listening = true;
+                    info!(address = %port.address, "listening again");
+                }
+                Err(error) => {
+                    let wait = port.relisten.failed(now);
+                    debug!(address = %port.address, %error, ?wait, "cannot listen yet");
+                }
+            }
         }
-        match CmId::listen(&self.events, self.address, LISTEN_BACKLOG) {
-            Ok(id) => {
-                self.id = Some(id);
-                let mode = self.open_listening_device();
-                info!(address = %self.address, ?mode, "listening again");
-            }
-            Err(error) => {
-                let wait = self.relisten.failed(now);
-                debug!(address = %self.address, %error, ?wait, "cannot listen yet");
-            }
+        if listening {
+            let mode = self.open_listening_device();
+            info!(?mode, "RDMA device open again");
         }
     }
 
@@ -303,7 +399,10 @@ impl Listener {
             warn!(?peer, limit = limits.connections_per_peer_max, "connection refused: this peer address has its maximum of connections");
             return reject(id, RejectStatus::NoResources);
         }
-        match self.build(id, &event, request) {
+        // The port whose address the connection reached (the first, if none matches).
+        let local = id.local();
+        let port_id = self.ports.iter().find(|port| port.reached_by(local)).or(self.ports.first()).map_or(0, |port| port.port_id);
+        match self.build(id, &event, request, port_id) {
             Ok(()) => {}
             Err((id, error)) => {
                 error!(%error, queue = request.queue_id, "could not set up the queue");
@@ -317,7 +416,7 @@ impl Listener {
     /// Opens the device if needed and starts the queue's thread, which builds the
     /// connection's verbs and io_uring resources, accepts, and runs it: the listener
     /// goes back to its events at once, so a connect storm does not slow honest accepts.
-    fn build(&mut self, id: CmId, event: &CmEvent, request: ConnectRequest) -> Result<(), (Option<CmId>, String)> {
+    fn build(&mut self, id: CmId, event: &CmEvent, request: ConnectRequest, port_id: u16) -> Result<(), (Option<CmId>, String)> {
         let Some(context) = id.context() else { return Err((Some(id), "connect request without a device".to_string())) };
         if !self.devices.contains_key(&context) {
             if !self.devices.is_empty() {
@@ -346,7 +445,7 @@ impl Listener {
             pools: self.pools.clone(),
             poll_budget: self.poll_budget,
             polled_io: self.polled_io,
-            port_id: self.port_id,
+            port_id,
             control: control.clone(),
             shared: shared.clone(),
         };
@@ -373,7 +472,7 @@ impl Listener {
             })
             .map_err(|e| (None, format!("spawning the queue thread: {e}")))?;
         let mut queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.push(QueueEntry { queue_id: request.queue_id, shared, peer, control, thread: Some(thread) });
+        queues.push(QueueEntry { queue_id: request.queue_id, shared, peer, port_id, control, thread: Some(thread) });
         Ok(())
     }
 
@@ -417,7 +516,17 @@ impl Listener {
 
     /// Stops every queue thread and waits for it (each waits for its NIC and backend).
     fn stop_queues(&mut self) {
-        let mut queues = std::mem::take(&mut *self.status.queues.lock().unwrap_or_else(|p| p.into_inner()));
+        self.stop_queues_of(None);
+    }
+
+    /// Stops the queues of port `port_id` (of every port: `None`) and waits for them.
+    fn stop_queues_of(&mut self, port_id: Option<u16>) {
+        let mut queues = {
+            let mut all = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let (stopping, staying) = std::mem::take(&mut *all).into_iter().partition(|q: &QueueEntry| port_id.is_none_or(|id| q.port_id == id));
+            *all = staying;
+            stopping
+        };
         for queue in &queues {
             queue.control.request_stop();
         }
