@@ -85,8 +85,10 @@ impl ControlError {
 /// any, for a namespace whose device can reach it.
 #[derive(Clone, Debug)]
 pub struct PlacementPolicy {
-    /// The provider whose CMB the payload pool maps; `None` without a CMB pool.
+    /// The p2pmem provider chosen at start-up, if any.
     pub provider: Option<Provider>,
+    /// Whether the payload pool maps its CMB (only then can a namespace use it).
+    pub cmb_pool: bool,
     /// `--p2pmem`, for namespaces that do not choose.
     pub default_mode: P2pMem,
 }
@@ -211,7 +213,11 @@ impl Runtime {
     /// backend, choosing where its payload goes.
     pub fn build_namespace(&self, nqn: &str, namespace: &NamespaceConfig, backend: Backend) -> Namespace {
         let mode = namespace.p2pmem.as_ref().unwrap_or(&self.policy.default_mode);
-        let placement = placement(&backend, self.policy.provider.as_ref(), mode);
+        let reachable = placement(&backend, self.policy.provider.as_ref(), mode);
+        let placement = if self.policy.cmb_pool { reachable } else { Placement::Control };
+        if reachable == Placement::Payload && placement == Placement::Control {
+            info!(nsid = namespace.id, path = %namespace.path.display(), "the CMB was not mapped at start-up (no namespace could use it then): this namespace's payload uses host memory buffers");
+        }
         info!(
             subsystem = %nqn,
             nsid = namespace.id,
@@ -219,7 +225,7 @@ impl Runtime {
             payload = if placement == Placement::Payload { "CMB" } else { "host memory" },
             "namespace"
         );
-        if placement == Placement::Control && self.policy.provider.is_some() {
+        if reachable == Placement::Control && self.policy.provider.is_some() {
             warn!(nsid = namespace.id, path = %namespace.path.display(), "this namespace's device cannot reach the CMB (a file or another device): its payload uses host memory buffers");
         }
         let served = Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), placement);

@@ -98,7 +98,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let first = config.ports.first().cloned().ok_or_else(|| SetupError::config("ports", "no port to listen on"))?;
     let target = Arc::new(Target::new(Vec::new(), control::port_of(&first), limits));
     // Namespaces added later may use the CMB only if the pool maps it.
-    let policy = PlacementPolicy { provider: provider.clone().filter(|_| pools.cmb.is_some()), default_mode: options.p2pmem.clone() };
+    let policy = PlacementPolicy { provider: provider.clone(), cmb_pool: pools.cmb.is_some(), default_mode: options.p2pmem.clone() };
     let runtime = Runtime::new(target.clone(), config.clone(), policy, options.defaults.clone());
     for (subsystem, backends) in config.subsystems.iter().zip(backends) {
         let served = runtime.build_subsystem(subsystem, backends);
