@@ -134,7 +134,7 @@ pub struct Changes {
     pub namespaces_added: Vec<String>,
     pub namespaces_removed: Vec<String>,
     pub namespaces_changed: Vec<String>,
-    /// `NQN host`.
+    /// NQNs of subsystems whose allowed hosts changed.
     pub hosts_changed: Vec<String>,
 }
 
@@ -284,7 +284,7 @@ impl Runtime {
     /// Adds a namespace; NSID 0 takes the lowest free one. Returns the NSID.
     pub fn add_namespace(&self, nqn: &str, mut namespace: NamespaceConfig) -> Result<u32, ControlError> {
         let mut model = self.model();
-        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let subsystem = configured_subsystem(&mut model, nqn)?;
         if namespace.id == 0 {
             let taken: BTreeSet<u32> = subsystem.namespaces.iter().map(|n| n.id).collect();
             namespace.id = (1..=NSID_MAX).find(|id| !taken.contains(id)).ok_or_else(|| ControlError::Invalid("no free NSID".into()))?;
@@ -324,7 +324,7 @@ impl Runtime {
     /// fail with Invalid Namespace; hosts are told to rescan.
     pub fn remove_namespace(&self, nqn: &str, nsid: u32) -> Result<(), ControlError> {
         let mut model = self.model();
-        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let subsystem = configured_subsystem(&mut model, nqn)?;
         let index = subsystem.namespaces.iter().position(|n| n.id == nsid).ok_or_else(|| ControlError::NoNamespace { nqn: nqn.to_owned(), nsid })?;
         self.unserve_namespace(nqn, nsid);
         subsystem.namespaces.remove(index);
@@ -335,8 +335,7 @@ impl Runtime {
     /// Serves or stops serving a configured namespace (nvmet's `enable`).
     pub fn enable_namespace(&self, nqn: &str, nsid: u32, enabled: bool) -> Result<(), ControlError> {
         let mut model = self.model();
-        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
-        let namespace = subsystem.namespaces.iter_mut().find(|n| n.id == nsid).ok_or_else(|| ControlError::NoNamespace { nqn: nqn.to_owned(), nsid })?;
+        let namespace = configured_namespace(&mut model, nqn, nsid)?;
         if namespace.enabled == enabled {
             return Ok(());
         }
@@ -354,8 +353,7 @@ impl Runtime {
     /// Linux host marks its block device read-only or writable.
     pub fn set_read_only(&self, nqn: &str, nsid: u32, read_only: bool) -> Result<(), ControlError> {
         let mut model = self.model();
-        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
-        let namespace = subsystem.namespaces.iter_mut().find(|n| n.id == nsid).ok_or_else(|| ControlError::NoNamespace { nqn: nqn.to_owned(), nsid })?;
+        let namespace = configured_namespace(&mut model, nqn, nsid)?;
         namespace.read_only = read_only;
         self.apply_read_only(nqn, nsid, read_only);
         Ok(())
@@ -392,7 +390,7 @@ impl Runtime {
     pub fn add_host(&self, nqn: &str, host: &str) -> Result<(), ControlError> {
         config::check_nqn(host).map_err(ControlError::Invalid)?;
         let mut model = self.model();
-        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let subsystem = configured_subsystem(&mut model, nqn)?;
         if !subsystem.allowed_hosts.iter().any(|h| h == host) {
             subsystem.allowed_hosts.push(host.to_owned());
             self.change_hosts(nqn, |hosts| {
@@ -406,7 +404,7 @@ impl Runtime {
     /// nvmet's do.
     pub fn remove_host(&self, nqn: &str, host: &str) -> Result<(), ControlError> {
         let mut model = self.model();
-        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let subsystem = configured_subsystem(&mut model, nqn)?;
         let index = subsystem.allowed_hosts.iter().position(|h| h == host).ok_or_else(|| ControlError::NoHost { nqn: nqn.to_owned(), host: host.to_owned() })?;
         subsystem.allowed_hosts.remove(index);
         self.change_hosts(nqn, |hosts| {
@@ -417,7 +415,7 @@ impl Runtime {
 
     pub fn allow_any_host(&self, nqn: &str, allow: bool) -> Result<(), ControlError> {
         let mut model = self.model();
-        let subsystem = model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
+        let subsystem = configured_subsystem(&mut model, nqn)?;
         subsystem.allow_any_host = allow;
         self.change_hosts(nqn, |hosts| hosts.allow_any_host = allow);
         Ok(())
@@ -543,6 +541,16 @@ impl Runtime {
         info!(?changes, "configuration restored");
         Ok(changes)
     }
+}
+
+/// The configuration of subsystem `nqn`.
+fn configured_subsystem<'a>(model: &'a mut ServeConfig, nqn: &str) -> Result<&'a mut SubsystemConfig, ControlError> {
+    model.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))
+}
+
+/// The configuration of namespace `nsid` of subsystem `nqn`.
+fn configured_namespace<'a>(model: &'a mut ServeConfig, nqn: &str, nsid: u32) -> Result<&'a mut NamespaceConfig, ControlError> {
+    configured_subsystem(model, nqn)?.namespaces.iter_mut().find(|n| n.id == nsid).ok_or_else(|| ControlError::NoNamespace { nqn: nqn.to_owned(), nsid })
 }
 
 /// NSIDs 1 to FFFFFFFEh name namespaces (FFFFFFFFh is the broadcast value).
