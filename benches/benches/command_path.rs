@@ -38,7 +38,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let namespace = Arc::new(Namespace::new(1, Arc::new(Backend::Memory(MemoryBackend::new(64 << 20, 9))), [1; 16], [2; 16], Placement::Payload));
+    let namespace = Arc::new(Namespace::new(1, Arc::new(Backend::Memory(MemoryBackend::new(64 << 20, 9))), [1; 16], [2; 16], Placement::Host));
     let hosts = HostAccess { allow_any_host: true, ..Default::default() };
     let mut subsystem = Subsystem::new(NQN, hosts, [namespace]);
     subsystem.serial = "bench".into();

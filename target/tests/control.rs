@@ -46,7 +46,7 @@ impl Bed {
             max_transfer_shift: None,
             limits: Default::default(),
         };
-        let policy = PlacementPolicy { provider: None, cmb_pool: false, default_mode: P2pMem::Off };
+        let policy = PlacementPolicy { peers: Vec::new(), default_mode: P2pMem::Off };
         let bed = Bed { runtime: Runtime::new(target, config, policy, SubsystemDefaults::default()), dir };
         let mut subsystem = SubsystemConfig::new(SUBSYSTEM);
         subsystem.allow_any_host = true;

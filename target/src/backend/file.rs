@@ -3,11 +3,12 @@
 //! asked (a file grown or a volume resized under a running target).
 
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::BackendError;
+use super::{BackendError, BackendOp};
 
 #[derive(Debug)]
 pub struct FileBackend {
@@ -94,6 +95,54 @@ impl FileBackend {
         let size = size - size % block;
         self.size_bytes.store(size, Ordering::Relaxed);
         Ok(size)
+    }
+
+    /// Runs a Read or Write to completion on the calling thread (start-up probes and the
+    /// control socket's copies, outside any queue); other operations are refused.
+    pub fn execute_blocking(&self, op: &BackendOp) -> Result<u32, BackendError> {
+        use std::os::fd::AsRawFd;
+        let (offset, buffer, write) = match op {
+            BackendOp::Read { offset_bytes, buffer } => (*offset_bytes, buffer.buffer(), false),
+            BackendOp::Write { offset_bytes, buffer, .. } => (*offset_bytes, buffer.buffer(), true),
+            _ => return Err(BackendError::Io { op: op.kind(), source: io::Error::from(io::ErrorKind::Unsupported) }),
+        };
+        let len = buffer.len_bytes as usize;
+        let mut done = 0usize;
+        while done < len {
+            let at = offset + done as u64;
+            let address = (buffer.address as usize + done) as *mut libc::c_void;
+            let Ok(at) = libc::off_t::try_from(at) else {
+                return Err(BackendError::Io { op: op.kind(), source: io::Error::from_raw_os_error(libc::EINVAL) });
+            };
+            let (fd, rest) = (self.file.as_raw_fd(), len - done);
+            let moved = if write {
+                // SAFETY: the op owns its buffer (a lease or a slot loan): `len` mapped
+                // bytes from `buffer.address` that nothing else touches while the op is
+                // held, here for the whole call; the kernel reads only `rest` of them.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::pwrite(fd, address, rest, at)
+                }
+            } else {
+                // SAFETY: as above; the kernel writes only those `rest` bytes.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::pread(fd, address, rest, at)
+                }
+            };
+            match moved {
+                0 => return Err(BackendError::Short { op: op.kind(), done: done as u32, expected: len as u32 }),
+                moved if moved < 0 => {
+                    let source = io::Error::last_os_error();
+                    if source.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(BackendError::Io { op: op.kind(), source });
+                }
+                moved => done += moved as usize,
+            }
+        }
+        Ok(len as u32)
     }
 
     pub fn describe(&self) -> String {

@@ -10,6 +10,7 @@
 //! [`rpc`] is the JSON-RPC face of these methods on the control socket.
 
 pub mod client;
+pub mod placement;
 pub mod rpc;
 
 use std::collections::BTreeSet;
@@ -21,8 +22,8 @@ use tracing::{info, warn};
 
 use crate::backend::{Backend, BackendError, Storage};
 use crate::config::{self, NamespaceConfig, P2pMem, PortConfig, ServeConfig, SubsystemConfig};
-use crate::core::{HostAccess, Namespace, Placement, Port, Subsystem, Target};
-use crate::memory::p2pmem::Provider;
+use crate::core::{HostAccess, Namespace, Port, Subsystem, Target};
+pub use placement::{Choice, PlacementPolicy, Refused};
 
 /// Why a change was refused. Each names the object; [`ControlError::code`] is its
 /// JSON-RPC error code.
@@ -50,6 +51,8 @@ pub enum ControlError {
     PortExists(String),
     #[error("cannot listen on {address}: {message}")]
     Listen { address: std::net::SocketAddr, message: String },
+    #[error(transparent)]
+    Refused(#[from] Refused),
 }
 
 /// Listening on a port and stopping, as the transport does it (the serve layer
@@ -76,34 +79,15 @@ impl ControlError {
             ControlError::Fixed(_) => rpc::FIXED,
             ControlError::NoPort(_) => rpc::NOT_FOUND,
             ControlError::PortExists(_) => rpc::EXISTS,
-            ControlError::Listen { .. } => rpc::BACKEND,
+            ControlError::Listen { .. } | ControlError::Refused(_) => rpc::BACKEND,
         }
     }
 }
 
-/// Where new namespaces' payload may go: the CMB of the provider mapped at start-up, if
-/// any, for a namespace whose device can reach it.
-#[derive(Clone, Debug)]
-pub struct PlacementPolicy {
-    /// The p2pmem provider chosen at start-up, if any.
-    pub provider: Option<Provider>,
-    /// Whether the payload pool maps its CMB (only then can a namespace use it).
-    pub cmb_pool: bool,
-    /// `--p2pmem`, for namespaces that do not choose.
-    pub default_mode: P2pMem,
-}
-
-/// Whether a namespace's payload may sit in the provider's CMB: only when its data lives
-/// on a PCI device that can reach it (the provider itself, or one named explicitly).
-pub fn placement(backend: &Backend, provider: Option<&Provider>, mode: &P2pMem) -> Placement {
-    let (Some(provider), Some(device)) = (provider, backend.pci_device()) else { return Placement::Control };
-    let same = provider.is(device);
-    match mode {
-        P2pMem::Off => Placement::Control,
-        P2pMem::Auto if same => Placement::Payload,
-        P2pMem::Device(_) => Placement::Payload,
-        P2pMem::Auto => Placement::Control,
-    }
+/// A namespace's backend, opened, with where its payload will go.
+pub struct Opened {
+    pub backend: Backend,
+    pub choice: Choice,
 }
 
 /// Values the command line gives every subsystem that does not set its own.
@@ -209,33 +193,39 @@ impl Runtime {
         config::to_nvmetcli(&self.model(), limits.in_capsule_data_bytes, limits.io_queue_entries_max, limits.max_transfer_shift)
     }
 
-    /// Builds the served namespace for `namespace` of subsystem `nqn` over an open
-    /// backend, choosing where its payload goes.
-    pub fn build_namespace(&self, nqn: &str, namespace: &NamespaceConfig, backend: Backend) -> Namespace {
-        let mode = namespace.p2pmem.as_ref().unwrap_or(&self.policy.default_mode);
-        let reachable = placement(&backend, self.policy.provider.as_ref(), mode);
-        let placement = if self.policy.cmb_pool { reachable } else { Placement::Control };
-        if reachable == Placement::Payload && placement == Placement::Control {
-            info!(nsid = namespace.id, path = %namespace.path.display(), "the CMB was not mapped at start-up (no namespace could use it then): this namespace's payload uses host memory buffers");
+    /// Builds the served namespace for `namespace` of subsystem `nqn` over its opened
+    /// backend, saying in one line where its payload goes (and why, for host memory).
+    pub fn build_namespace(&self, nqn: &str, namespace: &NamespaceConfig, opened: Opened) -> Namespace {
+        let Opened { backend, choice } = opened;
+        let provider = choice.peer.and_then(|(index, _)| self.policy.peers.get(index)?.provider().map(|p| p.bdf.clone()));
+        match (&choice.peer, &provider) {
+            (Some((_, route)), Some(bdf)) => {
+                info!(subsystem = %nqn, nsid = namespace.id, backend = %backend.describe(), "namespace: payload in the memory of {bdf}, {route}");
+            }
+            _ => {
+                info!(subsystem = %nqn, nsid = namespace.id, backend = %backend.describe(), "namespace: payload in host memory");
+                if !self.policy.peers.is_empty() || !matches!(namespace.p2pmem.as_ref().unwrap_or(&self.policy.default_mode), P2pMem::Off) {
+                    warn!(subsystem = %nqn, nsid = namespace.id, path = %namespace.path.display(), "this namespace's payload uses host memory buffers: {}", choice.reason);
+                }
+            }
         }
-        info!(
-            subsystem = %nqn,
-            nsid = namespace.id,
-            backend = %backend.describe(),
-            payload = if placement == Placement::Payload { "CMB" } else { "host memory" },
-            "namespace"
-        );
-        if reachable == Placement::Control && self.policy.provider.is_some() {
-            warn!(nsid = namespace.id, path = %namespace.path.display(), "this namespace's device cannot reach the CMB (a file or another device): its payload uses host memory buffers");
-        }
-        let served = Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), placement);
+        let served = Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), choice.placement());
         served.set_read_only(namespace.read_only);
         served
     }
 
+    /// Opens a namespace's backend and chooses where its payload goes.
+    fn open(&self, namespace: &NamespaceConfig) -> Result<Opened, ControlError> {
+        let path: &PathBuf = &namespace.path;
+        let backend = Backend::open(path, None).map_err(|source| ControlError::Backend { path: path.display().to_string(), source })?;
+        let mode = namespace.p2pmem.as_ref().unwrap_or(&self.policy.default_mode);
+        let choice = placement::choose(&backend, mode, &self.policy.peers)?;
+        Ok(Opened { backend, choice })
+    }
+
     /// Builds a served subsystem from its configuration; `backends` are its enabled
     /// namespaces' backends, in order.
-    pub fn build_subsystem(&self, subsystem: &SubsystemConfig, backends: Vec<Backend>) -> Subsystem {
+    pub fn build_subsystem(&self, subsystem: &SubsystemConfig, backends: Vec<Opened>) -> Subsystem {
         let enabled = subsystem.namespaces.iter().filter(|n| n.enabled);
         let namespaces: Vec<Arc<Namespace>> = enabled.zip(backends).map(|(namespace, backend)| Arc::new(self.build_namespace(&subsystem.nqn, namespace, backend))).collect();
         if !subsystem.allow_any_host && subsystem.allowed_hosts.is_empty() {
@@ -253,8 +243,8 @@ impl Runtime {
     }
 
     /// Opens the enabled namespaces of `subsystem`, all or none.
-    fn open_namespaces(subsystem: &SubsystemConfig) -> Result<Vec<Backend>, ControlError> {
-        subsystem.namespaces.iter().filter(|n| n.enabled).map(open).collect()
+    fn open_namespaces(&self, subsystem: &SubsystemConfig) -> Result<Vec<Opened>, ControlError> {
+        subsystem.namespaces.iter().filter(|n| n.enabled).map(|n| self.open(n)).collect()
     }
 
     pub fn add_subsystem(&self, mut subsystem: SubsystemConfig) -> Result<(), ControlError> {
@@ -264,7 +254,7 @@ impl Runtime {
         if model.subsystems.iter().any(|s| s.nqn == subsystem.nqn) {
             return Err(ControlError::SubsystemExists(subsystem.nqn));
         }
-        let backends = Self::open_namespaces(&subsystem)?;
+        let backends = self.open_namespaces(&subsystem)?;
         let served = self.build_subsystem(&subsystem, backends);
         self.target.add_subsystem(served).map_err(|taken| ControlError::SubsystemExists(taken.0))?;
         info!(subsystem = %subsystem.nqn, "subsystem added");
@@ -304,7 +294,7 @@ impl Runtime {
 
     fn serve_namespace(&self, nqn: &str, namespace: &NamespaceConfig) -> Result<(), ControlError> {
         let served = self.target.subsystem(nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
-        let backend = open(namespace)?;
+        let backend = self.open(namespace)?;
         served
             .insert_namespace(self.build_namespace(nqn, namespace, backend))
             .map_err(|taken| ControlError::NamespaceExists { nqn: nqn.to_owned(), nsid: taken.0 })?;
@@ -460,7 +450,7 @@ impl Runtime {
             for namespace in subsystem.namespaces.iter().filter(|n| n.enabled) {
                 let same = current.and_then(|c| c.namespaces.iter().find(|n| n.id == namespace.id)).is_some_and(|c| same_namespace(&subsystem.nqn, c, namespace));
                 if !same {
-                    opened.push(((subsystem.nqn.clone(), namespace.id), open(namespace)?));
+                    opened.push(((subsystem.nqn.clone(), namespace.id), self.open(namespace)?));
                 }
             }
         }
@@ -598,7 +588,3 @@ fn same_namespace(nqn: &str, a: &NamespaceConfig, b: &NamespaceConfig) -> bool {
     a.path == b.path && a.uuid_in(nqn) == b.uuid_in(nqn) && a.nguid_in(nqn) == b.nguid_in(nqn) && a.p2pmem == b.p2pmem && a.enabled == b.enabled
 }
 
-fn open(namespace: &NamespaceConfig) -> Result<Backend, ControlError> {
-    let path: &PathBuf = &namespace.path;
-    Backend::open(path, None).map_err(|source| ControlError::Backend { path: path.display().to_string(), source })
-}

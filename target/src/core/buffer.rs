@@ -80,23 +80,31 @@ impl<'a> DmaSlice<'a> {
     }
 }
 
+/// Which of the target's peer memory pools (one per p2pmem provider it maps, in the
+/// order the pools were made).
+pub type PeerPool = u8;
+
 /// Where a buffer's bytes live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Region {
     /// Ordinary host DRAM.
     Host,
-    /// The Controller Memory Buffer of an NVMe SSD, mapped through p2pmem.
-    Cmb,
+    /// A PCI device's memory (an NVMe SSD's Controller Memory Buffer), mapped through
+    /// p2pmem: peer pool `n`.
+    Peer(PeerPool),
 }
 
-/// What a buffer will carry; the pool decides the region.
+/// What a buffer will carry, and so which pool it comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
     /// Command data the CPU must read or write (Connect data, admin pages, DSM ranges):
     /// the small reserved control pool in host memory.
     Control,
-    /// Read/Write payload that only the NIC and the SSD touch: CMB when the pool has one.
-    Payload,
+    /// Read/Write payload in host memory (the payload pool).
+    Host,
+    /// Read/Write payload that only the NIC and the SSD touch, in peer pool `n`; host
+    /// memory when the queue's path cannot use device memory.
+    Peer(PeerPool),
 }
 
 /// Where a buffer's bytes are, for work requests and backend I/O. It owns nothing: the

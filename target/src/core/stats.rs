@@ -28,7 +28,7 @@ impl Serialize for Counter {
     }
 }
 
-/// Payload bytes moved through each kind of buffer, target wide.
+/// Payload bytes moved through each kind of buffer: target wide, and per namespace.
 #[derive(Debug, Default, Serialize)]
 pub struct PayloadStats {
     pub payload_bytes_host: Counter,
@@ -39,7 +39,7 @@ impl PayloadStats {
     pub fn count(&self, region: Region, bytes: u64) {
         match region {
             Region::Host => self.payload_bytes_host.add(bytes),
-            Region::Cmb => self.payload_bytes_cmb.add(bytes),
+            Region::Peer(_) => self.payload_bytes_cmb.add(bytes),
         }
     }
 }

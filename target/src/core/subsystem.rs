@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 
 use super::buffer::Placement;
 use super::range_lock::RangeLocks;
-use super::stats::IoStats;
+use super::stats::{IoStats, PayloadStats};
 use super::storage::Storage;
 
 /// Controller IDs the dynamic model hands out (nvmet's default cntlid range).
@@ -27,10 +27,12 @@ pub struct Namespace {
     pub backend: Arc<dyn Storage>,
     pub uuid: [u8; 16],
     pub nguid: [u8; 16],
-    /// Where this namespace's Read/Write payload goes: `Payload` lets the pool put it
-    /// in the CMB; `Control` pins it to host memory (the device cannot reach the CMB).
+    /// Where this namespace's Read/Write payload goes: `Peer` puts it in the memory of
+    /// a device its own device can reach; `Host` in host memory.
     pub payload_placement: Placement,
     pub stats: IoStats,
+    /// Its payload bytes by the kind of memory they went through.
+    pub payload: PayloadStats,
     /// Ranges fused Compare and Write holds against every other command.
     pub range_locks: Arc<RangeLocks>,
     /// Writes are refused with Namespace is Write Protected; reads go on.
@@ -39,7 +41,7 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn new(id: u32, backend: Arc<dyn Storage>, uuid: [u8; 16], nguid: [u8; 16], payload_placement: Placement) -> Namespace {
-        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false) }
+        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), payload: PayloadStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false) }
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -1,6 +1,6 @@
 //! Data buffer pools, sized once at start-up, shared by every queue: a small control
-//! pool and a payload pool in one host DRAM mapping, and the CMB of an NVMe SSD (p2pmem)
-//! when one is usable. Implements the core's [`BufferPool`] contract; the transport
+//! pool and a payload pool in one host DRAM mapping, and a peer pool over the p2pmem
+//! (typically an NVMe SSD's CMB) of each provider some namespace's device can reach. Implements the core's [`BufferPool`] contract; the transport
 //! registers each mapping with the NIC and records its key here.
 //!
 //! Each pool keeps one line of waiting requests across all queues. A request that finds
@@ -148,6 +148,14 @@ impl RegionPool {
         lock(&self.line).pages.pages() as u64 * PAGE_BYTES
     }
 
+    /// The p2pmem provider whose memory this pool is, if it is device memory.
+    pub fn provider(&self) -> Option<&p2pmem::Provider> {
+        match &*self.memory {
+            Memory::P2p(mapping) => Some(&mapping.provider),
+            Memory::Host(_) => None,
+        }
+    }
+
     /// Records the key of the memory region the transport registered over this pool.
     pub fn set_local_key(&self, key: u32) {
         self.local_key.store(key, Ordering::Relaxed);
@@ -190,6 +198,17 @@ impl RegionPool {
         line.waiters.push_back(Waiter { mailbox: mailbox.clone(), tag, len_bytes, since: Instant::now() });
         debug!(region = ?self.region, len_bytes, waiting = line.waiters.len(), "pool short; request waits in line");
         None
+    }
+
+    /// A lease now if the pages are free and nobody is in line; never joins the line
+    /// (for work outside any queue, such as start-up probes).
+    pub fn try_lease(&self, len_bytes: u32) -> Option<Lease> {
+        let mut line = lock(&self.line);
+        if !line.waiters.is_empty() {
+            return None;
+        }
+        let first = line.pages.allocate(pages_for(len_bytes))?;
+        Some(self.mint(first, len_bytes))
     }
 
     /// Removes `mailbox`'s waiters from the line.
@@ -239,23 +258,23 @@ impl LeaseHome for RegionPool {
 /// Per-queue handle implementing the core's contract.
 pub struct PoolHandle {
     pools: Pools,
-    use_cmb: bool,
+    use_peers: bool,
     mailbox: Arc<Mailbox>,
 }
 
 impl PoolHandle {
     fn pool(&self, placement: Placement) -> &Arc<RegionPool> {
-        match (placement, &self.pools.cmb) {
-            (Placement::Control, _) => &self.pools.control,
-            (Placement::Payload, Some(cmb)) if self.use_cmb => cmb,
-            (Placement::Payload, _) => &self.pools.host,
+        match placement {
+            Placement::Control => &self.pools.control,
+            Placement::Peer(pool) if self.use_peers => self.pools.peers.get(usize::from(pool)).unwrap_or(&self.pools.host),
+            Placement::Host | Placement::Peer(_) => &self.pools.host,
         }
     }
 
     fn memory(&self, region: Region) -> &Memory {
-        match (region, &self.pools.cmb) {
-            (Region::Cmb, Some(cmb)) => &cmb.memory,
-            _ => &self.pools.control.memory,
+        match region {
+            Region::Peer(pool) => self.pools.peers.get(usize::from(pool)).map_or(&self.pools.control.memory, |peer| &peer.memory),
+            Region::Host => &self.pools.control.memory,
         }
     }
 }
@@ -329,21 +348,36 @@ pub struct Pools {
     pub control: Arc<RegionPool>,
     /// Payload in host memory, in the same mapping after the control pool.
     pub host: Arc<RegionPool>,
-    pub cmb: Option<Arc<RegionPool>>,
+    /// Payload in device memory: one pool per p2pmem provider, indexed by
+    /// [`crate::core::buffer::PeerPool`].
+    pub peers: Vec<Arc<RegionPool>>,
 }
 
 impl Pools {
-    /// A host mapping of `host_payload_bytes` plus the control pool, and the CMB pool.
-    pub fn new(host_payload_bytes: usize, cmb: Option<Memory>) -> std::io::Result<Pools> {
+    /// A host mapping of `host_payload_bytes` plus the control pool, and a peer pool
+    /// over each of `peers` (at most 256).
+    pub fn new(host_payload_bytes: usize, peers: Vec<Arc<Memory>>) -> std::io::Result<Pools> {
         let control_bytes = CONTROL_POOL_BYTES;
         let memory = Arc::new(Memory::Host(DmaRegion::anonymous(control_bytes + host_payload_bytes)?));
         let control = RegionPool::new(Region::Host, memory.clone(), 0, control_bytes as u64);
         let host = RegionPool::new(Region::Host, memory, control_bytes as u64, host_payload_bytes as u64);
-        Ok(Pools { control, host, cmb: cmb.map(|cmb| RegionPool::whole(Region::Cmb, cmb)) })
+        let peers = (0..=u8::MAX)
+            .zip(peers)
+            .map(|(index, peer)| {
+                let len = peer.len_bytes() as u64;
+                RegionPool::new(Region::Peer(index), peer, 0, len)
+            })
+            .collect();
+        Ok(Pools { control, host, peers })
     }
 
     pub fn host_only(host_payload_bytes: usize) -> std::io::Result<Pools> {
-        Pools::new(host_payload_bytes, None)
+        Pools::new(host_payload_bytes, Vec::new())
+    }
+
+    /// The peer pool over `provider`'s memory, with its index.
+    pub fn peer_of(&self, bdf: &str) -> Option<(crate::core::buffer::PeerPool, &Arc<RegionPool>)> {
+        (0..=u8::MAX).zip(&self.peers).find(|(_, pool)| pool.provider().is_some_and(|p| p.bdf == bdf))
     }
 
     /// The host mapping that holds the control and host payload pools.
@@ -358,18 +392,18 @@ impl Pools {
     }
 
     /// A queue's view of the pools; `wake` is called (from any thread) when a lease is
-    /// granted to one of its waiting requests. With `use_cmb` false (the queue's path
-    /// cannot use the CMB, e.g. rxe below a 4096-byte path MTU), payload goes to host
-    /// memory.
-    pub fn handle(&self, use_cmb: bool, wake: Box<dyn Fn() + Send + Sync>) -> PoolHandle {
+    /// granted to one of its waiting requests. With `use_peers` false (the queue's path
+    /// cannot use device memory, e.g. rxe below a 4096-byte path MTU), payload goes to
+    /// host memory.
+    pub fn handle(&self, use_peers: bool, wake: Box<dyn Fn() + Send + Sync>) -> PoolHandle {
         let mailbox = Arc::new(Mailbox { grants: Mutex::new(VecDeque::new()), pending: AtomicUsize::new(0), wake });
-        PoolHandle { pools: self.clone(), use_cmb: use_cmb && self.cmb.is_some(), mailbox }
+        PoolHandle { pools: self.clone(), use_peers: use_peers && !self.peers.is_empty(), mailbox }
     }
 
-    /// Every pool with its name, for stats.
-    pub fn all(&self) -> impl Iterator<Item = (&'static str, &Arc<RegionPool>)> {
-        [("control_pool", Some(&self.control)), ("host_pool", Some(&self.host)), ("cmb_pool", self.cmb.as_ref())]
-            .into_iter()
-            .filter_map(|(name, pool)| Some((name, pool?)))
+    /// Every pool with its name, for stats: `control_pool`, `host_pool`, and
+    /// `cmb_pool BDF` for each peer pool.
+    pub fn all(&self) -> impl Iterator<Item = (String, &Arc<RegionPool>)> {
+        let peers = self.peers.iter().map(|pool| (format!("cmb_pool {}", pool.provider().map_or("?", |p| p.bdf.as_str())), pool));
+        [("control_pool".to_string(), &self.control), ("host_pool".to_string(), &self.host)].into_iter().chain(peers)
     }
 }

@@ -112,7 +112,7 @@ impl Collector for Scrape {
             }
         }
 
-        let pools = report.pools.all().map(|(name, pool)| (name.trim_end_matches("_pool"), pool.stats())).collect::<Vec<_>>();
+        let pools = report.pools.all().map(|(name, pool)| (name.replace("_pool", ""), pool.stats())).collect::<Vec<_>>();
         let pool_bytes = pools.iter().flat_map(|(name, stats)| {
             [("size", stats.size_bytes), ("in_use", stats.in_use_bytes), ("high_water", stats.high_water_bytes)].map(|(what, value)| (label(&[("pool", name), ("state", what)]), value))
         });

@@ -15,11 +15,11 @@ use tracing::{info, warn};
 
 use crate::backend::Backend;
 use crate::config::{P2pMem, ServeConfig};
-use crate::control::{self, rpc, PlacementPolicy, Runtime, SubsystemDefaults};
-use crate::core::{Limits, Placement, Target};
+use crate::control::{self, rpc, Opened, PlacementPolicy, Runtime, SubsystemDefaults};
+use crate::core::{Limits, Placement, Region, Target};
 use crate::error::SetupError;
 use crate::memory::p2pmem::{P2pMemMapping, Provider};
-use crate::memory::{Memory, Pools};
+use crate::memory::{Memory, Pools, RegionPool};
 use listeners::{Listeners, QueueSettings};
 
 /// Knobs beyond the served objects.
@@ -56,18 +56,19 @@ impl ServeOptions {
 }
 
 pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError> {
-    let backends = config
+    let mut backends = config
         .subsystems
         .iter()
         .map(|subsystem| subsystem.namespaces.iter().filter(|n| n.enabled).map(open_namespace).collect::<Result<Vec<_>, _>>())
         .collect::<Result<Vec<_>, _>>()?;
-    let devices = backends.iter().flatten().filter_map(Backend::pci_device);
-    let (provider, p2p_reason) = choose_provider(&config, &options.p2pmem, devices)?;
-    let mut payload_in_cmb = false;
+    // Every provider a namespace may use is mapped and tried; those no namespace chose
+    // are unmapped again.
+    let (candidates, p2p_reason) = map_providers(&config, &options)?;
+    let mut choices = Vec::new();
     for (subsystem, backends) in config.subsystems.iter().zip(&backends) {
         for (namespace, backend) in subsystem.namespaces.iter().filter(|n| n.enabled).zip(backends) {
             let mode = namespace.p2pmem.as_ref().unwrap_or(&options.p2pmem);
-            payload_in_cmb |= control::placement(backend, provider.as_ref(), mode) == Placement::Payload;
+            choices.push(control::placement::choose(backend, mode, &candidates).map_err(|refused| SetupError::config("p2pmem", refused.to_string()))?);
             if let Backend::File(file) = backend {
                 if file.block_device && file.direct && !file.pollable && options.polls_ssd() {
                     info!(nsid = namespace.id, path = %namespace.path.display(), "the block device has no poll queues (NVMe: the nvme.poll_queues module parameter): its completions come by interrupt");
@@ -75,6 +76,14 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
             }
         }
     }
+    let mut used: Vec<usize> = choices.iter().filter_map(|c| Some(c.peer?.0)).collect();
+    used.sort_unstable();
+    used.dedup();
+    for choice in &mut choices {
+        choice.peer = choice.peer.and_then(|(index, route)| Some((used.iter().position(|&u| u == index)?, route)));
+    }
+    let peers: Vec<Arc<Memory>> = used.iter().filter_map(|&index| Some(candidates.get(index)?.memory.clone())).collect();
+    drop(candidates);
     let mut limits = options.limits.clone();
     if let Some(bytes) = config.in_capsule_data_bytes {
         limits.in_capsule_data_bytes = bytes;
@@ -82,26 +91,24 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     if let Some(entries) = config.queue_entries_max {
         limits.io_queue_entries_max = entries.clamp(2, 1024);
     }
-    let cmb = match (&provider, payload_in_cmb) {
-        (Some(provider), true) => Some(map_cmb(provider, options.cmb_pool_bytes)?),
-        _ => None,
-    };
-    if cmb.is_some() && limits.in_capsule_data_bytes > 0 {
+    if !peers.is_empty() && limits.in_capsule_data_bytes > 0 {
         // In-capsule data would land in host receive buffers and break the promise that
         // payload never crosses host memory; hosts send writes by keyed SGL instead.
         info!("CMB data path: in-capsule data disabled on I/O queues (writes are fetched by RDMA READ into the CMB)");
         limits.in_capsule_data_bytes = 0;
     }
     fit_connections_to_descriptors(&mut limits);
-    let pools = Pools::new(options.host_pool_bytes, cmb).map_err(|source| SetupError::Allocate { what: "host buffer pool", source })?;
+    let pools = Pools::new(options.host_pool_bytes, peers).map_err(|source| SetupError::Allocate { what: "host buffer pool", source })?;
     fit_transfers_to_pools(&pools, &mut limits)?;
     let first = config.ports.first().cloned().ok_or_else(|| SetupError::config("ports", "no port to listen on"))?;
     let target = Arc::new(Target::new(Vec::new(), control::port_of(&first), limits));
-    // Namespaces added later may use the CMB only if the pool maps it.
-    let policy = PlacementPolicy { provider: provider.clone(), cmb_pool: pools.cmb.is_some(), default_mode: options.p2pmem.clone() };
+    // Namespaces added later may use the peer pools mapped now.
+    let policy = PlacementPolicy { peers: pools.peers.clone(), default_mode: options.p2pmem.clone() };
     let runtime = Runtime::new(target.clone(), config.clone(), policy, options.defaults.clone());
-    for (subsystem, backends) in config.subsystems.iter().zip(backends) {
-        let served = runtime.build_subsystem(subsystem, backends);
+    let mut choices = choices.into_iter();
+    for (subsystem, backends) in config.subsystems.iter().zip(backends.iter_mut()) {
+        let opened = std::mem::take(backends).into_iter().zip(choices.by_ref()).map(|(backend, choice)| Opened { backend, choice }).collect();
+        let served = runtime.build_subsystem(subsystem, opened);
         target.add_subsystem(served).map_err(|taken| SetupError::config("subsystems", format!("{} appears twice", taken.0)))?;
     }
     let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone() };
@@ -120,19 +127,13 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     }
     runtime.set_listeners(listeners.clone());
 
-    let buffers = match (&pools.cmb, mode) {
-        (Some(cmb), Some(mode)) if mode != crate::transport::rdma::DataPathMode::Host => {
-            let provider = provider.as_ref().map_or(String::new(), |p| p.bdf.clone());
-            format!("CMB of {provider} ({}, {mode:?} registration)", size_text(cmb.capacity_bytes() as usize))
-        }
-        (Some(_), None) => "CMB, registration decided at the first connection (listening on a wildcard address)".to_string(),
-        _ => {
-            let reason = match (&provider, payload_in_cmb, p2p_reason) {
-                (_, _, Some(reason)) => reason,
-                (Some(provider), false, None) => format!("no namespace's device can reach the CMB of {}", provider.bdf),
-                _ => "the RDMA device refused to register the CMB".into(),
-            };
-            format!("host memory ({reason})")
+    let buffers = match mode {
+        _ if pools.peers.is_empty() => format!("host memory ({})", p2p_reason.unwrap_or_else(|| "no namespace's device can reach a p2pmem provider".into())),
+        Some(crate::transport::rdma::DataPathMode::Host) => "host memory (the RDMA device refused to register the p2pmem)".into(),
+        mode => {
+            let peers: Vec<String> = pools.peers.iter().map(|pool| format!("{} ({})", pool.provider().map_or("?", |p| p.bdf.as_str()), size_text(pool.capacity_bytes() as usize))).collect();
+            let registration = mode.map_or("registration decided at the first connection (listening on a wildcard address)".into(), |mode| format!("{mode:?} registration"));
+            format!("p2pmem of {}, {registration}", peers.join(", "))
         }
     };
     let names: Vec<String> = target.subsystems().iter().map(|s| s.nqn.clone()).collect();
@@ -269,7 +270,10 @@ impl Report {
                     .map(|n| json!({
                         "nsid": n.id,
                         "backend": n.backend.describe(),
-                        "payload": if n.payload_placement == Placement::Payload { "cmb" } else { "host" },
+                        "payload": match n.payload_placement { Placement::Peer(_) => "cmb", _ => "host" },
+                        "provider": match n.payload_placement { Placement::Peer(pool) => self.pools.peers.get(usize::from(pool)).and_then(|p| p.provider()).map(|p| p.bdf.clone()), _ => None },
+                        "payload_bytes_host": n.payload.payload_bytes_host.get(),
+                        "payload_bytes_p2p": n.payload.payload_bytes_cmb.get(),
                         "stats": &n.stats,
                     }))
                     .collect();
@@ -287,7 +291,9 @@ impl Report {
             "payload_bytes_cmb": target.payload.payload_bytes_cmb.get(),
             "control_pool": self.pools.control.stats(),
             "host_pool": self.pools.host.stats(),
-            "cmb_pool": self.pools.cmb.as_ref().map(|c| c.stats()),
+            // The first peer pool (the only one on a machine with one CMB).
+            "cmb_pool": self.pools.peers.first().map(|c| c.stats()),
+            "peer_pools": self.pools.peers.iter().map(|pool| json!({"provider": pool.provider().map(|p| p.bdf.clone()), "stats": pool.stats()})).collect::<Vec<_>>(),
             "buffer_waits": buffer_waits,
             "polled_ios": polled_ios,
             "subsystems": subsystems,
@@ -301,36 +307,48 @@ fn open_namespace(namespace: &crate::config::NamespaceConfig) -> Result<Backend,
     Backend::open(&namespace.path, None).map_err(|source| SetupError::Namespace { path: namespace.path.display().to_string(), source })
 }
 
-/// The p2pmem provider to use, or why there is none. `devices` are the PCI devices
-/// behind the served namespaces; the provider among them is preferred.
-fn choose_provider<'a>(
-    config: &ServeConfig,
-    mode: &P2pMem,
-    mut devices: impl Iterator<Item = &'a Path>,
-) -> Result<(Option<Provider>, Option<String>), SetupError> {
-    let wanted_anywhere = std::iter::once(mode).chain(config.subsystems.iter().flat_map(|s| s.namespaces.iter().filter_map(|n| n.p2pmem.as_ref())));
-    let explicit = wanted_anywhere.clone().find_map(|m| match m {
-        P2pMem::Device(bdf) => Some(bdf.clone()),
+/// Maps every p2pmem provider some namespace may use, as a pool each (indexed as
+/// [`control::placement::choose`] reports them), or says why there is none. A provider
+/// named explicitly must be there and mappable; under `auto` every published one is a
+/// candidate.
+fn map_providers(config: &ServeConfig, options: &ServeOptions) -> Result<(Vec<Arc<RegionPool>>, Option<String>), SetupError> {
+    let namespaces = config.subsystems.iter().flat_map(|s| s.namespaces.iter().filter(|n| n.enabled));
+    let modes: Vec<&P2pMem> = namespaces.map(|n| n.p2pmem.as_ref().unwrap_or(&options.p2pmem)).collect();
+    let mut wanted: Vec<Provider> = Vec::new();
+    for bdf in modes.iter().filter_map(|m| match m {
+        P2pMem::Device(bdf) => Some(bdf),
         _ => None,
-    });
-    if let Some(bdf) = explicit {
-        let sysfs = PathBuf::from("/sys/bus/pci/devices").join(&bdf);
-        return match Provider::probe(&sysfs) {
-            Some(provider) => Ok((Some(provider), None)),
-            None => Err(SetupError::config("--p2pmem", format!("{} publishes no p2pmem", sysfs.display()))),
-        };
+    }) {
+        let sysfs = PathBuf::from("/sys/bus/pci/devices").join(bdf);
+        let provider = Provider::probe(&sysfs).ok_or_else(|| SetupError::config("p2pmem", format!("{} publishes no p2pmem", sysfs.display())))?;
+        if !wanted.contains(&provider) {
+            wanted.push(provider);
+        }
     }
-    if !wanted_anywhere.clone().any(|m| *m == P2pMem::Auto) {
-        return Ok((None, Some("--p2pmem off".into())));
+    let explicit = wanted.len();
+    if modes.iter().any(|m| **m == P2pMem::Auto) {
+        let published = Provider::all();
+        if published.is_empty() && explicit == 0 {
+            warn!("no p2pmem provider published on this machine: payload uses host memory buffers (an NVMe SSD with a CMB and a kernel with CONFIG_PCI_P2PDMA publish one)");
+            return Ok((Vec::new(), Some("no p2pmem provider found".into())));
+        }
+        for provider in published {
+            if !wanted.iter().any(|w| w.bdf == provider.bdf) {
+                wanted.push(provider);
+            }
+        }
+    } else if explicit == 0 {
+        return Ok((Vec::new(), Some("--p2pmem off".into())));
     }
-    let providers = Provider::all();
-    if providers.is_empty() {
-        warn!("no p2pmem provider published on this machine: payload uses host memory buffers (an NVMe SSD with a CMB and a kernel with CONFIG_PCI_P2PDMA publish one)");
-        return Ok((None, Some("no p2pmem provider found".into())));
+    let mut pools = Vec::new();
+    for (index, provider) in wanted.iter().enumerate() {
+        match map_cmb(provider, options.cmb_pool_bytes) {
+            Ok(memory) => pools.push(RegionPool::whole(Region::Peer(u8::try_from(pools.len()).unwrap_or(u8::MAX)), memory)),
+            Err(error) if index < explicit => return Err(error),
+            Err(error) => warn!(provider = %provider.bdf, %error, "cannot map this provider's p2pmem: no namespace uses it"),
+        }
     }
-    // Prefer the controller behind a served namespace.
-    let behind_namespace = devices.find_map(|device| providers.iter().find(|p| p.is(device)));
-    Ok((behind_namespace.or(providers.first()).cloned(), None))
+    Ok((pools, None))
 }
 
 fn map_cmb(provider: &Provider, wanted: Option<usize>) -> Result<Memory, SetupError> {
@@ -387,7 +405,7 @@ fn fit_connections_to_descriptors(limits: &mut Limits) {
 /// single 4 KiB transfer per queue is refused.
 fn fit_transfers_to_pools(pools: &Pools, limits: &mut Limits) -> Result<(), SetupError> {
     let queues = u64::from(limits.io_queues_max.max(1));
-    let smallest = [Some(&pools.host), pools.cmb.as_ref()].into_iter().flatten().map(|pool| pool.capacity_bytes()).min().unwrap_or(0);
+    let smallest = std::iter::once(&pools.host).chain(&pools.peers).map(|pool| pool.capacity_bytes()).min().unwrap_or(0);
     let wanted = limits.max_transfer_bytes();
     while u64::from(limits.max_transfer_bytes()) * queues > smallest {
         if limits.max_transfer_shift == 0 {

@@ -21,7 +21,7 @@ pub const HOST_ID: [u8; 16] = [0x11; 16];
 pub const NAMESPACE_BYTES: usize = 8 << 20;
 
 pub fn memory_namespace(id: u32, bytes: usize) -> Arc<Namespace> {
-    Arc::new(Namespace::new(id, Arc::new(Backend::Memory(MemoryBackend::new(bytes, 9))), [id as u8; 16], [0xA0 | id as u8; 16], Placement::Payload))
+    Arc::new(Namespace::new(id, Arc::new(Backend::Memory(MemoryBackend::new(bytes, 9))), [id as u8; 16], [0xA0 | id as u8; 16], Placement::Host))
 }
 
 pub fn target_with(namespaces: Vec<Arc<Namespace>>, allowed: Vec<String>, limits: Limits) -> Arc<Target> {

@@ -42,7 +42,7 @@ struct Device {
     async_fd: std::os::fd::RawFd,
     pd: Arc<ProtectionDomain>,
     _host_mr: MemoryRegion,
-    _cmb_mr: Option<MemoryRegion>,
+    _peer_mrs: Vec<MemoryRegion>,
     mode: DataPathMode,
 }
 
@@ -488,13 +488,10 @@ impl Listener {
         let host_mr = unsafe { MemoryRegion::register(&pd, host.address(), host.len_bytes(), Registration::Pinned) }
             .map_err(|e| format!("registering host buffers: {e}"))?;
         self.pools.set_host_local_key(host_mr.local_key());
-        let (cmb_mr, mode) = match &self.pools.cmb {
-            None => (None, DataPathMode::Host),
-            Some(cmb) => register_cmb(&pd, &info, cmb),
-        };
+        let (peer_mrs, mode) = register_peers(&pd, &info, &self.pools.peers);
         *self.status.mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(mode);
         info!(device = %info.name, odp_rc = info.odp_rc, send_with_invalidate = info.send_with_invalidate, ?mode, "RDMA device ready");
-        Ok(Device { info, async_fd: context.async_events_fd(), pd, _host_mr: host_mr, _cmb_mr: cmb_mr, mode })
+        Ok(Device { info, async_fd: context.async_events_fd(), pd, _host_mr: host_mr, _peer_mrs: peer_mrs, mode })
     }
 
     fn reap(&mut self) {
@@ -542,6 +539,28 @@ impl Listener {
         // Give disconnect events a moment to reach the hosts before the device goes.
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Registers every peer pool; if one cannot be, none is used (payload goes to host
+/// memory on this device).
+fn register_peers(pd: &Arc<ProtectionDomain>, info: &DeviceInfo, peers: &[Arc<crate::memory::RegionPool>]) -> (Vec<MemoryRegion>, DataPathMode) {
+    if peers.is_empty() {
+        return (Vec::new(), DataPathMode::Host);
+    }
+    let mut regions = Vec::new();
+    let mut worst = DataPathMode::Pinned;
+    for pool in peers {
+        match register_cmb(pd, info, pool) {
+            (Some(mr), mode) => {
+                regions.push(mr);
+                if mode == DataPathMode::Odp {
+                    worst = mode;
+                }
+            }
+            (None, _) => return (Vec::new(), DataPathMode::Host),
+        }
+    }
+    (regions, worst)
 }
 
 fn register_cmb(pd: &Arc<ProtectionDomain>, info: &DeviceInfo, cmb: &crate::memory::RegionPool) -> (Option<MemoryRegion>, DataPathMode) {

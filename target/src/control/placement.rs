@@ -1,0 +1,114 @@
+//! Where a namespace's payload goes. Each namespace on an NVMe SSD may use the memory of
+//! any p2pmem provider its SSD can reach: its own CMB first, then one that shares a PCIe
+//! switch with it (fewest links first), then one only the host bridge leads to. Whether
+//! the kernel really allows the pair is asked of the kernel itself: one block is read
+//! from the namespace into the provider's memory (O_DIRECT, as the data path will), and
+//! a refusal there is a refusal at start-up instead of at the first I/O. A namespace
+//! that reaches no provider uses host memory, and one log line says why.
+
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendOp, Storage};
+use crate::config::P2pMem;
+use crate::core::{DataBuffer, Placement};
+use crate::memory::p2pmem::{Provider, Route};
+use crate::memory::RegionPool;
+
+/// What new namespaces may use: the peer pools the target mapped at start-up.
+#[derive(Clone)]
+pub struct PlacementPolicy {
+    /// The target's peer pools, in index order.
+    pub peers: Vec<Arc<RegionPool>>,
+    /// `--p2pmem`, for namespaces that do not choose.
+    pub default_mode: P2pMem,
+}
+
+impl std::fmt::Debug for PlacementPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let providers: Vec<_> = self.peers.iter().filter_map(|pool| pool.provider()).map(|p| p.bdf.as_str()).collect();
+        f.debug_struct("PlacementPolicy").field("peers", &providers).field("default_mode", &self.default_mode).finish()
+    }
+}
+
+/// Where one namespace's payload goes, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// The provider (an index into the pools it was chosen from) and the route to it;
+    /// `None`: host memory.
+    pub peer: Option<(usize, Route)>,
+    /// For host memory, why no provider serves it.
+    pub reason: String,
+}
+
+impl Choice {
+    fn host(reason: impl Into<String>) -> Choice {
+        Choice { peer: None, reason: reason.into() }
+    }
+
+    /// The placement over pools whose peer pool `index` has index `index` too.
+    pub fn placement(&self) -> Placement {
+        match self.peer {
+            Some((index, _)) => Placement::Peer(u8::try_from(index).unwrap_or(u8::MAX)),
+            None => Placement::Host,
+        }
+    }
+}
+
+/// A provider that refused (explicitly asked for: start-up fails).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: the kernel refused peer DMA between its device and {bdf} ({route}): {error}")]
+pub struct Refused {
+    pub path: String,
+    pub bdf: String,
+    pub route: Route,
+    pub error: String,
+}
+
+/// Chooses among `pools` (peer pools, one per provider) for a namespace over `backend`
+/// under `mode`. A provider named in `mode` that the kernel refuses is an error; under
+/// `auto` the next one is tried.
+pub fn choose(backend: &Backend, mode: &P2pMem, pools: &[Arc<RegionPool>]) -> Result<Choice, Refused> {
+    let Some(device) = backend.pci_device() else {
+        let what = if matches!(backend, Backend::Memory(_)) { "RAM" } else { "a file, not a PCI device's block device" };
+        return Ok(Choice::host(format!("its data lives in {what}, which no device DMAs from")));
+    };
+    let providers = pools.iter().enumerate().filter_map(|(index, pool)| Some((index, pool, pool.provider()?)));
+    let mut candidates: Vec<(usize, &Arc<RegionPool>, &Provider, Route)> = match mode {
+        P2pMem::Off => return Ok(Choice::host("p2pmem is off for it")),
+        P2pMem::Device(bdf) => providers.filter(|(_, _, p)| p.bdf == *bdf).map(|(i, pool, p)| (i, pool, p, p.route_from(device))).collect(),
+        P2pMem::Auto => providers.map(|(i, pool, p)| (i, pool, p, p.route_from(device))).collect(),
+    };
+    if candidates.is_empty() {
+        return Ok(Choice::host(match mode {
+            P2pMem::Device(bdf) => format!("provider {bdf} is not mapped"),
+            _ => "no p2pmem provider is mapped".into(),
+        }));
+    }
+    candidates.sort_by_key(|&(index, _, _, route)| (route, index));
+    let mut refusals = Vec::new();
+    for (index, pool, provider, route) in candidates {
+        match probe(backend, pool) {
+            Ok(()) => return Ok(Choice { peer: Some((index, route)), reason: String::new() }),
+            Err(error) if matches!(mode, P2pMem::Device(_)) => {
+                return Err(Refused { path: backend.describe(), bdf: provider.bdf.clone(), route, error });
+            }
+            Err(error) => refusals.push(format!("{} {route}: {error}", provider.bdf)),
+        }
+    }
+    Ok(Choice::host(format!("the kernel refused peer DMA to every provider ({})", refusals.join("; "))))
+}
+
+/// Reads the namespace's first block into `pool`'s memory as the data path would.
+fn probe(backend: &Backend, pool: &RegionPool) -> Result<(), String> {
+    let block = 1u32 << backend.block_size_shift();
+    let Some(lease) = pool.try_lease(block) else {
+        return Err("its pool has no free block to try with".into());
+    };
+    let op = BackendOp::Read { offset_bytes: 0, buffer: DataBuffer::Pool(lease) };
+    let result = backend.execute_blocking(&op);
+    drop(op.into_buffer());
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) => Err(std::error::Error::source(&error).map_or_else(|| error.to_string(), |source| source.to_string())),
+    }
+}
