@@ -46,7 +46,7 @@ impl Bed {
             max_transfer_shift: None,
             limits: Default::default(),
         };
-        let policy = PlacementPolicy { peers: Vec::new(), default_mode: P2pMem::Off };
+        let policy = PlacementPolicy { peers: Vec::new(), host: Some(Pools::host_only(4 << 20).unwrap().host.clone()), default_mode: P2pMem::Off };
         let bed = Bed { runtime: Runtime::new(target, config, policy, SubsystemDefaults::default()), dir };
         let mut subsystem = SubsystemConfig::new(SUBSYSTEM);
         subsystem.allow_any_host = true;
@@ -395,4 +395,36 @@ fn ports_come_and_go_and_discovery_lists_the_port_the_host_reached() {
     // A restore to the saved file brings the port back.
     let restored = bed.ok("restore", json!({"config": saved}));
     assert_eq!(restored["ports_added"], json!(["2 192.0.2.1:4421"]), "{restored}");
+}
+
+#[test]
+fn copy_moves_blocks_between_namespaces_and_refuses_bad_ranges() {
+    let bed = Bed::new("copy");
+    let pattern: Vec<u8> = (0..128 * 1024u32).map(|i| (i * 7 + i / 512) as u8).collect();
+    std::fs::write(bed.dir.join("ns1"), [pattern.as_slice(), &vec![0u8; (1 << 20) - pattern.len()]].concat()).unwrap();
+    bed.ok("namespace.add", json!({"subsystem": SUBSYSTEM, "nsid": 2, "path": bed.file("ns2", 1 << 20)}));
+    let place = |nsid: u32, lba: u64| json!({"nqn": SUBSYSTEM, "nsid": nsid, "lba": lba});
+
+    let report = bed.ok("copy", json!({"from": place(1, 0), "to": place(2, 8), "blocks": 256}));
+    assert_eq!(report["bytes"], 128 * 1024);
+    assert_eq!(report["provider"], Value::Null, "no peer pool: host memory");
+    let copied = std::fs::read(bed.dir.join("ns2")).unwrap();
+    assert_eq!(&copied[4096..4096 + pattern.len()], pattern.as_slice());
+    assert!(copied[..4096].iter().all(|&b| b == 0), "nothing before the destination");
+    let namespace = bed.target().subsystem(SUBSYSTEM).unwrap().namespace(2).unwrap();
+    assert_eq!(namespace.payload.payload_bytes_host.get(), 128 * 1024, "counted for the destination");
+
+    // Within one namespace, to a range that does not overlap.
+    bed.ok("copy", json!({"from": place(1, 0), "to": place(1, 1024), "blocks": 256, "via": "off"}));
+    assert_eq!(&std::fs::read(bed.dir.join("ns1")).unwrap()[1024 * 512..1024 * 512 + pattern.len()], pattern.as_slice());
+
+    let code = |params: Value| bed.call("copy", params)["error"]["code"].clone();
+    assert_eq!(code(json!({"from": place(1, 0), "to": place(1, 100), "blocks": 256})), json!(rpc::INVALID_PARAMS), "overlapping ranges");
+    assert_eq!(code(json!({"from": place(1, 2000), "to": place(2, 0), "blocks": 100})), json!(rpc::INVALID_PARAMS), "past the end");
+    assert_eq!(code(json!({"from": place(1, 0), "to": place(2, 0), "blocks": 0})), json!(rpc::INVALID_PARAMS), "nothing to copy");
+    assert_eq!(code(json!({"from": place(1, 0), "to": place(2, 0), "blocks": u64::MAX})), json!(rpc::INVALID_PARAMS), "overflowing");
+    assert_eq!(code(json!({"from": place(1, 0), "to": place(9, 0), "blocks": 1})), json!(rpc::NOT_FOUND), "no such namespace");
+    assert_eq!(code(json!({"from": place(1, 0), "to": place(2, 0), "blocks": 1, "via": "sideways"})), json!(rpc::INVALID_PARAMS), "unknown via");
+    bed.ok("namespace.read_only", json!({"subsystem": SUBSYSTEM, "nsid": 2, "read_only": true}));
+    assert_eq!(code(json!({"from": place(1, 0), "to": place(2, 0), "blocks": 1})), json!(rpc::INVALID_PARAMS), "read-only destination");
 }

@@ -54,6 +54,22 @@ enum Command {
     /// Listen on another address, or stop listening on one.
     #[command(subcommand)]
     Port(PortCommand),
+    /// Copy blocks from one namespace to another (on one SSD or two) through the memory
+    /// of a p2pmem provider both SSDs reach, so the data never lands in host DRAM.
+    Copy {
+        /// Source: NQN/NSID or NQN/NSID/LBA (LBA 0 if left out).
+        #[arg(value_parser = parse_place)]
+        from: Value,
+        /// Destination, likewise.
+        #[arg(value_parser = parse_place)]
+        to: Value,
+        /// Logical blocks to copy.
+        #[arg(long)]
+        blocks: u64,
+        /// auto (a provider both reach), off (host memory, to compare) or a provider's BDF.
+        #[arg(long, default_value = "auto")]
+        via: String,
+    },
     /// Call any control method with JSON parameters (see the control protocol).
     Rpc { method: String, params: Option<String> },
 }
@@ -449,6 +465,16 @@ fn request(command: Command) -> Result<(String, Value, Done), String> {
         Command::Host(HostCommand::Remove { subsystem, host }) => {
             ("host.remove", json!({"subsystem": subsystem, "host": host}), say(format!("{host} may no longer connect to {subsystem}")))
         }
+        Command::Copy { from, to, blocks, via } => ("copy", json!({"from": from, "to": to, "blocks": blocks, "via": via}), Box::new(|result, json| {
+            if json {
+                println!("{result}");
+            } else {
+                let field = |name: &str| result.get(name).cloned().unwrap_or(Value::Null);
+                let via = result.get("provider").and_then(Value::as_str).map_or("host memory".to_string(), |bdf| format!("the memory of {bdf}"));
+                println!("copied {} bytes through {via} in {:.2} s ({:.1} MiB/s)", field("bytes"), field("seconds").as_f64().unwrap_or(0.0), field("mib_per_second").as_f64().unwrap_or(0.0));
+            }
+            Ok(())
+        })),
         Command::Rpc { method, params } => {
             let params = match params {
                 Some(text) => serde_json::from_str(&text).map_err(|e| format!("params: not JSON: {e}"))?,
@@ -458,6 +484,22 @@ fn request(command: Command) -> Result<(String, Value, Done), String> {
         }
     };
     Ok((method.to_owned(), params, done))
+}
+
+/// A copy's end, `NQN/NSID[/LBA]`, as the control protocol's object (NQNs may hold a
+/// `/` themselves: the numbers are read from the right).
+fn parse_place(text: &str) -> Result<Value, String> {
+    let wrong = || format!("{text:?}: expected NQN/NSID or NQN/NSID/LBA");
+    let (head, last) = text.rsplit_once('/').ok_or_else(wrong)?;
+    let last: u64 = last.parse().map_err(|_| wrong())?;
+    let (nqn, nsid, lba) = match head.rsplit_once('/').map(|(nqn, nsid)| (nqn, nsid.parse::<u32>())) {
+        Some((nqn, Ok(nsid))) if !nqn.is_empty() => (nqn, nsid, last),
+        _ => (head, u32::try_from(last).map_err(|_| wrong())?, 0),
+    };
+    if nqn.is_empty() {
+        return Err(wrong());
+    }
+    Ok(json!({"nqn": nqn, "nsid": nsid, "lba": lba}))
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the new one, never
@@ -589,7 +631,18 @@ fn parse_oui(text: &str) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_cpu_list;
+    use super::{parse_cpu_list, parse_place};
+    use serde_json::json;
+
+    #[test]
+    fn copy_places_read_their_numbers_from_the_right() {
+        assert_eq!(parse_place("nqn.2026-11.io.p2ptgt:a/1"), Ok(json!({"nqn": "nqn.2026-11.io.p2ptgt:a", "nsid": 1, "lba": 0})));
+        assert_eq!(parse_place("nqn.x:a/2/4096"), Ok(json!({"nqn": "nqn.x:a", "nsid": 2, "lba": 4096})));
+        assert_eq!(parse_place("nqn.x/y:a/3"), Ok(json!({"nqn": "nqn.x/y:a", "nsid": 3, "lba": 0})));
+        assert!(parse_place("nqn.x:a").is_err());
+        assert!(parse_place("/1").is_err());
+        assert!(parse_place("nqn.x:a/one").is_err());
+    }
 
     #[test]
     fn cpu_lists_take_numbers_and_ranges() {

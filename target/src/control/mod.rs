@@ -10,6 +10,7 @@
 //! [`rpc`] is the JSON-RPC face of these methods on the control socket.
 
 pub mod client;
+pub mod copy;
 pub mod placement;
 pub mod rpc;
 

@@ -19,6 +19,8 @@ use crate::memory::RegionPool;
 pub struct PlacementPolicy {
     /// The target's peer pools, in index order.
     pub peers: Vec<Arc<RegionPool>>,
+    /// The host payload pool, for copies through host memory.
+    pub host: Option<Arc<RegionPool>>,
     /// `--p2pmem`, for namespaces that do not choose.
     pub default_mode: P2pMem,
 }

@@ -196,6 +196,10 @@ fn call(runtime: &Runtime, method: &str, raw: Value, stats: impl FnOnce() -> Val
     match method {
         "stats" => params::<Nothing>(method, raw).map(|_| stats()),
         "save" => params::<Nothing>(method, raw).map(|_| runtime.save()),
+        "copy" => {
+            let request: super::copy::CopyRequest = params(method, raw)?;
+            runtime.copy(&request).map(|report| json!(report)).map_err(refused)
+        }
         "restore" => {
             let Restore { config } = params(method, raw)?;
             let wanted = config::parse_nvmetcli(&config, None).map_err(|e| (INVALID_PARAMS, e.to_string()))?;

@@ -103,7 +103,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     let first = config.ports.first().cloned().ok_or_else(|| SetupError::config("ports", "no port to listen on"))?;
     let target = Arc::new(Target::new(Vec::new(), control::port_of(&first), limits));
     // Namespaces added later may use the peer pools mapped now.
-    let policy = PlacementPolicy { peers: pools.peers.clone(), default_mode: options.p2pmem.clone() };
+    let policy = PlacementPolicy { peers: pools.peers.clone(), host: Some(pools.host.clone()), default_mode: options.p2pmem.clone() };
     let runtime = Runtime::new(target.clone(), config.clone(), policy, options.defaults.clone());
     let mut choices = choices.into_iter();
     for (subsystem, backends) in config.subsystems.iter().zip(backends.iter_mut()) {
@@ -240,8 +240,10 @@ async fn serve_client(stream: tokio::net::UnixStream, report: Arc<Report>) {
         if line.trim().is_empty() {
             continue;
         }
-        let report_for_stats = report.clone();
-        let reply = rpc::handle(&report.runtime, line.trim_end(), move || report_for_stats.json());
+        // On a blocking thread: a copy or a restore may take a while, and the control
+        // socket and the signals are served meanwhile.
+        let (worker, request) = (report.clone(), line.trim_end().to_owned());
+        let reply = tokio::task::spawn_blocking(move || rpc::handle(&worker.runtime, &request, || worker.json())).await.ok().flatten();
         if let Some(reply) = reply {
             if write.write_all(reply.as_bytes()).await.is_err() || write.write_all(b"\n").await.is_err() {
                 return;
