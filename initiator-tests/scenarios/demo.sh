@@ -10,6 +10,7 @@ echo "== p2pmem of $P2P_BDF: $(cat /sys/bus/pci/devices/$P2P_BDF/p2pmem/size) by
 start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem auto
 echo "== nvme discover"
 nvme discover -t rdma -a "$RXE_ADDR" -s "$SERVICE" -q "$HOSTNQN" | grep -E "subnqn|traddr|trsvcid" | sed 's/^/   /'
+MARK=$(dma_mark)
 DEV=$(connect "$NQN")
 echo "== nvme connect: $DEV"
 nvme list | sed 's/^/   /'
@@ -27,6 +28,9 @@ print(f'   payload through the CMB:   {s[\"payload_bytes_cmb\"]:>12} bytes')
 print(f'   payload through host DRAM: {s[\"payload_bytes_host\"]:>12} bytes')
 print(f'   CMB pool high-water mark:  {s[\"cmb_pool\"][\"high_water_bytes\"] if s[\"cmb_pool\"] else 0:>12} bytes')
 "
+echo "== where the SSD says it moved data (its DMA trace, rxe-setup/vm/dma-summary)"
+"$REPO/rxe-setup/vm/dma-summary" --since "$MARK" | sed 's/^/   /'
+check "the SSD's own DMA trace agrees: no payload through host memory" ssd_dma_cmb_only "$MARK" p2ptgt-nvme0 0
 check "no payload byte crossed host memory" bash -c '(( $(target_stat payload_bytes_host) == 0 && $(target_stat payload_bytes_cmb) > 0 ))'
 disconnect "$NQN"
 check "target stops cleanly on SIGTERM" stop_target

@@ -113,7 +113,7 @@ pools_empty() {
 ALLOW=(--allow-host "$HOSTNQN")
 ((REMOTE)) && ALLOW+=(--allow-host "$HOST_B")
 start_target --subsystem "$NQN" --namespace "$NVME_DEV" "${ALLOW[@]}" --p2pmem auto --cpus 0-1
-check "start-up line names the CMB of $P2P_BDF" grep -q "data buffers: CMB of $P2P_BDF" "$TARGET_LOG"
+check "start-up line names the p2pmem of $P2P_BDF" grep -q "data buffers: p2pmem of $P2P_BDF" "$TARGET_LOG"
 dmesg --clear
 START=$SECONDS
 

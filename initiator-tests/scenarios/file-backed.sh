@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 
 truncate -s 256M "$WORK/namespace.img"
 start_target --subsystem "$NQN" --namespace "$WORK/namespace.img" --allow-any-host --p2pmem auto
-check "one log line says the file uses host buffers" bash -c "grep -c 'cannot reach the CMB' $TARGET_LOG | grep -qx 1"
+check "one log line says the file uses host buffers" bash -c "grep -c 'uses host memory buffers: it is backed by a file' $TARGET_LOG | grep -qx 1"
 DEV=$(connect "$NQN")
 check "fio write+verify 32 MiB on a file namespace" fio_verify "$DEV" 32M
 check "payload went through host memory" bash -c '(( $(target_stat payload_bytes_host) > 0 && $(target_stat payload_bytes_cmb) == 0 ))'

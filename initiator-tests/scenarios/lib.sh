@@ -86,6 +86,20 @@ connected_namespace() {
     return 1
 }
 
+# Print the block device of NSID $2 of the host's controller of subsystem $1, if any
+# (device names count namespaces in the order the host found them, not by NSID).
+namespace_device() {
+    local ctrl entry
+    for ctrl in /sys/class/nvme/nvme*; do
+        [[ $(cat "$ctrl/subsysnqn" 2>/dev/null) == "$1" && $(cat "$ctrl/transport") == rdma ]] || continue
+        for entry in "$ctrl"/nvme*n*; do
+            [[ -e $entry/nsid && $(cat "$entry/nsid") == "$2" ]] || continue
+            echo "/dev/$(basename "$entry" | sed -E 's/^(nvme[0-9]+)c[0-9]+(n[0-9]+)$/\1\2/')"
+            return 0
+        done
+    done
+    return 1
+}
 # Connect the kernel host to subsystem $1 (extra nvme-cli options after it); print the block device.
 connect() {
     local nqn=$1 dev tries=100
@@ -118,6 +132,20 @@ fio_verify() {
     fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite \
         --bsrange=4k-128k --size="$size" --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 \
         --randrepeat=1 --output="$WORK/fio.txt" "$@" && say "fio: $(grep -E 'WRITE:|READ:' "$WORK/fio.txt" | tr -s ' ' | head -2 | tr '\n' ' ')"
+}
+
+# The SSDs' DMA trace (vm/run --dma-trace): its length now, to count from.
+dma_mark() { wc -l < "$P2PTGT_DMA_TRACE"; }
+
+# Whether, since trace line $1, SSD $2 (serial) moved no payload through host memory
+# and more than $3 bytes through its own CMB, by its own DMA trace (vm/dma-summary).
+ssd_dma_cmb_only() {
+    "$REPO/rxe-setup/vm/dma-summary" --since "$1" --json | python3 -c '
+import json, sys
+serial, least = sys.argv[1], int(sys.argv[2])
+ssd = json.load(sys.stdin)["ssds"][serial]
+print(f"DMA of {serial}: {ssd["host_bytes"]} B through host memory, {ssd["own_cmb_bytes"]} B through its CMB", file=sys.stderr)
+sys.exit(0 if ssd["host_bytes"] == 0 and ssd["own_cmb_bytes"] > least else 1)' "$2" "$3"
 }
 
 # Clean up whatever a failed scenario left.

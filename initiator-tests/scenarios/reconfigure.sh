@@ -52,20 +52,6 @@ within_5s() {
     return 1
 }
 
-# Print the block device of NSID $2 of the host's controller of subsystem $1, if any
-# (device names count namespaces in the order the host found them, not by NSID).
-namespace_device() {
-    local ctrl entry
-    for ctrl in /sys/class/nvme/nvme*; do
-        [[ $(cat "$ctrl/subsysnqn" 2>/dev/null) == "$1" && $(cat "$ctrl/transport") == rdma ]] || continue
-        for entry in "$ctrl"/nvme*n*; do
-            [[ -e $entry/nsid && $(cat "$entry/nsid") == "$2" ]] || continue
-            echo "/dev/$(basename "$entry" | sed -E 's/^(nvme[0-9]+)c[0-9]+(n[0-9]+)$/\1\2/')"
-            return 0
-        done
-    done
-    return 1
-}
 has_namespace() { namespace_device "$NQN" "$1" > /dev/null; }
 lacks_namespace() { ! has_namespace "$1"; }
 

@@ -71,8 +71,8 @@ pub struct Refused {
 /// `auto` the next one is tried.
 pub fn choose(backend: &Backend, mode: &P2pMem, pools: &[Arc<RegionPool>]) -> Result<Choice, Refused> {
     let Some(device) = backend.pci_device() else {
-        let what = if matches!(backend, Backend::Memory(_)) { "RAM" } else { "a file, not a PCI device's block device" };
-        return Ok(Choice::host(format!("its data lives in {what}, which no device DMAs from")));
+        let what = if matches!(backend, Backend::Memory(_)) { "RAM" } else { "a file, not an NVMe block device" };
+        return Ok(Choice::host(format!("it is backed by {what}: no device moves its data peer to peer")));
     };
     let providers = pools.iter().enumerate().filter_map(|(index, pool)| Some((index, pool, pool.provider()?)));
     let mut candidates: Vec<(usize, &Arc<RegionPool>, &Provider, Route)> = match mode {

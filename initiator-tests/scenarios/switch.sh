@@ -1,0 +1,134 @@
+#!/bin/bash
+# Several SSDs behind one PCIe switch (vm/run --switch 3 --switch-cmb 2 --outside
+# --dma-trace): sw0 and sw1 have no CMB, sw2 has one, and "out" sits on its own root
+# port. One subsystem serves a namespace on each.
+#  1. A provider the kernel refuses (sw2's CMB named for the SSD outside the switch) stops
+#     the target at start-up, naming the refusal.
+#  2. Under --p2pmem auto the three SSDs behind the switch share sw2's CMB; the one
+#     outside uses host buffers and one log line says why.
+#  3. fio verify on all four namespaces at once through the fabric: zero host payload
+#     bytes for the three behind the switch, in p2ptgt's counters and in the SSDs' own
+#     DMA trace (QEMU's pci_nvme_map_addr events, summed by vm/dma-summary).
+#  4. p2ptgt copy of 64 MiB from sw0's namespace to sw1's through sw2's CMB: reads back
+#     equal, no byte through host memory; the same copy through host memory for speed.
+source "$(dirname "$0")/lib.sh"
+COPY_MIB=64
+SUMMARY=$REPO/rxe-setup/vm/dma-summary
+
+# SSD serial -> "DEVICE BDF" from the bed's list.
+declare -A SSD
+for entry in $P2PTGT_SSDS; do
+    IFS=, read -r serial device bdf _ <<< "$entry"
+    SSD[$serial]="$device $bdf"
+done
+device_of() { set -- ${SSD[$1]}; echo "$1"; }
+bdf_of() { set -- ${SSD[$1]}; echo "$2"; }
+SERIALS=(p2ptgt-sw0 p2ptgt-sw1 p2ptgt-sw2 p2ptgt-out)
+CMB_BDF=$(bdf_of p2ptgt-sw2)
+say "SSDs: $P2PTGT_SSDS"
+
+# Write the configuration: NSID i+1 on SERIALS[i]; $1 is the outside SSD's p2pmem.
+write_config() {
+    python3 - "$WORK/config.json" "$NQN" "$RXE_ADDR" "$1" $(for s in "${SERIALS[@]}"; do device_of "$s"; done) <<'EOF'
+import json, sys
+path, nqn, address, outside, *devices = sys.argv[1:]
+namespaces = [{"nsid": i + 1, "enable": 1, "device": {"path": d}} for i, d in enumerate(devices)]
+namespaces[-1]["p2pmem"] = outside
+config = {
+    "hosts": [],
+    "ports": [{"portid": 1, "addr": {"trtype": "rdma", "adrfam": "ipv4", "traddr": address, "trsvcid": "4420"},
+               "subsystems": [nqn]}],
+    "subsystems": [{"nqn": nqn, "allowed_hosts": [], "attr": {"allow_any_host": "1"}, "namespaces": namespaces}],
+}
+json.dump(config, open(path, "w"), indent=2)
+EOF
+}
+
+# One field of namespace NSID $1's stats.
+namespace_stat() {
+    stats | python3 -c "import json,sys; n=[n for s in json.load(sys.stdin)['subsystems'] for n in s['namespaces'] if n['nsid']==$1][0]; print(n['$2'])"
+}
+
+# The SSD DMA summary since trace line $1, as JSON.
+dma_since() { "$SUMMARY" --since "$1" --json; }
+trace_mark() { wc -l < "$P2PTGT_DMA_TRACE"; }
+
+# Whether the summary in file $1 shows SSD $2 with no host-memory DMA and more than
+# $3 bytes through sw2's CMB (its own, or as a peer).
+through_cmb_only() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys
+summary, serial, least = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+ssd = summary["ssds"][serial]
+cmb = ssd["own_cmb_bytes"] if serial == "p2ptgt-sw2" else ssd["peer_bar_bytes"].get("p2ptgt-sw2", 0)
+print(f"{serial}: host {ssd['host_bytes']} B, through sw2's CMB {cmb} B", file=sys.stderr)
+sys.exit(0 if ssd["host_bytes"] == 0 and cmb > least else 1)
+EOF
+}
+
+export -f namespace_stat through_cmb_only
+
+say "step 1: a provider the kernel refuses is refused at start-up"
+write_config "$CMB_BDF"
+status=0
+timeout 60 "$P2PTGT" serve --listen "$RXE_ADDR:$SERVICE" --control "$CONTROL" --config "$WORK/config.json" > "$WORK/refused.log" 2>&1 || status=$?
+say "exit status $status: $(grep -o 'refused peer DMA.*' "$WORK/refused.log" | head -n 1)"
+check "the target exits at start-up (status 1, not killed)" test "$status" = 1
+check "its error names the refusal and the provider" grep -q "$(device_of p2ptgt-out).*refused peer DMA between its device and $CMB_BDF" "$WORK/refused.log"
+
+say "step 2: auto: three SSDs share sw2's CMB, the outside one uses host memory"
+write_config auto
+start_target --config "$WORK/config.json"
+check "the start-up line names sw2's p2pmem, and only it" grep -Eq "data buffers: p2pmem of $CMB_BDF \([0-9]+ [KM]iB\), [A-Za-z]+ registration" "$TARGET_LOG"
+check "three namespaces put their payload in $CMB_BDF's memory" bash -c "(( \$(grep -c 'payload in the memory of $CMB_BDF' '$TARGET_LOG') == 3 ))"
+check "one line says why the outside SSD's namespace uses host memory" \
+    bash -c "grep 'uses host memory buffers: the kernel refused peer DMA to every provider' '$TARGET_LOG' | grep -c 'nsid=4' | grep -qx 1"
+
+say "step 3: fio verify on all four namespaces at once"
+connect "$NQN" --nr-io-queues=2 > /dev/null
+MARK=$(trace_mark)
+pids=()
+for nsid in 1 2 3 4; do
+    fio --name="ns$nsid" --filename="$(namespace_device "$NQN" "$nsid")" --direct=1 --ioengine=libaio --iodepth=8 \
+        --rw=randwrite --bsrange=4k-128k --size=16M --verify=crc32c --verify_fatal=1 --do_verify=1 \
+        --verify_state_save=0 --randrepeat=1 --output="$WORK/fio-$nsid.txt" &
+    pids+=($!)
+done
+for nsid in 1 2 3 4; do
+    check "fio write+verify 16 MiB on namespace $nsid (on ${SERIALS[nsid - 1]})" wait "${pids[nsid - 1]}"
+done
+dma_since "$MARK" > "$WORK/dma-fio.json"
+"$SUMMARY" --since "$MARK"
+for nsid in 1 2 3; do
+    say "namespace $nsid: provider $(namespace_stat $nsid provider), host $(namespace_stat $nsid payload_bytes_host) B, p2p $(namespace_stat $nsid payload_bytes_p2p) B"
+    check "p2ptgt: namespace $nsid's payload all through $CMB_BDF" \
+        bash -c "[[ \$(namespace_stat $nsid provider) == $CMB_BDF ]] && (( \$(namespace_stat $nsid payload_bytes_host) == 0 && \$(namespace_stat $nsid payload_bytes_p2p) >= 32 << 20 ))"
+    check "the SSD's trace: ${SERIALS[nsid - 1]} moved payload only through sw2's CMB" through_cmb_only "$WORK/dma-fio.json" "${SERIALS[nsid - 1]}" $((16 << 20))
+done
+check "namespace 4 (outside the switch) used host buffers" \
+    bash -c "[[ \$(namespace_stat 4 provider) == None ]] && (( \$(namespace_stat 4 payload_bytes_host) >= 32 << 20 ))"
+
+say "step 4: copy $COPY_MIB MiB from sw0's namespace to sw1's through sw2's CMB"
+BLOCKS=$(( (COPY_MIB << 20) / $(cat /sys/block/"$(basename "$(device_of p2ptgt-sw0)")"/queue/logical_block_size) ))
+fio --name=fill --filename="$(namespace_device "$NQN" 1)" --direct=1 --ioengine=libaio --iodepth=8 --rw=write \
+    --bs=1M --size="${COPY_MIB}M" --output="$WORK/fill.txt"
+HOST_BEFORE=$(target_stat payload_bytes_host)
+MARK=$(trace_mark)
+check "p2ptgt copy through sw2's CMB" bash -c "'$P2PTGT' --control '$CONTROL' copy '$NQN/1' '$NQN/2' --blocks $BLOCKS | tee '$WORK/copy.txt' | grep -q 'through the memory of $CMB_BDF'"
+dma_since "$MARK" > "$WORK/dma-copy.json"
+"$SUMMARY" --since "$MARK"
+check "the SSDs' trace: sw0 and sw1 moved the copy only through sw2's CMB" \
+    bash -c "through_cmb_only '$WORK/dma-copy.json' p2ptgt-sw0 $(( (COPY_MIB << 20) - 1 )) && through_cmb_only '$WORK/dma-copy.json' p2ptgt-sw1 $(( (COPY_MIB << 20) - 1 ))"
+check "p2ptgt counted no host payload byte for the copy" test "$(target_stat payload_bytes_host)" = "$HOST_BEFORE"
+check "the copy reads back equal through the fabric" \
+    cmp <(dd if="$(namespace_device "$NQN" 1)" bs=1M count=$COPY_MIB iflag=direct status=none) \
+        <(dd if="$(namespace_device "$NQN" 2)" bs=1M count=$COPY_MIB iflag=direct status=none)
+check "the same copy through host memory, for comparison" \
+    bash -c "'$P2PTGT' --control '$CONTROL' copy '$NQN/1' '$NQN/3/$BLOCKS' --blocks $BLOCKS --via off | tee '$WORK/copy-host.txt' | grep -q 'through host memory'"
+say "copy through the CMB: $(cat "$WORK/copy.txt")"
+say "copy through host memory: $(cat "$WORK/copy-host.txt")"
+check "the host kernel logged no timeout, reset or reconnect" \
+    bash -c "! dmesg | grep -E 'nvme[0-9]+: (I/O .*timeout|.*resetting|.*reconnect|.*Reconnecting)'"
+disconnect "$NQN"
+check "SIGTERM exits 0" stop_target
+finish
