@@ -144,8 +144,9 @@ ssd_dma_cmb_only() {
 import json, sys
 serial, least = sys.argv[1], int(sys.argv[2])
 ssd = json.load(sys.stdin)["ssds"][serial]
-print(f"DMA of {serial}: {ssd["host_bytes"]} B through host memory, {ssd["own_cmb_bytes"]} B through its CMB", file=sys.stderr)
-sys.exit(0 if ssd["host_bytes"] == 0 and ssd["own_cmb_bytes"] > least else 1)' "$2" "$3"
+host, cmb = ssd["host_bytes"], ssd["own_cmb_bytes"]
+print(f"DMA of {serial}: {host} B through host memory, {cmb} B through its CMB", file=sys.stderr)
+sys.exit(0 if host == 0 and cmb > least else 1)' "$2" "$3"
 }
 
 # Clean up whatever a failed scenario left.
