@@ -5,7 +5,8 @@
 #  1. A provider the kernel refuses (sw2's CMB named for the SSD outside the switch) stops
 #     the target at start-up, naming the refusal.
 #  2. Under --p2pmem auto the three SSDs behind the switch share sw2's CMB; the one
-#     outside uses host buffers and one log line says why.
+#     outside uses host buffers and one log line says why. sw1's namespace starts
+#     disabled and is enabled under the connected host: it chooses the same way.
 #  3. fio verify on all four namespaces at once through the fabric: zero host payload
 #     bytes for the three behind the switch, in p2ptgt's counters and in the SSDs' own
 #     DMA trace (QEMU's pci_nvme_map_addr events, summed by vm/dma-summary).
@@ -27,13 +28,15 @@ SERIALS=(p2ptgt-sw0 p2ptgt-sw1 p2ptgt-sw2 p2ptgt-out)
 CMB_BDF=$(bdf_of p2ptgt-sw2)
 say "SSDs: $P2PTGT_SSDS"
 
-# Write the configuration: NSID i+1 on SERIALS[i]; $1 is the outside SSD's p2pmem.
+# Write the configuration: NSID i+1 on SERIALS[i]; $1 is the outside SSD's p2pmem,
+# $2 whether namespace 2 is enabled (1 or 0).
 write_config() {
-    python3 - "$WORK/config.json" "$NQN" "$RXE_ADDR" "$1" $(for s in "${SERIALS[@]}"; do device_of "$s"; done) <<'EOF'
+    python3 - "$WORK/config.json" "$NQN" "$RXE_ADDR" "$1" "$2" $(for s in "${SERIALS[@]}"; do device_of "$s"; done) <<'EOF'
 import json, sys
-path, nqn, address, outside, *devices = sys.argv[1:]
+path, nqn, address, outside, second, *devices = sys.argv[1:]
 namespaces = [{"nsid": i + 1, "enable": 1, "device": {"path": d}} for i, d in enumerate(devices)]
 namespaces[-1]["p2pmem"] = outside
+namespaces[1]["enable"] = int(second)
 config = {
     "hosts": [],
     "ports": [{"portid": 1, "addr": {"trtype": "rdma", "adrfam": "ipv4", "traddr": address, "trsvcid": "4420"},
@@ -66,10 +69,10 @@ sys.exit(0 if ssd["host_bytes"] == 0 and cmb > least else 1)
 EOF
 }
 
-export -f namespace_stat through_cmb_only
+export -f namespace_stat through_cmb_only namespace_device
 
 say "step 1: a provider the kernel refuses is refused at start-up"
-write_config "$CMB_BDF"
+write_config "$CMB_BDF" 1
 status=0
 timeout 60 "$P2PTGT" serve --listen "$RXE_ADDR:$SERVICE" --control "$CONTROL" --config "$WORK/config.json" > "$WORK/refused.log" 2>&1 || status=$?
 say "exit status $status: $(grep -o 'refused peer DMA.*' "$WORK/refused.log" | head -n 1)"
@@ -77,15 +80,17 @@ check "the target exits at start-up (status 1, not killed)" test "$status" = 1
 check "its error names the refusal and the provider" grep -q "$(device_of p2ptgt-out).*refused peer DMA between its device and $CMB_BDF" "$WORK/refused.log"
 
 say "step 2: auto: three SSDs share sw2's CMB, the outside one uses host memory"
-write_config auto
+write_config auto 0
 start_target --config "$WORK/config.json"
 check "the start-up line names sw2's p2pmem, and only it" grep -Eq "data buffers: p2pmem of $CMB_BDF \([0-9]+ [KM]iB\), [A-Za-z]+ registration" "$TARGET_LOG"
-check "three namespaces put their payload in $CMB_BDF's memory" bash -c "(( \$(grep -c 'payload in the memory of $CMB_BDF' '$TARGET_LOG') == 3 ))"
 check "one line says why the outside SSD's namespace uses host memory" \
     bash -c "grep 'uses host memory buffers: the kernel refused peer DMA to every provider' '$TARGET_LOG' | grep -c 'nsid=4' | grep -qx 1"
+connect "$NQN" --nr-io-queues=2 > /dev/null
+"$P2PTGT" --control "$CONTROL" namespace enable --subsystem "$NQN" --nsid 2
+check "namespace 2, enabled under the host, appears there" bash -c "for _ in \$(seq 100); do namespace_device '$NQN' 2 > /dev/null && exit 0; sleep 0.1; done; exit 1"
+check "three namespaces put their payload in $CMB_BDF's memory" bash -c "(( \$(grep -c 'payload in the memory of $CMB_BDF' '$TARGET_LOG') == 3 ))"
 
 say "step 3: fio verify on all four namespaces at once"
-connect "$NQN" --nr-io-queues=2 > /dev/null
 MARK=$(trace_mark)
 pids=()
 for nsid in 1 2 3 4; do

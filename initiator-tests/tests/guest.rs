@@ -129,5 +129,5 @@ fn several_ssds_behind_a_switch_share_one_cmb() {
     // Three SSDs behind a PCIe switch, one with a CMB, one more outside: provider choice
     // by topology, the kernel's refusal at start-up, fio on all four, the SSDs' own DMA
     // trace, and a copy between SSDs through the CMB.
-    expect("switch.sh", &["--switch", "3", "--switch-cmb", "2", "--outside", "--dma-trace"], &[], 23);
+    expect("switch.sh", &["--switch", "3", "--switch-cmb", "2", "--outside", "--dma-trace"], &[], 24);
 }

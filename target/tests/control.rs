@@ -428,3 +428,22 @@ fn copy_moves_blocks_between_namespaces_and_refuses_bad_ranges() {
     bed.ok("namespace.read_only", json!({"subsystem": SUBSYSTEM, "nsid": 2, "read_only": true}));
     assert_eq!(code(json!({"from": place(1, 0), "to": place(2, 0), "blocks": 1})), json!(rpc::INVALID_PARAMS), "read-only destination");
 }
+
+#[test]
+fn a_file_namespace_takes_its_payload_from_the_payload_pool_not_the_control_pool() {
+    let bed = Bed::new("placement");
+    let pools = Pools::host_only(8 << 20).unwrap();
+    let mut admin_queue = TestHost::new(bed.target(), &pools, 0, 32);
+    let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
+    let mut io_queue = TestHost::new(bed.target(), &pools, 1, 32);
+    assert_eq!(io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, false).status(), Status::SUCCESS);
+    let control_before = pools.control.stats().high_water_bytes;
+
+    let write = io_queue.rw(io::WRITE, 0, 128);
+    assert_eq!(io_queue.call_write(write, vec![0x5A; 64 << 10]).status(), Status::SUCCESS);
+    let (completion, data) = io_queue.read_blocks(0, 128);
+    assert_eq!(completion.status(), Status::SUCCESS);
+    assert!(data.iter().all(|&b| b == 0x5A));
+    assert!(pools.host.stats().high_water_bytes >= 64 << 10, "the 64 KiB went through the payload pool");
+    assert_eq!(pools.control.stats().high_water_bytes, control_before, "the control pool carried no payload");
+}

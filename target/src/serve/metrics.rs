@@ -82,6 +82,12 @@ impl Collector for Scrape {
         let per_namespace: Vec<(Labels, &IoStats)> =
             namespaces.iter().map(|(nqn, n)| (label(&[("subsystem", nqn), ("nsid", &n.id.to_string())]), &n.stats)).collect();
         io_families(&mut encoder, "p2ptgt_namespace", &per_namespace)?;
+        let through = namespaces.iter().flat_map(|(nqn, n)| {
+            let provider = report.provider_of(n).unwrap_or_default();
+            [("host", "", n.payload.payload_bytes_host.get()), ("cmb", provider.as_str(), n.payload.payload_bytes_cmb.get())]
+                .map(|(buffer, provider, value)| (label(&[("subsystem", nqn), ("nsid", &n.id.to_string()), ("buffer", buffer), ("provider", provider)]), value))
+        });
+        family(&mut encoder, "p2ptgt_namespace_payload_bytes", "A namespace's payload bytes through host memory and through its provider's memory", MetricType::Counter, counters(through))?;
         let sizes = namespaces.iter().map(|(nqn, n)| (label(&[("subsystem", nqn), ("nsid", &n.id.to_string())]), n.backend.size_bytes()));
         family(&mut encoder, "p2ptgt_namespace_size_bytes", "Namespace size", MetricType::Gauge, gauges(sizes))?;
 

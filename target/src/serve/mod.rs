@@ -259,6 +259,12 @@ struct Report {
 }
 
 impl Report {
+    /// The p2pmem provider whose memory carries namespace `n`'s payload, if any.
+    fn provider_of(&self, n: &crate::core::Namespace) -> Option<String> {
+        let Placement::Peer(pool) = n.payload_placement else { return None };
+        Some(self.pools.peers.get(usize::from(pool))?.provider()?.bdf.clone())
+    }
+
     fn json(&self) -> serde_json::Value {
         let target = self.runtime.target();
         let mode = self.listeners.mode();
@@ -273,7 +279,7 @@ impl Report {
                         "nsid": n.id,
                         "backend": n.backend.describe(),
                         "payload": match n.payload_placement { Placement::Peer(_) => "cmb", _ => "host" },
-                        "provider": match n.payload_placement { Placement::Peer(pool) => self.pools.peers.get(usize::from(pool)).and_then(|p| p.provider()).map(|p| p.bdf.clone()), _ => None },
+                        "provider": self.provider_of(n),
                         "payload_bytes_host": n.payload.payload_bytes_host.get(),
                         "payload_bytes_p2p": n.payload.payload_bytes_cmb.get(),
                         "stats": &n.stats,
