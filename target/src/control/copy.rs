@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{placement, ControlError, Runtime};
 use crate::backend::{Backend, BackendOp};
 use crate::config::P2pMem;
-use crate::core::{DataBuffer, Lease, Namespace};
+use crate::core::{DataBuffer, Namespace};
 use crate::memory::RegionPool;
 
 /// Bytes one read-then-write step moves.
@@ -88,7 +88,7 @@ impl Runtime {
         let mut done = 0u64;
         while done < bytes {
             let len = (bytes - done).min(CHUNK_BYTES) as u32;
-            let lease = wait_for_lease(&pool, len)?;
+            let lease = pool.lease_within(len, BUFFER_WAIT).ok_or_else(|| ControlError::Invalid(format!("no free {len}-byte buffer in {:?} memory for {} s", pool.region, BUFFER_WAIT.as_secs())))?;
             let read = BackendOp::Read { offset_bytes: (request.from.lba << shift) + done, buffer: DataBuffer::Pool(lease) };
             source_backend.execute_blocking(&read).map_err(|source| backend_error(&request.from, source))?;
             let Some(buffer) = read.into_buffer() else { break };
@@ -144,17 +144,4 @@ fn backend_error(place: &Place, source: crate::backend::BackendError) -> Control
     ControlError::Backend { path: format!("namespace {} of {}", place.nsid, place.nqn), source }
 }
 
-/// A lease of `len` bytes of `pool`, waiting while queues hold it all.
-fn wait_for_lease(pool: &RegionPool, len: u32) -> Result<Lease, ControlError> {
-    let deadline = Instant::now() + BUFFER_WAIT;
-    loop {
-        if let Some(lease) = pool.try_lease(len) {
-            return Ok(lease);
-        }
-        if Instant::now() > deadline {
-            return Err(ControlError::Invalid(format!("no free {len}-byte buffer in {:?} memory for {} s", pool.region, BUFFER_WAIT.as_secs())));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 

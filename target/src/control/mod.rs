@@ -205,7 +205,7 @@ impl Runtime {
             }
             _ => {
                 info!(subsystem = %nqn, nsid = namespace.id, backend = %backend.describe(), "namespace: payload in host memory");
-                if !self.policy.peers.is_empty() || !matches!(namespace.p2pmem.as_ref().unwrap_or(&self.policy.default_mode), P2pMem::Off) {
+                if !matches!(namespace.p2pmem.as_ref().unwrap_or(&self.policy.default_mode), P2pMem::Off) {
                     warn!(subsystem = %nqn, nsid = namespace.id, path = %namespace.path.display(), "this namespace's payload uses host memory buffers: {}", choice.reason);
                 }
             }

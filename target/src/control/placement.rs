@@ -74,6 +74,12 @@ pub fn choose(backend: &Backend, mode: &P2pMem, pools: &[Arc<RegionPool>]) -> Re
         let what = if matches!(backend, Backend::Memory(_)) { "RAM" } else { "a file, not an NVMe block device" };
         return Ok(Choice::host(format!("it is backed by {what}: no device moves its data peer to peer")));
     };
+    if let Backend::File(file) = backend {
+        if !file.direct {
+            // A buffered read into device memory succeeds, through the page cache.
+            return Ok(Choice::host("it is opened without O_DIRECT, so its data passes through the page cache"));
+        }
+    }
     let providers = pools.iter().enumerate().filter_map(|(index, pool)| Some((index, pool, pool.provider()?)));
     let mut candidates: Vec<(usize, &Arc<RegionPool>, &Provider, Route)> = match mode {
         P2pMem::Off => return Ok(Choice::host("p2pmem is off for it")),
@@ -103,8 +109,9 @@ pub fn choose(backend: &Backend, mode: &P2pMem, pools: &[Arc<RegionPool>]) -> Re
 /// Reads the namespace's first block into `pool`'s memory as the data path would.
 fn probe(backend: &Backend, pool: &RegionPool) -> Result<(), String> {
     let block = 1u32 << backend.block_size_shift();
-    let Some(lease) = pool.try_lease(block) else {
-        return Err("its pool has no free block to try with".into());
+    // Queues may hold the whole pool for a moment (a namespace added under load).
+    let Some(lease) = pool.lease_within(block, std::time::Duration::from_secs(1)) else {
+        return Err("its pool had no free block to try with for 1 s".into());
     };
     let op = BackendOp::Read { offset_bytes: 0, buffer: DataBuffer::Pool(lease) };
     let result = backend.execute_blocking(&op);

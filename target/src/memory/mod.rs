@@ -211,6 +211,21 @@ impl RegionPool {
         Some(self.mint(first, len_bytes))
     }
 
+    /// A lease as soon as [`RegionPool::try_lease`] gets one, trying for up to `patience`
+    /// (work outside any queue that can wait a little: probes, copies).
+    pub fn lease_within(&self, len_bytes: u32, patience: Duration) -> Option<Lease> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(lease) = self.try_lease(len_bytes) {
+                return Some(lease);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Removes `mailbox`'s waiters from the line.
     fn leave(&self, mailbox: &Arc<Mailbox>) {
         lock(&self.line).waiters.retain(|waiter| !Arc::ptr_eq(&waiter.mailbox, mailbox));

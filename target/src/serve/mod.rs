@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::backend::Backend;
 use crate::config::{P2pMem, ServeConfig};
-use crate::control::{self, rpc, Opened, PlacementPolicy, Runtime, SubsystemDefaults};
+use crate::control::{self, rpc, Choice, Opened, PlacementPolicy, Runtime, SubsystemDefaults};
 use crate::core::{Limits, Placement, Region, Target};
 use crate::error::SetupError;
 use crate::memory::p2pmem::{P2pMemMapping, Provider};
@@ -61,14 +61,8 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         .iter()
         .map(|subsystem| subsystem.namespaces.iter().filter(|n| n.enabled).map(open_namespace).collect::<Result<Vec<_>, _>>())
         .collect::<Result<Vec<_>, _>>()?;
-    // Every provider a namespace may use is mapped and tried; those no namespace chose
-    // are unmapped again.
-    let (candidates, p2p_reason) = map_providers(&config, &options)?;
-    let mut choices = Vec::new();
     for (subsystem, backends) in config.subsystems.iter().zip(&backends) {
         for (namespace, backend) in subsystem.namespaces.iter().filter(|n| n.enabled).zip(backends) {
-            let mode = namespace.p2pmem.as_ref().unwrap_or(&options.p2pmem);
-            choices.push(control::placement::choose(backend, mode, &candidates).map_err(|refused| SetupError::config("p2pmem", refused.to_string()))?);
             if let Backend::File(file) = backend {
                 if file.block_device && file.direct && !file.pollable && options.polls_ssd() {
                     info!(nsid = namespace.id, path = %namespace.path.display(), "the block device has no poll queues (NVMe: the nvme.poll_queues module parameter): its completions come by interrupt");
@@ -76,14 +70,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
             }
         }
     }
-    let mut used: Vec<usize> = choices.iter().filter_map(|c| Some(c.peer?.0)).collect();
-    used.sort_unstable();
-    used.dedup();
-    for choice in &mut choices {
-        choice.peer = choice.peer.and_then(|(index, route)| Some((used.iter().position(|&u| u == index)?, route)));
-    }
-    let peers: Vec<Arc<Memory>> = used.iter().filter_map(|&index| Some(candidates.get(index)?.memory.clone())).collect();
-    drop(candidates);
+    let PayloadPlan { choices, peers, reason: p2p_reason } = place_payload(&config, &options, &backends)?;
     let mut limits = options.limits.clone();
     if let Some(bytes) = config.in_capsule_data_bytes {
         limits.in_capsule_data_bytes = bytes;
@@ -313,6 +300,38 @@ impl Report {
 
 fn open_namespace(namespace: &crate::config::NamespaceConfig) -> Result<Backend, SetupError> {
     Backend::open(&namespace.path, None).map_err(|source| SetupError::Namespace { path: namespace.path.display().to_string(), source })
+}
+
+/// Where the namespaces' payload goes, decided at start-up.
+struct PayloadPlan {
+    /// Each enabled namespace's choice, in configuration order.
+    choices: Vec<Choice>,
+    /// The memory of the providers chosen, in peer pool order.
+    peers: Vec<Arc<Memory>>,
+    /// Why no provider was even tried, if none was.
+    reason: Option<String>,
+}
+
+/// Plans where payload goes: every provider a namespace may use is mapped and tried;
+/// those no namespace chose are unmapped again.
+fn place_payload(config: &ServeConfig, options: &ServeOptions, backends: &[Vec<Backend>]) -> Result<PayloadPlan, SetupError> {
+    let (candidates, reason) = map_providers(config, options)?;
+    let mut choices = Vec::new();
+    for (subsystem, backends) in config.subsystems.iter().zip(backends) {
+        for (namespace, backend) in subsystem.namespaces.iter().filter(|n| n.enabled).zip(backends) {
+            let mode = namespace.p2pmem.as_ref().unwrap_or(&options.p2pmem);
+            choices.push(control::placement::choose(backend, mode, &candidates).map_err(|refused| SetupError::config("p2pmem", refused.to_string()))?);
+        }
+    }
+    let mut used: Vec<usize> = choices.iter().filter_map(|c| Some(c.peer?.0)).collect();
+    used.sort_unstable();
+    used.dedup();
+    // Indices into the candidates become indices into the peer pools.
+    for choice in &mut choices {
+        choice.peer = choice.peer.and_then(|(index, route)| Some((used.iter().position(|&u| u == index)?, route)));
+    }
+    let peers = used.iter().filter_map(|&index| Some(candidates.get(index)?.memory.clone())).collect();
+    Ok(PayloadPlan { choices, peers, reason })
 }
 
 /// Maps every p2pmem provider some namespace may use, as a pool each (indexed as
