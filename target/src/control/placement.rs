@@ -121,3 +121,28 @@ fn probe(backend: &Backend, pool: &RegionPool) -> Result<(), String> {
         Err(error) => Err(std::error::Error::source(&error).map_or_else(|| error.to_string(), |source| source.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::memory::Pools;
+
+    #[test]
+    fn namespaces_no_device_can_reach_use_host_memory_and_say_why() {
+        let pools = Pools::host_only(1 << 20).unwrap();
+        let ram = Backend::Memory(MemoryBackend::new(1 << 20, 9));
+        let choice = choose(&ram, &P2pMem::Auto, &pools.peers).unwrap();
+        assert_eq!((choice.placement(), choice.reason.contains("RAM")), (Placement::Host, true), "{choice:?}");
+
+        let dir = std::env::temp_dir().join(format!("p2ptgt-placement-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ns");
+        std::fs::File::create(&path).unwrap().set_len(1 << 20).unwrap();
+        let file = Backend::open(&path, None).unwrap();
+        let choice = choose(&file, &P2pMem::Auto, &pools.peers).unwrap();
+        assert_eq!(choice.placement(), Placement::Host);
+        assert!(choice.reason.contains("a file") || choice.reason.contains("O_DIRECT"), "{choice:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
