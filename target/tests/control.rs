@@ -101,6 +101,13 @@ fn post_event_request(host: &mut TestHost) {
     host.link.send(zerocopy::IntoBytes::as_bytes(&aer));
 }
 
+/// Queue 1 of controller `controller_id`, connected.
+fn connected_io_queue(bed: &Bed, pools: &Pools, controller_id: u16) -> TestHost {
+    let mut queue = TestHost::new(bed.target(), pools, 1, 32);
+    assert_eq!(queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, false).status(), Status::SUCCESS);
+    queue
+}
+
 /// The events the host got since the last look.
 fn events(host: &mut TestHost) -> Vec<u32> {
     host.link.queue.handle_timeout(Instant::now());
@@ -166,8 +173,7 @@ fn commands_running_on_a_removed_namespace_finish_and_new_ones_fail() {
     let pools = Pools::host_only(8 << 20).unwrap();
     let mut admin_queue = TestHost::new(bed.target(), &pools, 0, 32);
     let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
-    let mut io_queue = TestHost::new(bed.target(), &pools, 1, 32);
-    assert_eq!(io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, false).status(), Status::SUCCESS);
+    let mut io_queue = connected_io_queue(&bed, &pools, controller_id);
 
     io_queue.link.hold = true;
     let mut read = io_queue.rw(io::READ, 0, 8);
@@ -308,8 +314,7 @@ fn a_read_only_namespace_refuses_writes_and_says_so_in_identify() {
     aec.cdw11 = U32::new(1 << 8);
     assert_eq!(admin_queue.call(aec, &[]).status(), Status::SUCCESS);
     post_event_request(&mut admin_queue);
-    let mut io_queue = TestHost::new(bed.target(), &pools, 1, 32);
-    assert_eq!(io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, false).status(), Status::SUCCESS);
+    let mut io_queue = connected_io_queue(&bed, &pools, controller_id);
     assert_eq!(io_queue.write_blocks(0, pattern(3, 4096)).status(), Status::SUCCESS);
 
     bed.ok("namespace.read_only", json!({"subsystem": SUBSYSTEM, "nsid": 1, "read_only": true}));
@@ -435,8 +440,7 @@ fn a_file_namespace_takes_its_payload_from_the_payload_pool_not_the_control_pool
     let pools = Pools::host_only(8 << 20).unwrap();
     let mut admin_queue = TestHost::new(bed.target(), &pools, 0, 32);
     let controller_id = admin_queue.bring_up(SUBSYSTEM, HOST);
-    let mut io_queue = TestHost::new(bed.target(), &pools, 1, 32);
-    assert_eq!(io_queue.connect(SUBSYSTEM, HOST, 1, controller_id, 31, false).status(), Status::SUCCESS);
+    let mut io_queue = connected_io_queue(&bed, &pools, controller_id);
     let control_before = pools.control.stats().high_water_bytes;
 
     let write = io_queue.rw(io::WRITE, 0, 128);
