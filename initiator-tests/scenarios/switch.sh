@@ -75,16 +75,16 @@ say "step 1: a provider the kernel refuses is refused at start-up"
 write_config "$CMB_BDF" 1
 status=0
 timeout 60 "$P2PTGT" serve --listen "$RXE_ADDR:$SERVICE" --control "$CONTROL" --config "$WORK/config.json" > "$WORK/refused.log" 2>&1 || status=$?
-say "exit status $status: $(grep -o 'refused peer DMA.*' "$WORK/refused.log" | head -n 1)"
+say "exit status $status: $(grep -o 'cannot use the memory.*' "$WORK/refused.log" | head -n 1)"
 check "the target exits at start-up (status 1, not killed)" test "$status" = 1
-check "its error names the refusal and the provider" grep -q "$(device_of p2ptgt-out).*refused peer DMA between its device and $CMB_BDF" "$WORK/refused.log"
+check "its error names the refusal and the provider" grep -q "$(device_of p2ptgt-out).*cannot use the memory of $CMB_BDF.*the kernel refused peer DMA" "$WORK/refused.log"
 
 say "step 2: auto: three SSDs share sw2's CMB, the outside one uses host memory"
 write_config auto 0
 start_target --config "$WORK/config.json"
 check "the start-up line names sw2's p2pmem, and only it" grep -Eq "data buffers: p2pmem of $CMB_BDF \([0-9]+ [KM]iB\), [A-Za-z]+ registration" "$TARGET_LOG"
 check "one line says why the outside SSD's namespace uses host memory" \
-    bash -c "grep 'uses host memory buffers: the kernel refused peer DMA to every provider' '$TARGET_LOG' | grep -c 'nsid=4' | grep -qx 1"
+    bash -c "grep 'uses host memory buffers: no provider could take its payload (.*the kernel refused peer DMA' '$TARGET_LOG' | grep -c 'nsid=4' | grep -qx 1"
 connect "$NQN" --nr-io-queues=2 > /dev/null
 "$P2PTGT" --control "$CONTROL" namespace enable --subsystem "$NQN" --nsid 2
 check "namespace 2, enabled under the host, appears there" bash -c "for _ in \$(seq 100); do namespace_device '$NQN' 2 > /dev/null && exit 0; sleep 0.1; done; exit 1"

@@ -56,9 +56,10 @@ impl Choice {
     }
 }
 
-/// A provider that refused (explicitly asked for: start-up fails).
+/// A provider named explicitly that cannot take the namespace's payload (at start-up:
+/// the target does not start).
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: the kernel refused peer DMA between its device and {bdf} ({route}): {error}")]
+#[error("{path}: cannot use the memory of {bdf} ({route}): {error}")]
 pub struct Refused {
     pub path: String,
     pub bdf: String,
@@ -103,10 +104,11 @@ pub fn choose(backend: &Backend, mode: &P2pMem, pools: &[Arc<RegionPool>]) -> Re
             Err(error) => refusals.push(format!("{} {route}: {error}", provider.bdf)),
         }
     }
-    Ok(Choice::host(format!("the kernel refused peer DMA to every provider ({})", refusals.join("; "))))
+    Ok(Choice::host(format!("no provider could take its payload ({})", refusals.join("; "))))
 }
 
-/// Reads the namespace's first block into `pool`'s memory as the data path would.
+/// Reads the namespace's first block into `pool`'s memory as the data path would; an
+/// error says why it cannot.
 fn probe(backend: &Backend, pool: &RegionPool) -> Result<(), String> {
     let block = 1u32 << backend.block_size_shift();
     // Queues may hold the whole pool for a moment (a namespace added under load).
@@ -116,10 +118,12 @@ fn probe(backend: &Backend, pool: &RegionPool) -> Result<(), String> {
     let op = BackendOp::Read { offset_bytes: 0, buffer: DataBuffer::Pool(lease) };
     let result = backend.execute_blocking(&op);
     drop(op.into_buffer());
-    match result {
-        Ok(_) => Ok(()),
-        Err(error) => Err(std::error::Error::source(&error).map_or_else(|| error.to_string(), |source| source.to_string())),
-    }
+    let Err(error) = result else { return Ok(()) };
+    let cause = std::error::Error::source(&error).map_or_else(|| error.to_string(), |source| source.to_string());
+    // The block layer answers EREMOTEIO for pages its device's queue cannot take peer to
+    // peer, and nvme-pci EINVAL for a provider too far away; anything else is the read.
+    let refused = matches!(&error, crate::backend::BackendError::Io { source, .. } if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::EREMOTEIO)));
+    Err(if refused { format!("the kernel refused peer DMA: {cause}") } else { format!("reading block 0 into it failed: {cause}") })
 }
 
 #[cfg(test)]
