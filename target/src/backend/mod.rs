@@ -87,9 +87,6 @@ impl Backend {
         storage.as_any().downcast_ref::<Backend>()
     }
 
-    /// The sysfs directory of the PCI device that holds this namespace's data, when the
-    /// data lives on a PCI device (an NVMe namespace). Files and RAM have none, so their
-    /// payload cannot move through another device's CMB.
     /// Runs a Read or Write to completion on the calling thread, outside any queue.
     pub fn execute_blocking(&self, op: &BackendOp) -> Result<u32, BackendError> {
         match self {
@@ -98,6 +95,9 @@ impl Backend {
         }
     }
 
+    /// The sysfs directory of the PCI device that holds this namespace's data, when the
+    /// data lives on a PCI device (an NVMe namespace). Files and RAM have none, so their
+    /// payload cannot move through another device's CMB.
     pub fn pci_device(&self) -> Option<&Path> {
         match self {
             Backend::File(file) => file.pci_device.as_deref(),

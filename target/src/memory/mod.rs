@@ -1,7 +1,8 @@
 //! Data buffer pools, sized once at start-up, shared by every queue: a small control
 //! pool and a payload pool in one host DRAM mapping, and a peer pool over the p2pmem
-//! (typically an NVMe SSD's CMB) of each provider some namespace's device can reach. Implements the core's [`BufferPool`] contract; the transport
-//! registers each mapping with the NIC and records its key here.
+//! (typically an NVMe SSD's CMB) of each provider some namespace's device can reach.
+//! Implements the core's [`BufferPool`] contract; the transport registers each mapping
+//! with the NIC and records its key here.
 //!
 //! Each pool keeps one line of waiting requests across all queues. A request that finds
 //! the pool short, or finds others already waiting, joins the line; pages coming back go
@@ -388,11 +389,6 @@ impl Pools {
 
     pub fn host_only(host_payload_bytes: usize) -> std::io::Result<Pools> {
         Pools::new(host_payload_bytes, Vec::new())
-    }
-
-    /// The peer pool over `provider`'s memory, with its index.
-    pub fn peer_of(&self, bdf: &str) -> Option<(crate::core::buffer::PeerPool, &Arc<RegionPool>)> {
-        (0..=u8::MAX).zip(&self.peers).find(|(_, pool)| pool.provider().is_some_and(|p| p.bdf == bdf))
     }
 
     /// The host mapping that holds the control and host payload pools.

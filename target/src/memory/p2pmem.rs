@@ -34,11 +34,6 @@ impl Provider {
         })
     }
 
-    /// Whether this provider is the PCI function at sysfs path `device`.
-    pub fn is(&self, device: &Path) -> bool {
-        self.sysfs == device || fs::canonicalize(&self.sysfs).ok().as_deref() == Some(device)
-    }
-
     /// How the PCI function at sysfs path `client` would reach this provider's memory.
     pub fn route_from(&self, client: &Path) -> Route {
         let provider = fs::canonicalize(&self.sysfs).unwrap_or_else(|_| self.sysfs.clone());
