@@ -69,7 +69,7 @@ impl Runtime {
         if destination.is_read_only() {
             return Err(ControlError::Invalid(format!("namespace {} of {} is read-only", request.to.nsid, request.to.nqn)));
         }
-        let bytes = request.blocks.checked_shl(u32::from(shift)).filter(|_| request.blocks.leading_zeros() > u32::from(shift)).ok_or_else(|| ControlError::Invalid("too many blocks".into()))?;
+        let bytes = request.blocks.checked_mul(1 << shift).ok_or_else(|| ControlError::Invalid("too many blocks".into()))?;
         for (place, namespace) in [(&request.from, &source), (&request.to, &destination)] {
             let end = place.lba.checked_add(request.blocks);
             if bytes == 0 || end.is_none_or(|end| end > namespace.size_blocks()) {
@@ -94,10 +94,9 @@ impl Runtime {
             let Some(buffer) = read.into_buffer() else { break };
             let write = BackendOp::Write { offset_bytes: (request.to.lba << shift) + done, buffer, durable: false };
             destination_backend.execute_blocking(&write).map_err(|source| backend_error(&request.to, source))?;
-            let region = pool.region;
+            // Read into the pool, then written out of it.
             for namespace in [&source, &destination] {
-                self.target.payload.count(region, u64::from(len));
-                namespace.payload.count(region, u64::from(len));
+                self.target.count_payload(namespace, pool.region, u64::from(len));
             }
             done += u64::from(len);
         }
@@ -143,5 +142,3 @@ fn backend_of(namespace: &Namespace) -> Result<&Backend, ControlError> {
 fn backend_error(place: &Place, source: crate::backend::BackendError) -> ControlError {
     ControlError::Backend { path: format!("namespace {} of {}", place.nsid, place.nqn), source }
 }
-
-

@@ -528,7 +528,7 @@ impl Queue {
             (Work::Inbound(Inbound::Write { namespace, offset_bytes: at, durable }), Some(loan)) => {
                 match loan.narrow(offset_bytes, length_bytes) {
                     Ok(loan) => {
-                        self.count_payload(&namespace, loan.buffer().region, u64::from(length_bytes));
+                        self.target.count_payload(&namespace, loan.buffer().region, u64::from(length_bytes));
                         let op = BackendOp::Write { offset_bytes: at, buffer: DataBuffer::Slot(loan), durable };
                         self.submit(tag, header, namespace, op, Next::Respond);
                         None
@@ -665,7 +665,7 @@ impl Queue {
         let outcome = match work {
             Inbound::Write { namespace, offset_bytes, durable } => {
                 let buffer = lease.buffer();
-                self.count_payload(&namespace, buffer.region, u64::from(buffer.len_bytes));
+                self.target.count_payload(&namespace, buffer.region, u64::from(buffer.len_bytes));
                 self.submit(tag, header, namespace, BackendOp::Write { offset_bytes, buffer: DataBuffer::Pool(lease), durable }, Next::Respond);
                 return;
             }
@@ -749,7 +749,7 @@ impl Queue {
             Next::Respond | Next::Push => {
                 let reply = match (buffer, header.data) {
                     (Some(buffer), DataPointer::Keyed(remote)) if matches!(next, Next::Push) && status.is_success() => {
-                        self.count_payload(&namespace, buffer.buffer().region, u64::from(buffer.buffer().len_bytes));
+                        self.target.count_payload(&namespace, buffer.buffer().region, u64::from(buffer.buffer().len_bytes));
                         Some(ResponseData::Push { remote, buffer })
                     }
                     // The receive slot of an in-capsule write goes back with the response.
@@ -804,7 +804,7 @@ impl Queue {
         // The CPU compares: the blocks and the host's data cross host memory here.
         let mut blocks = vec![0u8; expected.len()];
         self.pool.read(&lease, &mut blocks);
-        self.count_payload(&namespace, super::buffer::Region::Host, blocks.len() as u64);
+        self.target.count_payload(&namespace, super::buffer::Region::Host, blocks.len() as u64);
         if blocks != expected {
             return fail(self, Status::COMPARE_FAILURE.dnr(), write);
         }
@@ -961,13 +961,6 @@ impl Queue {
     }
 
     /// Hands the response (with its data or buffer) to the transport.
-    /// Counts payload bytes of `namespace` that went through `region`, for the target
-    /// and the namespace.
-    fn count_payload(&self, namespace: &Namespace, region: super::buffer::Region, bytes: u64) {
-        self.target.payload.count(region, bytes);
-        namespace.payload.count(region, bytes);
-    }
-
     fn respond(&mut self, tag: Tag, header: Header, status: Status, result: u64, data: Option<ResponseData>) {
         let Header { command, data: pointer, arrived } = header;
         if self.config.queue_id != 0 {

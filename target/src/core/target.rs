@@ -11,7 +11,8 @@ use tracing::warn;
 
 use super::controller::{Controller, ControllerKind};
 use super::stats::PayloadStats;
-use super::subsystem::{Subsystem, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN};
+use super::buffer::Region;
+use super::subsystem::{Namespace, Subsystem, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN};
 use crate::wire::Status;
 
 /// Limits fixed at start-up.
@@ -116,6 +117,13 @@ pub struct ControllerSummary {
 }
 
 impl Target {
+    /// Counts payload bytes of `namespace` that went through `region`, for the target
+    /// and the namespace.
+    pub fn count_payload(&self, namespace: &Namespace, region: Region, bytes: u64) {
+        self.payload.count(region, bytes);
+        namespace.payload.count(region, bytes);
+    }
+
     /// A target listening on `port` (more may be added).
     pub fn new(subsystems: Vec<Subsystem>, port: Port, limits: Limits) -> Target {
         Target {
