@@ -138,15 +138,17 @@ fio_verify() {
 dma_mark() { wc -l < "$P2PTGT_DMA_TRACE"; }
 
 # Whether, since trace line $1, SSD $2 (serial) moved no payload through host memory
-# and more than $3 bytes through its own CMB, by its own DMA trace (vm/dma-summary).
+# and more than $3 bytes through the CMB of SSD $4 (default: its own), by its own DMA
+# trace (vm/dma-summary).
 ssd_dma_cmb_only() {
     "$REPO/rxe-setup/vm/dma-summary" --since "$1" --json | python3 -c '
 import json, sys
-serial, least = sys.argv[1], int(sys.argv[2])
+serial, least, cmb_of = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ssd = json.load(sys.stdin)["ssds"][serial]
-host, cmb = ssd["host_bytes"], ssd["own_cmb_bytes"]
-print(f"DMA of {serial}: {host} B through host memory, {cmb} B through its CMB", file=sys.stderr)
-sys.exit(0 if host == 0 and cmb > least else 1)' "$2" "$3"
+host = ssd["host_bytes"]
+cmb = ssd["own_cmb_bytes"] if cmb_of == serial else ssd["peer_bar_bytes"].get(cmb_of, 0)
+print(f"DMA of {serial}: {host} B through host memory, {cmb} B through the CMB of {cmb_of}", file=sys.stderr)
+sys.exit(0 if host == 0 and cmb > least else 1)' "$2" "$3" "${4:-$2}"
 }
 
 # Clean up whatever a failed scenario left.
@@ -172,7 +174,7 @@ finish() {
 [[ -e /dev/fd ]] || ln -s /proc/self/fd /dev/fd
 modprobe nvme_rdma 2>/dev/null || true
 export -f target_stat stats say
-export P2PTGT CONTROL
+export P2PTGT CONTROL REPO
 
 # The CPUs each queue thread of the target may run on: "q0:1 q1:0 ...".
 queue_cpus() {

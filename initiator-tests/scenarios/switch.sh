@@ -52,24 +52,7 @@ namespace_stat() {
     stats | python3 -c "import json,sys; n=[n for s in json.load(sys.stdin)['subsystems'] for n in s['namespaces'] if n['nsid']==$1][0]; print(n['$2'])"
 }
 
-# The SSD DMA summary since trace line $1, as JSON.
-dma_since() { "$SUMMARY" --since "$1" --json; }
-trace_mark() { wc -l < "$P2PTGT_DMA_TRACE"; }
-
-# Whether the summary in file $1 shows SSD $2 with no host-memory DMA and more than
-# $3 bytes through sw2's CMB (its own, or as a peer).
-through_cmb_only() {
-    python3 - "$1" "$2" "$3" <<'EOF'
-import json, sys
-summary, serial, least = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3])
-ssd = summary["ssds"][serial]
-cmb = ssd["own_cmb_bytes"] if serial == "p2ptgt-sw2" else ssd["peer_bar_bytes"].get("p2ptgt-sw2", 0)
-print(f"{serial}: host {ssd['host_bytes']} B, through sw2's CMB {cmb} B", file=sys.stderr)
-sys.exit(0 if ssd["host_bytes"] == 0 and cmb > least else 1)
-EOF
-}
-
-export -f namespace_stat through_cmb_only namespace_device
+export -f namespace_stat ssd_dma_cmb_only namespace_device
 
 say "step 1: a provider the kernel refuses is refused at start-up"
 write_config "$CMB_BDF" 1
@@ -91,7 +74,7 @@ check "namespace 2, enabled under the host, appears there" bash -c "for _ in \$(
 check "three namespaces put their payload in $CMB_BDF's memory" bash -c "(( \$(grep -c 'payload in the memory of $CMB_BDF' '$TARGET_LOG') == 3 ))"
 
 say "step 3: fio verify on all four namespaces at once"
-MARK=$(trace_mark)
+MARK=$(dma_mark)
 pids=()
 for nsid in 1 2 3 4; do
     fio --name="ns$nsid" --filename="$(namespace_device "$NQN" "$nsid")" --direct=1 --ioengine=libaio --iodepth=8 \
@@ -102,13 +85,12 @@ done
 for nsid in 1 2 3 4; do
     check "fio write+verify 16 MiB on namespace $nsid (on ${SERIALS[nsid - 1]})" wait "${pids[nsid - 1]}"
 done
-dma_since "$MARK" > "$WORK/dma-fio.json"
 "$SUMMARY" --since "$MARK"
 for nsid in 1 2 3; do
     say "namespace $nsid: provider $(namespace_stat $nsid provider), host $(namespace_stat $nsid payload_bytes_host) B, p2p $(namespace_stat $nsid payload_bytes_p2p) B"
     check "p2ptgt: namespace $nsid's payload all through $CMB_BDF" \
         bash -c "[[ \$(namespace_stat $nsid provider) == $CMB_BDF ]] && (( \$(namespace_stat $nsid payload_bytes_host) == 0 && \$(namespace_stat $nsid payload_bytes_p2p) >= 32 << 20 ))"
-    check "the SSD's trace: ${SERIALS[nsid - 1]} moved payload only through sw2's CMB" through_cmb_only "$WORK/dma-fio.json" "${SERIALS[nsid - 1]}" $((16 << 20))
+    check "the SSD's trace: ${SERIALS[nsid - 1]} moved payload only through sw2's CMB" ssd_dma_cmb_only "$MARK" "${SERIALS[nsid - 1]}" $((16 << 20)) p2ptgt-sw2
 done
 check "namespace 4 (outside the switch) used host buffers" \
     bash -c "[[ \$(namespace_stat 4 provider) == None ]] && (( \$(namespace_stat 4 payload_bytes_host) >= 32 << 20 ))"
@@ -118,12 +100,11 @@ BLOCKS=$(( (COPY_MIB << 20) / $(cat /sys/block/"$(basename "$(device_of p2ptgt-s
 fio --name=fill --filename="$(namespace_device "$NQN" 1)" --direct=1 --ioengine=libaio --iodepth=8 --rw=write \
     --bs=1M --size="${COPY_MIB}M" --output="$WORK/fill.txt"
 HOST_BEFORE=$(target_stat payload_bytes_host)
-MARK=$(trace_mark)
+MARK=$(dma_mark)
 check "p2ptgt copy through sw2's CMB" bash -c "'$P2PTGT' --control '$CONTROL' copy '$NQN/1' '$NQN/2' --blocks $BLOCKS | tee '$WORK/copy.txt' | grep -q 'through the memory of $CMB_BDF'"
-dma_since "$MARK" > "$WORK/dma-copy.json"
 "$SUMMARY" --since "$MARK"
 check "the SSDs' trace: sw0 and sw1 moved the copy only through sw2's CMB" \
-    bash -c "through_cmb_only '$WORK/dma-copy.json' p2ptgt-sw0 $(( (COPY_MIB << 20) - 1 )) && through_cmb_only '$WORK/dma-copy.json' p2ptgt-sw1 $(( (COPY_MIB << 20) - 1 ))"
+    bash -c "ssd_dma_cmb_only $MARK p2ptgt-sw0 $(( (COPY_MIB << 20) - 1 )) p2ptgt-sw2 && ssd_dma_cmb_only $MARK p2ptgt-sw1 $(( (COPY_MIB << 20) - 1 )) p2ptgt-sw2"
 check "p2ptgt counted no host payload byte for the copy" test "$(target_stat payload_bytes_host)" = "$HOST_BEFORE"
 check "the copy reads back equal through the fabric" \
     cmp <(dd if="$(namespace_device "$NQN" 1)" bs=1M count=$COPY_MIB iflag=direct status=none) \
