@@ -8,11 +8,12 @@ use std::time::Instant;
 use super::controller::{Controller, Settings};
 use super::context::Context;
 use super::outcome::Outcome;
-use super::subsystem::Subsystem;
+use super::subsystem::{Namespace, Subsystem};
 use crate::wire::command::{admin as opcode, io as io_opcode, COMMAND_BYTES};
 use crate::wire::feature::{self, FeatureId, Select};
 use crate::wire::identify::{self, cns, ControllerIdentity, ControllerType, NamespaceIdentity, CSI_NVM};
 use crate::wire::log_page::{self, id as log_id, HealthCounters, LogRequest};
+use crate::wire::reservation;
 use crate::wire::{DataPointer, RawCommand, Status};
 
 pub(crate) fn execute(queue: &Context, now: Instant, controller: &Arc<Controller>, command: &RawCommand, data: DataPointer) -> Outcome {
@@ -115,6 +116,7 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
                 copy_ranges_max: super::io::COPY_RANGES_MAX,
                 ready: true,
                 write_protected: namespace.is_read_only(),
+                reservation_capabilities: reservation_capabilities(queue),
             };
             match cns {
                 cns::NAMESPACE => identity.encode(),
@@ -126,6 +128,12 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
         _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
     };
     Outcome::send(page.0.to_vec())
+}
+
+/// RESCAP: all six types; Persist Through Power Loss when there is a store for it.
+fn reservation_capabilities(queue: &Context) -> u8 {
+    let persist = if queue.target.reservation_store().is_some() { reservation::RESCAP_PERSIST_THROUGH_POWER_LOSS } else { 0 };
+    reservation::RESCAP_TYPES | persist
 }
 
 fn namespace_count(subsystem: &Subsystem) -> u32 {
@@ -175,7 +183,7 @@ fn get_log_page(queue: &Context, now: Instant, controller: &Controller, command:
         Err(status) => return Outcome::status(status),
     };
     let log = match request.log_id {
-            log_id::SUPPORTED => log_page::supported_logs(&[0, 1, 2, 3, 4, 5]),
+            log_id::SUPPORTED => log_page::supported_logs(&[0, 1, 2, 3, 4, 5, log_id::RESERVATION_NOTIFICATION]),
             log_id::ERROR => controller.error_log(),
             log_id::SMART => match smart(controller, command.namespace_id.get(), now.saturating_duration_since(queue.target.started)) {
                 Some(log) => log,
@@ -194,8 +202,13 @@ fn get_log_page(queue: &Context, now: Instant, controller: &Controller, command:
                     (io_opcode::DATASET_MANAGEMENT, true),
                     (io_opcode::VERIFY, false),
                     (io_opcode::COPY, true),
+                    (io_opcode::RESERVATION_REGISTER, false),
+                    (io_opcode::RESERVATION_REPORT, false),
+                    (io_opcode::RESERVATION_ACQUIRE, false),
+                    (io_opcode::RESERVATION_RELEASE, false),
                 ],
             ),
+            log_id::RESERVATION_NOTIFICATION => controller.reservation_log(request.retain_event),
             _ => return Outcome::status(Status::INVALID_LOG_PAGE.dnr()),
     };
     send_log(queue, &request, &log)
@@ -299,7 +312,50 @@ fn set_features(queue: &Context, now: Instant, controller: &Controller, command:
             Outcome::success(0)
         }
         FeatureId::HostIdentifier => Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr()),
+        FeatureId::ReservationNotificationMask => {
+            if value & !reservation::NOTIFICATION_MASK_ALL != 0 {
+                return invalid;
+            }
+            match feature_namespaces(controller, command) {
+                Some(None) => controller.set_reservation_mask(None, value),
+                Some(Some(namespace)) => controller.set_reservation_mask(Some(namespace.id), value),
+                None => return invalid,
+            }
+            Outcome::success(u64::from(value))
+        }
+        FeatureId::ReservationPersistence => {
+            let persist = value & 1 != 0;
+            let Some(subsystem) = controller.subsystem() else { return invalid };
+            let Some(store) = queue.target.reservation_store() else {
+                return if persist { invalid } else { Outcome::success(0) };
+            };
+            let namespaces: Vec<Arc<Namespace>> = match feature_namespaces(controller, command) {
+                Some(None) => subsystem.namespaces().values().cloned().collect(),
+                Some(Some(namespace)) => vec![namespace],
+                None => return invalid,
+            };
+            for namespace in namespaces {
+                let at = Some((store, subsystem.nqn.as_str(), namespace.id));
+                let changed = namespace.reservations.change(at, false, |state| {
+                    state.persist = persist;
+                    Ok(Default::default())
+                });
+                if changed.is_err() {
+                    return Outcome::status(Status::INTERNAL_ERROR);
+                }
+            }
+            Outcome::success(0)
+        }
         _ => set_common_feature(now, controller, command, identify::AEC_CRITICAL_WARNINGS | ASYNC_EVENT_NOTICES),
+    }
+}
+
+/// The namespace a namespace-specific feature names: `Some(None)` for all of them
+/// (NSID FFFFFFFFh), `None` for an NSID that names none.
+fn feature_namespaces(controller: &Controller, command: &RawCommand) -> Option<Option<Arc<Namespace>>> {
+    match command.namespace_id.get() {
+        u32::MAX => Some(None),
+        id => controller.subsystem()?.namespace(id).map(Some),
     }
 }
 
@@ -350,6 +406,16 @@ fn get_features(queue: &Context, controller: &Controller, command: &RawCommand) 
             }
             return Outcome::send(controller.host_id.to_vec());
         }
+        FeatureId::ReservationNotificationMask => match feature_namespaces(controller, command) {
+            Some(Some(namespace)) if current => u64::from(controller.reservation_mask(namespace.id)),
+            Some(Some(_)) => 0,
+            _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
+        },
+        FeatureId::ReservationPersistence => match feature_namespaces(controller, command) {
+            Some(Some(namespace)) if current => u64::from(namespace.reservations.state().persist),
+            Some(Some(_)) => 0,
+            _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
+        },
         _ => return get_common_feature(controller, command),
     };
     feature_answer(select, value)

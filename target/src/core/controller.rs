@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::subsystem::{Subsystem, DISCOVERY_NQN};
 use crate::wire::identify::{OAES_DISCOVERY_CHANGE, OAES_NAMESPACE_ATTRIBUTE};
 use crate::wire::log_page::ErrorEntry;
+use crate::wire::reservation::Notification;
 use crate::wire::Status;
 
 #[derive(Debug)]
@@ -106,6 +107,28 @@ struct Events {
     masked: u32,
 }
 
+/// Reservation notices (log 80h) and what this controller's host masked of them.
+#[derive(Debug, Default)]
+struct ReservationNotices {
+    /// Log Page Count of the newest entry; never 0 once there are entries.
+    count: u64,
+    /// Entries not yet read: count, type, NSID.
+    entries: VecDeque<(u64, Notification, u32)>,
+    /// The event was reported and the log not read since.
+    masked: bool,
+    /// Reservation Notification Mask (feature 82h) of each namespace, and of every
+    /// namespace without one of its own.
+    masks: BTreeMap<u32, u32>,
+    default_mask: u32,
+}
+
+/// Reservation notices kept unread; the oldest go first (their counts leave a gap).
+const RESERVATION_NOTICES_MAX: usize = 256;
+
+/// Completion Dword 0 of the reservation event: type I/O Command specific status
+/// (6h), Reservation Log Page Available (0h), log 80h.
+const RESERVATION_EVENT: u32 = (crate::wire::log_page::id::RESERVATION_NOTIFICATION as u32) << 16 | 0x06;
+
 /// Changed Namespace List entries kept; one more makes the log read FFFFFFFFh.
 const CHANGED_NAMESPACES_MAX: usize = 1024;
 
@@ -125,6 +148,7 @@ pub struct Controller {
     /// Set by any command (traffic based keep-alive, CTRATT.TBKAS).
     traffic_seen: AtomicBool,
     events: Mutex<Events>,
+    reservation_notices: Mutex<ReservationNotices>,
     settings: Mutex<Settings>,
     errors: Mutex<ErrorLog>,
     /// Connected I/O queues and the reset generation each connected in.
@@ -161,6 +185,7 @@ impl Controller {
             keep_alive: Mutex::new(KeepAlive { timeout, deadline: later(now, timeout.unwrap_or_default()) }),
             traffic_seen: AtomicBool::new(false),
             events: Mutex::new(Events::default()),
+            reservation_notices: Mutex::new(ReservationNotices::default()),
             settings: Mutex::new(Settings::default()),
             errors: Mutex::new(ErrorLog::default()),
             io_queues: Mutex::new(BTreeMap::new()),
@@ -352,6 +377,61 @@ impl Controller {
         if !retain {
             lock(&self.events).masked &= !OAES_DISCOVERY_CHANGE;
         }
+    }
+
+    /// A reservation change of namespace `namespace_id` concerns this controller's
+    /// host: an entry in log 80h and, unless the event is outstanding, a Reservation
+    /// Log Page Available event. The namespace's mask may filter it out.
+    pub fn reservation_notice(&self, namespace_id: u32, notice: Notification) {
+        let mut notices = lock(&self.reservation_notices);
+        let mask = notices.masks.get(&namespace_id).copied().unwrap_or(notices.default_mask);
+        if mask & notice.mask_bit() != 0 {
+            return;
+        }
+        notices.count = notices.count.wrapping_add(1).max(1);
+        let count = notices.count;
+        if notices.entries.len() >= RESERVATION_NOTICES_MAX {
+            notices.entries.pop_front();
+        }
+        notices.entries.push_back((count, notice, namespace_id));
+        if !notices.masked {
+            notices.masked = true;
+            lock(&self.events).pending.push_back(RESERVATION_EVENT);
+        }
+    }
+
+    /// Log 80h: the oldest unread entry, taken out, with how many remain; the empty
+    /// entry when there is none. Reading unmasks the event unless `retain`.
+    pub fn reservation_log(&self, retain: bool) -> Vec<u8> {
+        let mut notices = lock(&self.reservation_notices);
+        if !retain {
+            notices.masked = false;
+        }
+        let entry = notices.entries.pop_front();
+        let available = u8::try_from(notices.entries.len()).unwrap_or(u8::MAX);
+        match entry {
+            Some((count, notice, namespace_id)) => crate::wire::reservation::encode_notification_log(count, Some(notice), available, namespace_id),
+            None => crate::wire::reservation::encode_notification_log(0, None, 0, 0),
+        }
+    }
+
+    /// Feature 82h of one namespace, or of all (`None`, NSID FFFFFFFFh).
+    pub fn set_reservation_mask(&self, namespace_id: Option<u32>, mask: u32) {
+        let mut notices = lock(&self.reservation_notices);
+        match namespace_id {
+            Some(id) => {
+                notices.masks.insert(id, mask);
+            }
+            None => {
+                notices.masks.clear();
+                notices.default_mask = mask;
+            }
+        }
+    }
+
+    pub fn reservation_mask(&self, namespace_id: u32) -> u32 {
+        let notices = lock(&self.reservation_notices);
+        notices.masks.get(&namespace_id).copied().unwrap_or(notices.default_mask)
     }
 
     /// Logs a failed command in the Error Information log.

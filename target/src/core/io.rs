@@ -9,13 +9,36 @@ use super::controller::Controller;
 use super::context::Context;
 use super::outcome::{FusedHalf, Inbound, MediaJob, Outcome, Work};
 use super::subsystem::Namespace;
+use super::reservation::Admission;
 use super::storage::BackendOp;
 use crate::wire::bytes;
 use crate::wire::command::{fuse, io as opcode};
 use crate::wire::{DataPointer, RawCommand, Status};
 
-pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCommand, data: DataPointer) -> Outcome {
-    const KNOWN: [u8; 8] = [
+/// Executes an I/O command. A command of a registrant admitted under the namespace's
+/// reservation comes with its [`Admission`], which the queue holds until it answers.
+pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCommand, data: DataPointer) -> (Outcome, Option<Admission>) {
+    let Some(subsystem) = controller.subsystem() else {
+        return (Outcome::status(Status::INVALID_OPCODE.dnr()), None);
+    };
+    let namespace = subsystem.namespace(command.namespace_id.get());
+    let group = match command.opcode {
+        opcode::READ | opcode::COMPARE | opcode::VERIFY => Some(false),
+        opcode::WRITE | opcode::WRITE_ZEROES | opcode::DATASET_MANAGEMENT | opcode::FLUSH | opcode::COPY => Some(true),
+        _ => None,
+    };
+    let admission = match (&namespace, group) {
+        (Some(namespace), Some(write)) => match namespace.reservations.admit(&controller.host_id, write) {
+            Ok(admission) => admission,
+            Err(status) => return (Outcome::status(status), None),
+        },
+        _ => None,
+    };
+    (execute_admitted(queue, controller, command, data), admission)
+}
+
+fn execute_admitted(queue: &Context, controller: &Controller, command: &RawCommand, data: DataPointer) -> Outcome {
+    const KNOWN: [u8; 12] = [
         opcode::READ,
         opcode::WRITE,
         opcode::FLUSH,
@@ -24,6 +47,10 @@ pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCom
         opcode::DATASET_MANAGEMENT,
         opcode::VERIFY,
         opcode::COPY,
+        opcode::RESERVATION_REGISTER,
+        opcode::RESERVATION_REPORT,
+        opcode::RESERVATION_ACQUIRE,
+        opcode::RESERVATION_RELEASE,
     ];
     let Some(subsystem) = controller.subsystem().filter(|_| KNOWN.contains(&command.opcode)) else {
         return Outcome::status(Status::INVALID_OPCODE.dnr());
@@ -33,8 +60,11 @@ pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCom
     };
     // As nvmet: a write-protected namespace takes what only reads (no DNR: the
     // protection may be lifted).
-    if namespace.is_read_only() && !matches!(command.opcode, opcode::READ | opcode::FLUSH | opcode::COMPARE | opcode::VERIFY) {
+    if namespace.is_read_only() && !matches!(command.opcode, opcode::READ | opcode::FLUSH | opcode::COMPARE | opcode::VERIFY) && !super::reservation_cmd::is_reservation(command.opcode) {
         return Outcome::status(Status::NAMESPACE_WRITE_PROTECTED);
+    }
+    if let Some(outcome) = super::reservation_cmd::begin(controller, namespace.clone(), command, data) {
+        return outcome;
     }
     let max_transfer_bytes = u64::from(queue.target.limits.max_transfer_bytes());
     let durable = command.force_unit_access() || !controller.write_cache_enabled();

@@ -15,6 +15,8 @@ pub mod io;
 pub mod outcome;
 pub mod queue;
 pub mod range_lock;
+pub mod reservation;
+mod reservation_cmd;
 pub mod stats;
 pub mod storage;
 pub mod subsystem;

@@ -25,6 +25,8 @@ pub(crate) enum Inbound {
     Copy { namespace: Arc<Namespace>, ranges: u32, destination_lba: u64, durable: bool },
     /// The compare data of a fused Compare and Write (on the first command's tag).
     FusedCompare { pair: FusedHalf, second: Tag },
+    /// A reservation command's keys, then the change.
+    Reservation { namespace: Arc<Namespace> },
     /// The write data of a fused Compare and Write (on the second command's tag).
     FusedWrite { pair: FusedHalf, first: Tag, expected: Vec<u8> },
 }
@@ -99,6 +101,9 @@ pub(crate) enum Outcome {
     FusedCompare(FusedHalf),
     /// The second command of a fused Compare and Write.
     FusedWrite(FusedHalf),
+    /// A Preempt and Abort made its change: it answers once no admitted command of the
+    /// preempted `hosts` is left on `namespace`.
+    AwaitFence { namespace: Arc<Namespace>, hosts: Vec<super::reservation::HostId> },
     /// A valid Connect: the queue joins `controller`; the response carries its CNTLID.
     Connected { controller: Arc<Controller>, reset_generation: u32, disable_sq_flow_control: bool },
 }

@@ -32,6 +32,7 @@ use super::buffer::{BufferPool, DataBuffer, DmaSlice, Lease, Placement, SlotLoan
 use super::controller::Controller;
 use super::stats::IoStats;
 use super::range_lock::{Entered, Locked};
+use super::reservation::{Admission, HostId};
 use super::subsystem::Namespace;
 use super::target::Target;
 use super::{Action, DisconnectReason, ResponseData, Tag};
@@ -56,6 +57,8 @@ enum State {
     Executing { namespace: Arc<Namespace>, next: Next, range: RangeHold },
     /// Asynchronous Event Request held until an event occurs.
     AwaitingEvent,
+    /// A Preempt and Abort, until the preempted hosts' admitted commands are done.
+    AwaitingFence { namespace: Arc<Namespace>, hosts: Vec<HostId> },
     /// The first command of a fused pair, until the next capsule brings its partner.
     AwaitingPartner { half: FusedHalf, in_capsule: Option<Vec<u8>> },
     /// The second command of a fused pair, with its in-capsule data if any. The first
@@ -75,6 +78,7 @@ impl State {
             State::AwaitingRange { .. } => "awaiting-range",
             State::Executing { .. } => "executing",
             State::AwaitingEvent => "awaiting-event",
+            State::AwaitingFence { .. } => "awaiting-fence",
             State::AwaitingPartner { .. } => "awaiting-partner",
             State::FusedSecond { .. } | State::AwaitingPartnerWork => "fused",
             State::Responding => "responding",
@@ -163,6 +167,12 @@ pub struct Queue {
     last_now: Instant,
     /// Requests waiting for a range lock, tried again on every pass.
     awaiting_range: Vec<Tag>,
+    /// Preempt and Abort commands waiting for the preempted hosts' commands to end,
+    /// checked on every pass.
+    awaiting_fence: Vec<Tag>,
+    /// By tag: the admission of an I/O command under its namespace's reservation,
+    /// held until the command is answered.
+    admissions: Vec<Option<Admission>>,
     /// A fused first command waiting for the next capsule.
     fused_first: Option<Tag>,
     /// The last capsule was a fused first command that failed: a second right after it
@@ -189,6 +199,8 @@ impl Queue {
             held_events: Vec::new(),
             last_now: Instant::now(),
             awaiting_range: Vec::new(),
+            awaiting_fence: Vec::new(),
+            admissions: (0..slots).map(|_| None).collect(),
             fused_first: None,
             fused_first_failed: false,
             actions: VecDeque::new(),
@@ -313,7 +325,7 @@ impl Queue {
         let stale = self.stale();
         let (data, outcome) = match self.decode(&command) {
             Ok(data) if stale && command.opcode != FABRICS => (data, Outcome::status(Status::ABORTED_SQ_DELETION)),
-            Ok(data) => (data, self.execute(now, &command, data)),
+            Ok(data) => (data, self.execute(now, tag, &command, data)),
             Err(status) => (DataPointer::None, Outcome::status(status)),
         };
         let unused = self.pair_or_begin(now, tag, Header { command, data, arrived: now }, outcome, in_capsule, loan);
@@ -347,7 +359,7 @@ impl Queue {
     }
 
     /// Routes a command to the fabrics, admin or I/O handlers.
-    fn execute(&mut self, now: Instant, command: &RawCommand, data: DataPointer) -> Outcome {
+    fn execute(&mut self, now: Instant, tag: Tag, command: &RawCommand, data: DataPointer) -> Outcome {
         // Only I/O commands fuse (Compare and Write).
         if command.fuse() != fuse::NONE && (command.opcode == FABRICS || self.config.queue_id == 0) {
             return Outcome::status(Status::INVALID_FIELD.dnr());
@@ -367,7 +379,11 @@ impl Queue {
         } else if self.config.queue_id == 0 {
             super::admin::execute(&self.context(), now, &controller, command, data)
         } else {
-            super::io::execute(&self.context(), &controller, command, data)
+            let (outcome, admission) = super::io::execute(&self.context(), &controller, command, data);
+            if let Some(slot) = self.admissions.get_mut(usize::from(tag)) {
+                *slot = admission;
+            }
+            outcome
         }
     }
 
@@ -492,6 +508,10 @@ impl Queue {
             // Paired in `pair_or_begin`; a fused command that comes back after its CPU
             // step has lost its partner.
             Outcome::FusedCompare(_) | Outcome::FusedWrite(_) => self.respond(tag, header, Status::FUSED_MISSING, 0, None),
+            Outcome::AwaitFence { namespace, hosts } => {
+                self.put(tag, Request { header, state: State::AwaitingFence { namespace, hosts } });
+                self.awaiting_fence.push(tag);
+            }
             Outcome::Connected { controller, reset_generation, disable_sq_flow_control } => {
                 let id = controller.id;
                 self.associate(controller, reset_generation, disable_sq_flow_control);
@@ -710,6 +730,10 @@ impl Queue {
                 let bytes = self.copy_out(lease);
                 super::io::deallocate(&namespace, ranges, &bytes)
             }
+            Inbound::Reservation { namespace } => {
+                let bytes = self.copy_out(lease);
+                super::reservation_cmd::execute(&self.context(), &namespace, &header.command, &bytes)
+            }
         };
         // Control data is read: the request goes on as if it had just been decoded.
         let unused = self.begin(now, tag, header, outcome, DmaSlice::from_bytes(&[]), None);
@@ -879,6 +903,7 @@ impl Queue {
         self.actions.clear();
         self.held_events.clear();
         self.awaiting_range.clear();
+        self.awaiting_fence.clear();
         self.fused_first = None;
         self.fused_first_failed = false;
         for tag in 0..self.requests.len() as Tag {
@@ -906,6 +931,14 @@ impl Queue {
     /// Hands `op` (and its buffer) to the backend once its blocks are not locked;
     /// `next` says what follows.
     fn submit(&mut self, tag: Tag, header: Header, namespace: Arc<Namespace>, op: BackendOp, next: Next) {
+        if self.admissions.get(usize::from(tag)).and_then(Option::as_ref).is_some_and(Admission::revoked) {
+            // Its host was preempted: the operation never reaches the backend.
+            let reply = match op.into_buffer() {
+                Some(DataBuffer::Slot(loan)) => Some(ResponseData::ReturnSlot(loan)),
+                _ => None,
+            };
+            return self.respond(tag, header, Status::ABORTED_PREEMPT, 0, reply);
+        }
         let hold = match op.byte_range() {
             None => RangeHold::None,
             Some((offset_bytes, len_bytes)) => match namespace.range_locks.enter(offset_bytes, len_bytes) {
@@ -937,10 +970,23 @@ impl Queue {
         self.actions.push_back(Action::Submit { tag, namespace, op });
     }
 
-    /// Requests waiting on range locks try again. Locks are held for a read and a
-    /// write at most, so the transport keeps calling (without sleeping) while
-    /// [`Queue::awaits_ranges`].
+    /// Requests waiting on range locks try again, and Preempt and Abort commands
+    /// answer once their fence holds. Locks are held for a read and a write at most,
+    /// fences for the preempted commands' backend operations, so the transport keeps
+    /// calling (without sleeping) while [`Queue::awaits_ranges`].
     pub fn poll_ranges(&mut self) {
+        for tag in std::mem::take(&mut self.awaiting_fence) {
+            let Some(request) = self.take(tag) else { continue };
+            match request {
+                Request { header, state: State::AwaitingFence { namespace, hosts } } if namespace.reservations.drained(&hosts) => {
+                    self.respond(tag, header, Status::SUCCESS, 0, None);
+                }
+                request => {
+                    self.put(tag, request);
+                    self.awaiting_fence.push(tag);
+                }
+            }
+        }
         for tag in std::mem::take(&mut self.awaiting_range) {
             let Some(request) = self.take(tag) else { continue };
             let Request { header, state: State::AwaitingRange { namespace, op, next, exclusive, lock } } = request else {
@@ -957,11 +1003,14 @@ impl Queue {
 
     /// Whether requests wait on range locks (see [`Queue::poll_ranges`]).
     pub fn awaits_ranges(&self) -> bool {
-        !self.awaiting_range.is_empty()
+        !self.awaiting_range.is_empty() || !self.awaiting_fence.is_empty()
     }
 
     /// Hands the response (with its data or buffer) to the transport.
     fn respond(&mut self, tag: Tag, header: Header, status: Status, result: u64, data: Option<ResponseData>) {
+        if let Some(admission) = self.admissions.get_mut(usize::from(tag)) {
+            *admission = None;
+        }
         let Header { command, data: pointer, arrived } = header;
         if self.config.queue_id != 0 {
             self.stats.latency.record(self.last_now.saturating_duration_since(arrived));
@@ -1018,6 +1067,9 @@ impl Queue {
         if let Some(slot) = self.requests.get_mut(usize::from(tag)) {
             *slot = None;
             self.free_tags.push(tag);
+        }
+        if let Some(admission) = self.admissions.get_mut(usize::from(tag)) {
+            *admission = None;
         }
     }
 

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use super::buffer::Placement;
 use super::range_lock::RangeLocks;
+use super::reservation::Reservations;
 use super::stats::{IoStats, PayloadStats};
 use super::storage::Storage;
 
@@ -37,11 +38,14 @@ pub struct Namespace {
     pub range_locks: Arc<RangeLocks>,
     /// Writes are refused with Namespace is Write Protected; reads go on.
     pub read_only: AtomicBool,
+    /// Registrants and the reservation; a namespace that replaces another with its
+    /// NSID takes them over.
+    pub reservations: Arc<Reservations>,
 }
 
 impl Namespace {
     pub fn new(id: u32, backend: Arc<dyn Storage>, uuid: [u8; 16], nguid: [u8; 16], payload_placement: Placement) -> Namespace {
-        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), payload: PayloadStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false) }
+        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), payload: PayloadStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false), reservations: Arc::default() }
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -145,8 +149,11 @@ impl Subsystem {
 
     /// Puts `namespace` in place of the one with its NSID, if any, in one step: a
     /// command sees the old one or the new one, never none.
-    pub fn replace_namespace(&self, namespace: Namespace) -> Option<Arc<Namespace>> {
+    pub fn replace_namespace(&self, mut namespace: Namespace) -> Option<Arc<Namespace>> {
         let id = namespace.id;
+        if let Some(old) = self.namespace(id) {
+            namespace.reservations = old.reservations.clone();
+        }
         let namespace = Arc::new(namespace);
         let mut replaced = None;
         self.namespaces.rcu(|current| {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,6 +12,8 @@ use tracing::warn;
 use super::controller::{Controller, ControllerKind};
 use super::stats::PayloadStats;
 use super::buffer::Region;
+use super::reservation::{HostId, ReservationStore};
+use crate::wire::reservation::Notification;
 use super::subsystem::{Namespace, Subsystem, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN};
 use crate::wire::Status;
 
@@ -96,6 +98,9 @@ pub struct Target {
     discovery_generation: AtomicU64,
     /// When the target started: SMART's power-on hours count from here.
     pub started: std::time::Instant,
+    /// Where reservations with Persist Through Power Loss are kept; without one, hosts
+    /// cannot ask for it.
+    reservation_store: OnceLock<Arc<dyn ReservationStore>>,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +140,27 @@ impl Target {
             host_queues: Mutex::new(HashMap::new()),
             discovery_generation: AtomicU64::new(1),
             started: std::time::Instant::now(),
+            reservation_store: OnceLock::new(),
+        }
+    }
+
+    /// Keeps reservations with Persist Through Power Loss in `store` (set once, before
+    /// hosts connect).
+    pub fn set_reservation_store(&self, store: Arc<dyn ReservationStore>) {
+        let _ = self.reservation_store.set(store);
+    }
+
+    pub fn reservation_store(&self) -> Option<&dyn ReservationStore> {
+        self.reservation_store.get().map(|store| store.as_ref())
+    }
+
+    /// Tells every controller of `host` on subsystem `nqn` about a reservation change
+    /// of namespace `namespace_id`.
+    pub fn notify_reservation(&self, nqn: &str, namespace_id: u32, host: &HostId, notice: Notification) {
+        for controller in self.registry().live.values() {
+            if controller.subsystem_nqn() == nqn && &controller.host_id == host {
+                controller.reservation_notice(namespace_id, notice);
+            }
         }
     }
 

@@ -15,6 +15,8 @@ pub enum FeatureId {
     AsyncEventConfiguration,
     KeepAliveTimer,
     HostIdentifier,
+    ReservationNotificationMask,
+    ReservationPersistence,
     /// Any other identifier: not supported.
     Other(u8),
 }
@@ -31,6 +33,8 @@ impl From<u8> for FeatureId {
             0x0B => FeatureId::AsyncEventConfiguration,
             0x0F => FeatureId::KeepAliveTimer,
             0x81 => FeatureId::HostIdentifier,
+            0x82 => FeatureId::ReservationNotificationMask,
+            0x83 => FeatureId::ReservationPersistence,
             other => FeatureId::Other(other),
         }
     }

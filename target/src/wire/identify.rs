@@ -150,8 +150,9 @@ pub const AEC_CRITICAL_WARNINGS: u32 = 0xFF;
 /// VWC bits 2:1 = 10b: Flush does not take the broadcast NSID.
 const VWC_FLUSH_NO_BROADCAST: u8 = 2 << 1;
 /// ONCS: the optional NVM commands served: Compare (bit 0), Dataset Management (2),
-/// Write Zeroes (3), Save and Select in Set and Get Features (4), Verify (7), Copy (8).
-pub const OPTIONAL_NVM_COMMANDS: u16 = 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 7 | 1 << 8;
+/// Write Zeroes (3), Save and Select in Set and Get Features (4), Reservations (5),
+/// Verify (7), Copy (8).
+pub const OPTIONAL_NVM_COMMANDS: u16 = 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 7 | 1 << 8;
 /// FUSES bit 0: fused Compare and Write.
 pub const FUSES_COMPARE_AND_WRITE: u16 = 1;
 /// OCFS bit 0: Copy descriptor format 0h.
@@ -231,6 +232,8 @@ pub struct NamespaceIdentity {
     pub ready: bool,
     /// NSATTR bit 0: writes are refused (Namespace is Write Protected).
     pub write_protected: bool,
+    /// RESCAP: the reservation types and options served.
+    pub reservation_capabilities: u8,
 }
 
 /// Identify Namespace offsets (NVM Command Set Specification 1.0, Figure 97).
@@ -242,6 +245,7 @@ mod namespace {
     pub const NLBAF: usize = 25;
     pub const FLBAS: usize = 26;
     pub const NMIC: usize = 30;
+    pub const RESCAP: usize = 31;
     pub const DLFEAT: usize = 33;
     pub const NSATTR: usize = 99;
     pub const NACWU: usize = 38;
@@ -282,6 +286,7 @@ impl NamespaceIdentity {
             .u8(NLBAF, 0)
             .u8(FLBAS, 0)
             .u8(NMIC, NMIC_SHARED)
+            .u8(RESCAP, self.reservation_capabilities)
             // Bit 3: Write Zeroes may deallocate (DEAC honoured).
             .u8(DLFEAT, 1 << 3 | u8::from(self.deallocated_reads_zeroes))
             .u8(NSATTR, u8::from(self.write_protected))
@@ -304,10 +309,11 @@ impl NamespaceIdentity {
     /// CNS 08h: I/O command set independent Identify Namespace (NVMe Base 2.0, Figure 280).
     pub fn encode_independent(&self) -> Page {
         const NMIC: usize = 1;
+        const RESCAP: usize = 2;
         const NSATTR: usize = 8;
         const NSTAT: usize = 14;
         let mut page = Page::default();
-        page.u8(NMIC, NMIC_SHARED).u8(NSATTR, u8::from(self.write_protected)).u8(NSTAT, u8::from(self.ready));
+        page.u8(NMIC, NMIC_SHARED).u8(RESCAP, self.reservation_capabilities).u8(NSATTR, u8::from(self.write_protected)).u8(NSTAT, u8::from(self.ready));
         page
     }
 }
@@ -405,7 +411,7 @@ mod tests {
     }
 
     fn namespace() -> NamespaceIdentity {
-        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, transfer_blocks_max: 256, copy_ranges_max: 128, ready: true, write_protected: false }
+        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, transfer_blocks_max: 256, copy_ranges_max: 128, ready: true, write_protected: false, reservation_capabilities: 0x7E }
     }
 
     #[test]
@@ -416,6 +422,7 @@ mod tests {
         assert_eq!(le32(&page, 128), 9 << 16);
         assert_eq!(&page.0[104..120], &[0xAB; 16]);
         assert_eq!(page.0[30], 1, "NMIC: shared");
+        assert_eq!(page.0[31], 0x7E, "RESCAP: the six reservation types");
         assert_eq!(page.0[99], 0, "NSATTR: writable");
         let protected = NamespaceIdentity { write_protected: true, ..namespace() };
         assert_eq!(protected.encode().0[99], 1, "NSATTR: write protected");

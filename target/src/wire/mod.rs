@@ -13,6 +13,7 @@ pub mod feature;
 pub mod identify;
 pub mod log_page;
 pub mod rdma_cm;
+pub mod reservation;
 pub mod sgl;
 pub mod status;
 

@@ -45,11 +45,14 @@ statuses! {
     SGL_INVALID_METADATA = 0x010, "Metadata SGL Length Invalid";
     SGL_INVALID_TYPE = 0x011, "SGL Descriptor Type Invalid";
     SGL_INVALID_OFFSET = 0x016, "SGL Offset Invalid";
+    HOST_ID_INCONSISTENT = 0x018, "Host Identifier Inconsistent Format";
     KEEP_ALIVE_TIMEOUT_INVALID = 0x01A, "Keep Alive Timeout Invalid";
+    ABORTED_PREEMPT = 0x01E, "Command Aborted due to Preempt and Abort";
     NAMESPACE_WRITE_PROTECTED = 0x020, "Namespace is Write Protected";
     LBA_RANGE = 0x080, "LBA Out of Range";
     CAPACITY_EXCEEDED = 0x081, "Capacity Exceeded";
     NAMESPACE_NOT_READY = 0x082, "Namespace Not Ready";
+    RESERVATION_CONFLICT = 0x083, "Reservation Conflict";
     INVALID_QUEUE_ID = 0x101, "Invalid Queue Identifier";
     INVALID_QUEUE_SIZE = 0x102, "Invalid Queue Size";
     ASYNC_EVENT_LIMIT = 0x105, "Asynchronous Event Request Limit Exceeded";
