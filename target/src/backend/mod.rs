@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod memory;
+pub mod reservation_file;
 pub mod uring;
 
 use std::io;

@@ -211,6 +211,10 @@ struct ServeArgs {
     /// nvmetcli JSON configuration (`nvmetcli save` format); SIGHUP reloads it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// File that keeps reservations with Persist Through Power Loss across restarts
+    /// (default with --config: beside it, as NAME.reservations.json).
+    #[arg(long)]
+    reservations: Option<PathBuf>,
     /// In-capsule data bytes per I/O command (0 disables; forced to 0 in CMB mode).
     #[arg(long, default_value_t = 4096)]
     in_capsule_bytes: u32,
@@ -619,8 +623,15 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
         config_file: args.config.clone(),
         listen_flag: listen,
         metrics: args.metrics,
+        reservation_file: args.reservations.clone().or_else(|| args.config.as_deref().map(reservation_file_beside)),
     };
     serve::run(config, options)
+}
+
+/// `DIR/NAME.reservations.json` for the config file `DIR/NAME.json`.
+fn reservation_file_beside(config: &std::path::Path) -> PathBuf {
+    let stem = config.file_stem().map_or_else(|| "p2ptgt".into(), |s| s.to_string_lossy().into_owned());
+    config.with_file_name(format!("{stem}.reservations.json"))
 }
 
 /// A 24-bit IEEE OUI, hexadecimal (with or without 0x) .

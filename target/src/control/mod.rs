@@ -212,6 +212,10 @@ impl Runtime {
         }
         let served = Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), choice.placement());
         served.set_read_only(namespace.read_only);
+        if let Some(state) = self.target.reservation_store().and_then(|store| store.load(nqn, namespace.id)) {
+            info!(subsystem = %nqn, nsid = namespace.id, registrants = state.registrants.len(), reservation = ?state.holder.map(|h| h.rtype), "reservations restored (Persist Through Power Loss)");
+            served.reservations.restore(state);
+        }
         served
     }
 

@@ -409,14 +409,15 @@ mod hex_host_id {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<super::HostId, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let mut id = [0u8; 16];
-        let valid = text.len() == 32 && text.is_ascii();
-        for (index, byte) in id.iter_mut().enumerate().filter(|_| valid) {
-            let digits = text.get(index * 2..index * 2 + 2).unwrap_or("");
-            *byte = u8::from_str_radix(digits, 16).map_err(serde::de::Error::custom)?;
+        let invalid = || serde::de::Error::custom("a host identifier is 32 hexadecimal digits");
+        let digits = text.as_bytes();
+        if digits.len() != 32 {
+            return Err(invalid());
         }
-        if !valid {
-            return Err(serde::de::Error::custom("a host identifier is 32 hexadecimal digits"));
+        let mut id = [0u8; 16];
+        for (byte, pair) in id.iter_mut().zip(digits.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| invalid())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
         }
         Ok(id)
     }

@@ -50,7 +50,7 @@ fn report(namespace: &Namespace, command: &RawCommand, data: DataPointer) -> Out
     if command.cdw11.get() & 1 == 0 {
         return Outcome::status(Status::HOST_ID_INCONSISTENT.dnr());
     }
-    let len_bytes = (u64::from(command.cdw10.get()) + 1) * 4;
+    let len_bytes = u64::from(command.cdw10.get()).saturating_add(1).saturating_mul(4);
     if matches!(data, DataPointer::InCapsule { .. }) {
         return Outcome::status(Status::INVALID_FIELD.dnr());
     }

@@ -154,6 +154,14 @@ impl Target {
         self.reservation_store.get().map(|store| store.as_ref())
     }
 
+    /// The NQNs the connected controllers with Host Identifier `host` gave.
+    pub fn host_nqns(&self, host: &HostId) -> Vec<String> {
+        let mut nqns: Vec<String> = self.registry().live.values().filter(|c| &c.host_id == host).map(|c| c.host_nqn.clone()).collect();
+        nqns.sort();
+        nqns.dedup();
+        nqns
+    }
+
     /// Tells every controller of `host` on subsystem `nqn` about a reservation change
     /// of namespace `namespace_id`.
     pub fn notify_reservation(&self, nqn: &str, namespace_id: u32, host: &HostId, notice: Notification) {

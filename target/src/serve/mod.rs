@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 
+use crate::backend::reservation_file::ReservationFile;
 use crate::backend::Backend;
 use crate::config::{P2pMem, ServeConfig};
 use crate::control::{self, rpc, Choice, Opened, PlacementPolicy, Runtime, SubsystemDefaults};
@@ -45,6 +46,9 @@ pub struct ServeOptions {
     pub listen_flag: Option<std::net::SocketAddr>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The file reservations with Persist Through Power Loss are kept in; without
+    /// one, hosts cannot ask for it.
+    pub reservation_file: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -89,6 +93,14 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     fit_transfers_to_pools(&pools, &mut limits)?;
     let first = config.ports.first().cloned().ok_or_else(|| SetupError::config("ports", "no port to listen on"))?;
     let target = Arc::new(Target::new(Vec::new(), control::port_of(&first), limits));
+    match &options.reservation_file {
+        Some(path) => {
+            let file = ReservationFile::open(path).map_err(|e| SetupError::config("reservations", e.to_string()))?;
+            info!(path = %path.display(), "reservations with Persist Through Power Loss are kept in this file");
+            target.set_reservation_store(Arc::new(file));
+        }
+        None => info!("no reservation state file (--reservations or --config): hosts cannot ask reservations to persist"),
+    }
     // Namespaces added later may use the peer pools mapped now.
     let policy = PlacementPolicy { peers: pools.peers.clone(), host: Some(pools.host.clone()), default_mode: options.p2pmem.clone() };
     let runtime = Runtime::new(target.clone(), config.clone(), policy, options.defaults.clone());
@@ -239,6 +251,25 @@ async fn serve_client(stream: tokio::net::UnixStream, report: Arc<Report>) {
     }
 }
 
+/// A namespace's registrants and reservation for `p2ptgt stats`: Host Identifiers and
+/// the NQNs of their connected controllers, never the keys (a key lets its bearer
+/// preempt).
+fn reservation_json(target: &Target, state: &crate::core::reservation::ReservationState) -> serde_json::Value {
+    let hex = |id: &[u8; 16]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let registrants: Vec<_> = state
+        .registrants
+        .iter()
+        .map(|r| json!({ "host_id": hex(&r.host_id), "host_nqns": target.host_nqns(&r.host_id), "holds": state.holds(&r.host_id) }))
+        .collect();
+    json!({
+        "type": state.holder.map(|h| h.rtype),
+        "holder": state.holder.map(|h| hex(&h.host_id)),
+        "generation": state.generation,
+        "persist": state.persist,
+        "registrants": registrants,
+    })
+}
+
 struct Report {
     runtime: Runtime,
     pools: Pools,
@@ -270,6 +301,7 @@ impl Report {
                         "payload_bytes_host": n.payload.payload_bytes_host.get(),
                         "payload_bytes_p2p": n.payload.payload_bytes_cmb.get(),
                         "stats": &n.stats,
+                        "reservation": reservation_json(target, &n.reservations.state()),
                     }))
                     .collect();
                 json!({ "nqn": s.nqn, "namespaces": namespaces })

@@ -116,12 +116,18 @@ impl TestHost {
     }
 
     pub fn connect(&mut self, subsystem: &str, host: &str, queue_id: u16, controller_id: u16, sqsize: u16, in_capsule: bool) -> Completion {
+        self.connect_as(subsystem, host, HOST_ID, queue_id, controller_id, sqsize, in_capsule)
+    }
+
+    /// Connect with Host Identifier `host_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn connect_as(&mut self, subsystem: &str, host: &str, host_id: [u8; 16], queue_id: u16, controller_id: u16, sqsize: u16, in_capsule: bool) -> Completion {
         let mut cmd = command(FABRICS, 0);
         cmd.namespace_id = U32::new(u32::from(fabrics_type::CONNECT));
         cmd.cdw10 = U32::new(u32::from(queue_id) << 16);
         cmd.cdw11 = U32::new(u32::from(sqsize));
         cmd.cdw12 = U32::new(if queue_id == 0 { 5000 } else { 0 });
-        let data = ConnectData::new(HOST_ID, controller_id, subsystem, host).as_bytes().to_vec();
+        let data = ConnectData::new(host_id, controller_id, subsystem, host).as_bytes().to_vec();
         if in_capsule {
             cmd.data_pointer = RawSglDescriptor::in_capsule(1024);
             self.call(cmd, &data)
@@ -149,7 +155,12 @@ impl TestHost {
     /// The Linux host's admin sequence (Connect, read CAP, CC with EN clear, then set,
     /// read CSTS): returns the CNTLID.
     pub fn bring_up(&mut self, subsystem: &str, host: &str) -> u16 {
-        let connect = self.connect(subsystem, host, 0, 0xFFFF, 31, false);
+        self.bring_up_as(subsystem, host, HOST_ID)
+    }
+
+    /// [`TestHost::bring_up`] with Host Identifier `host_id`.
+    pub fn bring_up_as(&mut self, subsystem: &str, host: &str, host_id: [u8; 16]) -> u16 {
+        let connect = self.connect_as(subsystem, host, host_id, 0, 0xFFFF, 31, false);
         assert_eq!(connect.status(), Status::SUCCESS);
         let cap = self.property_get(property::CAP, true);
         assert_eq!(cap.status(), Status::SUCCESS);
