@@ -44,6 +44,8 @@ nvmet_up() {
     echo "$NVMET_BACKING" > "$subsystem/namespaces/1/device_path"
     # nvmet reports an NGUID only when given one; p2ptgt always makes one up.
     echo "$NVMET_NGUID" > "$subsystem/namespaces/1/device_nguid"
+    # Reservations are off by default in nvmet and on in p2ptgt: compare them served.
+    echo 1 > "$subsystem/namespaces/1/resv_enable"
     echo 1 > "$subsystem/namespaces/1/enable"
     echo rdma > "$port/addr_trtype"
     echo ipv4 > "$port/addr_adrfam"
@@ -197,6 +199,8 @@ collect_bad_commands() {
     dsm_range 8 0 > "$WORK/one-range"
     dsm_range 8 "$nsze" > "$WORK/beyond-range"
     head -c 512 /dev/zero > "$WORK/block"
+    head -c 16 /dev/zero > "$WORK/two-keys"
+    head -c 8 /dev/zero > "$WORK/one-key"
     local bad=(
         "identify-reserved-cdw10|${admin[*]} --opcode=0x06 --cdw10=0xff01 --data-len=$PAGE --read --raw-binary"
         "identify-ns-nsid-0|${admin[*]} --opcode=0x06 --cdw10=0 --namespace-id=0 --data-len=$PAGE --read --raw-binary"
@@ -245,6 +249,13 @@ collect_bad_commands() {
         "io-opcode-0x7e|${io[*]} --opcode=0x7e"
         "io-opcode-vendor-0x81|${io[*]} --opcode=0x81"
         "io-fused-first-without-second|${io[*]} --opcode=0x02 --flags=1 --data-len=512 --read --raw-binary"
+        "io-resv-report|${io[*]} --opcode=0x0e --cdw10=1023 --cdw11=1 --data-len=$PAGE --read --raw-binary"
+        "io-resv-report-without-eds|${io[*]} --opcode=0x0e --cdw10=1023 --data-len=$PAGE --read --raw-binary"
+        "io-resv-register-short-data|${io[*]} --opcode=0x0d --data-len=8 --write --input-file=$WORK/one-key"
+        "io-resv-register-action-3|${io[*]} --opcode=0x0d --cdw10=3 --data-len=16 --write --input-file=$WORK/two-keys"
+        "io-resv-acquire-type-7|${io[*]} --opcode=0x11 --cdw10=0x700 --data-len=16 --write --input-file=$WORK/two-keys"
+        "io-resv-acquire-iekey|${io[*]} --opcode=0x11 --cdw10=0x108 --data-len=16 --write --input-file=$WORK/two-keys"
+        "io-resv-release-not-registered|${io[*]} --opcode=0x15 --cdw10=0x100 --data-len=8 --write --input-file=$WORK/one-key"
     )
     local entry
     for entry in "${bad[@]}"; do

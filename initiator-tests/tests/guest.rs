@@ -87,6 +87,12 @@ fn remote_and_local_hosts_at_once() {
 }
 
 #[test]
+#[ignore = "boots two QEMU guests; run with --ignored"]
+fn reservations_between_two_hosts_fence_persist_and_notify() {
+    expect("reservations.sh", &["--remote"], &[], 43);
+}
+
+#[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
 fn hostile_host_with_cmb_buffers() {
     // CMB mode takes no in-capsule data, so the churn closes queues with keyed writes

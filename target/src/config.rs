@@ -60,11 +60,13 @@ pub struct NamespaceConfig {
     pub enabled: bool,
     /// Our extension: writes are refused (Namespace is Write Protected).
     pub read_only: bool,
+    /// Reservation commands are served (nvmetcli's `resv.enable`; on unless it is 0).
+    pub reservations: bool,
 }
 
 impl NamespaceConfig {
     pub fn new(id: u32, path: PathBuf) -> NamespaceConfig {
-        NamespaceConfig { id, path, uuid: None, nguid: None, p2pmem: None, enabled: true, read_only: false }
+        NamespaceConfig { id, path, uuid: None, nguid: None, p2pmem: None, enabled: true, read_only: false, reservations: true }
     }
 
     /// The UUID hosts see: the configured one, else one derived from the subsystem,
@@ -412,6 +414,7 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
                     if n.read_only {
                         namespace["read_only"] = Value::from(1);
                     }
+                    namespace["resv"] = serde_json::json!({ "enable": if n.reservations { "1" } else { "0" } });
                     namespace
                 })
                 .collect();
@@ -550,7 +553,8 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
             return Err(SetupError::config(format!("{nkey}.nsid"), format!("NSID {id} appears twice")));
         }
         let read_only = number_string(namespace.get("read_only"), &format!("{nkey}.read_only"))?.unwrap_or(0) != 0;
-        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem, enabled, read_only });
+        let reservations = number_string(namespace.get("resv").and_then(|r| r.get("enable")), &format!("{nkey}.resv.enable"))?.unwrap_or(1) != 0;
+        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem, enabled, read_only, reservations });
     }
     if !namespaces.iter().any(|n| n.enabled) {
         warn!(subsystem = nqn, "subsystem has no enabled namespace");
@@ -705,6 +709,19 @@ mod tests {
         sample["ports"].as_array_mut().unwrap().push(second);
         let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
         assert!(error.contains("ports[2]") && error.contains("same port"), "{error}");
+    }
+
+    #[test]
+    fn resv_enable_turns_reservations_off_and_is_saved() {
+        let mut sample = nvmetcli_sample();
+        let served = |sample: &Value| parse_nvmetcli(sample, None).unwrap().subsystems[0].namespaces[0].reservations;
+        assert!(served(&sample), "on unless the file says otherwise");
+        sample["subsystems"][0]["namespaces"][0]["resv"] = json!({"enable": "0"});
+        assert!(!served(&sample));
+        let saved = to_nvmetcli(&parse_nvmetcli(&sample, None).unwrap(), 4096, 128, 5);
+        assert_eq!(saved["subsystems"][0]["namespaces"][0]["resv"], json!({"enable": "0"}));
+        sample["subsystems"][0]["namespaces"][0]["resv"] = json!({"enable": "x"});
+        assert!(parse_nvmetcli(&sample, None).unwrap_err().to_string().contains("resv.enable"));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use common::*;
 use p2ptgt::backend::reservation_file::ReservationFile;
 use p2ptgt::core::reservation::ReservationStore;
-use p2ptgt::core::Target;
+use p2ptgt::backend::{Backend, MemoryBackend};
+use p2ptgt::core::{Limits, Namespace, Placement, Target};
 use p2ptgt::memory::Pools;
 use p2ptgt::wire::command::{admin, io};
 use p2ptgt::wire::{Completion, Status};
@@ -235,6 +236,22 @@ fn bad_reservation_commands_get_their_status_and_change_nothing() {
 }
 
 #[test]
+fn a_namespace_without_reservations_refuses_their_commands() {
+    let mut namespace = Namespace::new(1, Arc::new(Backend::Memory(MemoryBackend::new(NAMESPACE_BYTES, 9))), [1; 16], [2; 16], Placement::Host);
+    namespace.reservations_enabled = false;
+    let target = target_with(vec![Arc::new(namespace)], Vec::new(), Limits::default());
+    let mut a = host(&target, HOST, HOST_ID);
+    assert_eq!(register(&mut a.io, 0, 0, 0xA), Status::INVALID_OPCODE.dnr());
+    let (_, identity) = a.admin.identify(0, 1);
+    assert_eq!(identity[31], 0, "RESCAP: none");
+    let mut get = command(admin::GET_FEATURES, 0);
+    get.namespace_id = U32::new(1);
+    get.cdw10 = U32::new(0x82);
+    assert_eq!(a.admin.call(get, &[]).status(), Status::INVALID_FIELD.dnr(), "no notification mask either");
+    assert_eq!(write(&mut a.io, 0), Status::SUCCESS);
+}
+
+#[test]
 fn persist_through_power_loss_keeps_the_state_in_its_file() {
     let directory = std::env::temp_dir().join(format!("p2ptgt-ptpl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&directory);
@@ -244,7 +261,7 @@ fn persist_through_power_loss_keeps_the_state_in_its_file() {
     target.set_reservation_store(Arc::new(ReservationFile::open(&path).unwrap()));
     let mut a = host(&target, HOST, HOST_ID);
     let (_, identity) = a.admin.identify(0, 1);
-    assert_eq!(identity[31], 0x7F, "RESCAP: PTPL and the six types");
+    assert_eq!(identity[31], 0xFF, "RESCAP: PTPL, the six types, IEKEY as 1.3 defines it");
     let (_, controller) = a.admin.identify(1, 0);
     assert_eq!(controller[520] & 1 << 5, 1 << 5, "ONCS: reservations");
     assert_eq!(register(&mut a.io, 0, 0, 0xA), Status::SUCCESS);

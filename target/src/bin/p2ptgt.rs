@@ -138,6 +138,9 @@ enum NamespaceCommand {
         /// Refuse writes (Namespace is Write Protected).
         #[arg(long)]
         read_only: bool,
+        /// Answer reservation commands with Invalid Opcode.
+        #[arg(long)]
+        no_reservations: bool,
     },
     /// Remove a namespace; commands running on it finish.
     Remove(NamespaceName),
@@ -423,8 +426,8 @@ fn request(command: Command) -> Result<(String, Value, Done), String> {
             let text = format!("subsystem {nqn}: any host {}", if allow == "on" { "may connect" } else { "refused unless allowed" });
             ("subsystem.allow_any_host", json!({"nqn": nqn, "allow": allow == "on"}), say(text))
         }
-        Command::Namespace(NamespaceCommand::Add { subsystem, nsid, path, uuid, nguid, p2pmem, disabled, read_only }) => {
-            let params = json!({"subsystem": subsystem, "nsid": nsid.unwrap_or(0), "path": path, "uuid": uuid, "nguid": nguid, "p2pmem": p2pmem, "enabled": !disabled, "read_only": read_only});
+        Command::Namespace(NamespaceCommand::Add { subsystem, nsid, path, uuid, nguid, p2pmem, disabled, read_only, no_reservations }) => {
+            let params = json!({"subsystem": subsystem, "nsid": nsid.unwrap_or(0), "path": path, "uuid": uuid, "nguid": nguid, "p2pmem": p2pmem, "enabled": !disabled, "read_only": read_only, "reservations": !no_reservations});
             ("namespace.add", params, Box::new(move |result, json| {
                 if json {
                     println!("{result}");

@@ -210,8 +210,9 @@ impl Runtime {
                 }
             }
         }
-        let served = Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), choice.placement());
+        let mut served = Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), choice.placement());
         served.set_read_only(namespace.read_only);
+        served.reservations_enabled = namespace.reservations;
         if let Some(state) = self.target.reservation_store().and_then(|store| store.load(nqn, namespace.id)) {
             info!(subsystem = %nqn, nsid = namespace.id, registrants = state.registrants.len(), reservation = ?state.holder.map(|h| h.rtype), "reservations restored (Persist Through Power Loss)");
             served.reservations.restore(state);
@@ -590,6 +591,6 @@ fn check_subsystem(subsystem: &SubsystemConfig) -> Result<(), ControlError> {
 /// Whether two configurations of a namespace serve the same thing to hosts (write
 /// protection aside: it changes in place).
 fn same_namespace(nqn: &str, a: &NamespaceConfig, b: &NamespaceConfig) -> bool {
-    a.path == b.path && a.uuid_in(nqn) == b.uuid_in(nqn) && a.nguid_in(nqn) == b.nguid_in(nqn) && a.p2pmem == b.p2pmem && a.enabled == b.enabled
+    a.path == b.path && a.uuid_in(nqn) == b.uuid_in(nqn) && a.nguid_in(nqn) == b.nguid_in(nqn) && a.p2pmem == b.p2pmem && a.enabled == b.enabled && a.reservations == b.reservations
 }
 

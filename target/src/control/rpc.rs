@@ -116,6 +116,8 @@ struct NamespaceParams {
     enabled: bool,
     #[serde(default)]
     read_only: bool,
+    #[serde(default = "yes")]
+    reservations: bool,
 }
 
 fn yes() -> bool {
@@ -128,7 +130,7 @@ impl NamespaceParams {
         let uuid = self.uuid.as_deref().map(|u| config::parse_hex16(u, "uuid")).transpose().map_err(invalid)?;
         let nguid = self.nguid.as_deref().map(|u| config::parse_hex16(u, "nguid")).transpose().map_err(invalid)?;
         let p2pmem = self.p2pmem.as_deref().map(str::parse).transpose().map_err(|e: String| (INVALID_PARAMS, format!("p2pmem: {e}")))?;
-        Ok(NamespaceConfig { id: self.nsid, path: self.path, uuid, nguid, p2pmem, enabled: self.enabled, read_only: self.read_only })
+        Ok(NamespaceConfig { id: self.nsid, path: self.path, uuid, nguid, p2pmem, enabled: self.enabled, read_only: self.read_only, reservations: self.reservations })
     }
 }
 

@@ -116,7 +116,7 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
                 copy_ranges_max: super::io::COPY_RANGES_MAX,
                 ready: true,
                 write_protected: namespace.is_read_only(),
-                reservation_capabilities: reservation_capabilities(queue),
+                reservation_capabilities: if namespace.reservations_enabled { reservation_capabilities(queue) } else { 0 },
             };
             match cns {
                 cns::NAMESPACE => identity.encode(),
@@ -130,10 +130,11 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
     Outcome::send(page.0.to_vec())
 }
 
-/// RESCAP: all six types; Persist Through Power Loss when there is a store for it.
+/// RESCAP: all six types, IEKEY as 1.3 defines it; Persist Through Power Loss when
+/// there is a store for it.
 fn reservation_capabilities(queue: &Context) -> u8 {
     let persist = if queue.target.reservation_store().is_some() { reservation::RESCAP_PERSIST_THROUGH_POWER_LOSS } else { 0 };
-    reservation::RESCAP_TYPES | persist
+    reservation::RESCAP_TYPES | reservation::RESCAP_IGNORE_EXISTING_KEY_1_3 | persist
 }
 
 fn namespace_count(subsystem: &Subsystem) -> u32 {
@@ -318,8 +319,8 @@ fn set_features(queue: &Context, now: Instant, controller: &Controller, command:
             }
             match feature_namespaces(controller, command) {
                 Some(None) => controller.set_reservation_mask(None, value),
-                Some(Some(namespace)) => controller.set_reservation_mask(Some(namespace.id), value),
-                None => return invalid,
+                Some(Some(namespace)) if namespace.reservations_enabled => controller.set_reservation_mask(Some(namespace.id), value),
+                _ => return invalid,
             }
             Outcome::success(u64::from(value))
         }
@@ -330,9 +331,9 @@ fn set_features(queue: &Context, now: Instant, controller: &Controller, command:
                 return if persist { invalid } else { Outcome::success(0) };
             };
             let namespaces: Vec<Arc<Namespace>> = match feature_namespaces(controller, command) {
-                Some(None) => subsystem.namespaces().values().cloned().collect(),
-                Some(Some(namespace)) => vec![namespace],
-                None => return invalid,
+                Some(None) => subsystem.namespaces().values().filter(|n| n.reservations_enabled).cloned().collect(),
+                Some(Some(namespace)) if namespace.reservations_enabled => vec![namespace],
+                _ => return invalid,
             };
             for namespace in namespaces {
                 let at = Some((store, subsystem.nqn.as_str(), namespace.id));
@@ -406,16 +407,16 @@ fn get_features(queue: &Context, controller: &Controller, command: &RawCommand) 
             }
             return Outcome::send(controller.host_id.to_vec());
         }
-        FeatureId::ReservationNotificationMask => match feature_namespaces(controller, command) {
-            Some(Some(namespace)) if current => u64::from(controller.reservation_mask(namespace.id)),
-            Some(Some(_)) => 0,
-            _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
-        },
-        FeatureId::ReservationPersistence => match feature_namespaces(controller, command) {
-            Some(Some(namespace)) if current => u64::from(namespace.reservations.state().persist),
-            Some(Some(_)) => 0,
-            _ => return Outcome::status(Status::INVALID_FIELD.dnr()),
-        },
+        FeatureId::ReservationNotificationMask | FeatureId::ReservationPersistence => {
+            let Some(Some(namespace)) = feature_namespaces(controller, command).filter(|n| n.as_ref().is_some_and(|n| n.reservations_enabled)) else {
+                return Outcome::status(Status::INVALID_FIELD.dnr());
+            };
+            match feature::feature_id(command) {
+                _ if !current => 0,
+                FeatureId::ReservationNotificationMask => u64::from(controller.reservation_mask(namespace.id)),
+                _ => u64::from(namespace.reservations.state().persist),
+            }
+        }
         _ => return get_common_feature(controller, command),
     };
     feature_answer(select, value)

@@ -30,6 +30,9 @@ pub(crate) fn begin(controller: &Controller, namespace: Arc<Namespace>, command:
     if !is_reservation(command.opcode) {
         return None;
     }
+    if !namespace.reservations_enabled {
+        return Some(Outcome::status(Status::INVALID_OPCODE.dnr()));
+    }
     if !has_host_id(controller) {
         return Some(Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr()));
     }

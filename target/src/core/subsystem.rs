@@ -41,11 +41,14 @@ pub struct Namespace {
     /// Registrants and the reservation; a namespace that replaces another with its
     /// NSID takes them over.
     pub reservations: Arc<Reservations>,
+    /// Reservation commands are served (otherwise they are Invalid Opcode and RESCAP
+    /// is 0, as nvmet's `resv_enable` off).
+    pub reservations_enabled: bool,
 }
 
 impl Namespace {
     pub fn new(id: u32, backend: Arc<dyn Storage>, uuid: [u8; 16], nguid: [u8; 16], payload_placement: Placement) -> Namespace {
-        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), payload: PayloadStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false), reservations: Arc::default() }
+        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), payload: PayloadStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false), reservations: Arc::default(), reservations_enabled: true }
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -45,11 +45,13 @@ impl ReservationType {
     }
 }
 
-/// RESCAP in Identify Namespace: Persist Through Power Loss (bit 0), then one bit per
-/// reservation type (bits 1-6), and Ignore Existing Key with the 2.0 behaviour (bit 7).
+/// RESCAP in Identify Namespace: Persist Through Power Loss (bit 0), one bit per
+/// reservation type (bits 1-6), and Ignore Existing Key as revision 1.3 defines it
+/// (bit 7: Acquire and Release with IEKEY set are refused with Invalid Field, as nvmet
+/// and SPDK do).
 pub const RESCAP_TYPES: u8 = 0x7E;
 pub const RESCAP_PERSIST_THROUGH_POWER_LOSS: u8 = 1;
-pub const RESCAP_IGNORE_EXISTING_KEY: u8 = 1 << 7;
+pub const RESCAP_IGNORE_EXISTING_KEY_1_3: u8 = 1 << 7;
 
 /// Reservation Register Action (RREGA, CDW10 bits 2:0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
