@@ -93,13 +93,19 @@ fn notice_log(admin: &mut TestHost) -> (u64, u8, u32) {
 
 const CONFLICT: Status = Status::RESERVATION_CONFLICT.dnr();
 
+/// Hosts A and B, registered with keys 0xA and 0xB.
+fn registered_pair(target: &Arc<Target>) -> (Host, Host) {
+    let mut a = host(target, HOST, HOST_ID);
+    let mut b = host(target, HOST_B, HOST_B_ID);
+    assert_eq!(register(&mut a.io, 0, 0, 0xA), Status::SUCCESS);
+    assert_eq!(register(&mut b.io, 0, 0, 0xB), Status::SUCCESS);
+    (a, b)
+}
+
 #[test]
 fn write_exclusive_keeps_the_other_hosts_writes_out_and_lets_it_read() {
     let target = target();
-    let mut a = host(&target, HOST, HOST_ID);
-    let mut b = host(&target, HOST_B, HOST_B_ID);
-    assert_eq!(register(&mut a.io, 0, 0, 0xA), Status::SUCCESS);
-    assert_eq!(register(&mut b.io, 0, 0, 0xB), Status::SUCCESS);
+    let (mut a, mut b) = registered_pair(&target);
     assert_eq!(acquire(&mut a.io, 0, 1, 0xA, 0), Status::SUCCESS);
     assert_eq!(write(&mut a.io, 0), Status::SUCCESS, "the holder writes");
     assert_eq!(write(&mut b.io, 0), CONFLICT);
@@ -124,15 +130,12 @@ fn write_exclusive_keeps_the_other_hosts_writes_out_and_lets_it_read() {
 #[test]
 fn release_and_clear_tell_the_other_host_through_log_80h_and_an_event() {
     let target = target();
-    let mut a = host(&target, HOST, HOST_ID);
-    let mut b = host(&target, HOST_B, HOST_B_ID);
+    let (mut a, mut b) = registered_pair(&target);
     assert_eq!(notice_log(&mut b.admin), (0, 0, 0), "empty log");
     // B waits for an event.
     let mut aer = command(admin::ASYNC_EVENT_REQUEST, 0);
     aer.command_id = U16::new(0x6001);
     b.admin.link.send(zerocopy::IntoBytes::as_bytes(&aer));
-    assert_eq!(register(&mut a.io, 0, 0, 0xA), Status::SUCCESS);
-    assert_eq!(register(&mut b.io, 0, 0, 0xB), Status::SUCCESS);
     assert_eq!(acquire(&mut a.io, 0, 3, 0xA, 0), Status::SUCCESS);
     assert_eq!(write(&mut b.io, 1), Status::SUCCESS, "Registrants Only: registrants write");
     assert_eq!(release(&mut a.io, 0, 3, 0xA), Status::SUCCESS);
@@ -152,10 +155,7 @@ fn release_and_clear_tell_the_other_host_through_log_80h_and_an_event() {
 #[test]
 fn preempt_and_abort_answers_once_the_preempted_hosts_commands_are_done() {
     let target = target();
-    let mut a = host(&target, HOST, HOST_ID);
-    let mut b = host(&target, HOST_B, HOST_B_ID);
-    assert_eq!(register(&mut a.io, 0, 0, 0xA), Status::SUCCESS);
-    assert_eq!(register(&mut b.io, 0, 0, 0xB), Status::SUCCESS);
+    let (mut a, mut b) = registered_pair(&target);
     assert_eq!(acquire(&mut a.io, 0, 1, 0xA, 0), Status::SUCCESS);
     // A has one write at the backend and one whose data is still being fetched.
     a.io.link.hold = true;

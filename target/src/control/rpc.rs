@@ -13,7 +13,7 @@
 //! | `subsystem.remove` | `nqn` | |
 //! | `subsystem.allow_any_host` | `nqn`, `allow` | |
 //! | `host.add`, `host.remove` | `subsystem`, `host` | |
-//! | `namespace.add` | `subsystem`, `nsid` (0 or absent: lowest free), `path`, `uuid`, `nguid`, `p2pmem`, `enabled` | `{"nsid"}` |
+//! | `namespace.add` | `subsystem`, `nsid` (0 or absent: lowest free), `path`, `uuid`, `nguid`, `p2pmem`, `enabled`, `read_only`, `reservations` (default true) | `{"nsid"}` |
 //! | `namespace.remove`, `namespace.enable`, `namespace.disable` | `subsystem`, `nsid` | |
 //! | `namespace.resize` | `subsystem`, `nsid` | `{"previous_bytes", "size_bytes"}` |
 //! | `namespace.read_only` | `subsystem`, `nsid`, `read_only` | |
