@@ -87,6 +87,12 @@ fn remote_and_local_hosts_at_once() {
 }
 
 #[test]
+#[ignore = "boots a QEMU guest; run with --ignored"]
+fn multipath_over_two_ports_follows_ana_and_survives_a_port_removal() {
+    expect("multipath.sh", &[], &[], 10);
+}
+
+#[test]
 #[ignore = "boots two QEMU guests; run with --ignored"]
 fn reservations_between_two_hosts_fence_persist_and_notify() {
     expect("reservations.sh", &["--remote"], &[], 43);

@@ -1,6 +1,7 @@
 //! What to serve: from the command line or an nvmetcli JSON file (`nvmetcli save`),
 //! validated into the core's types. Errors name the key that is wrong, as configfs does.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::error::SetupError;
+use crate::wire::ana::AnaState;
 
 pub const DEFAULT_PORT: u16 = 4420;
 
@@ -62,11 +64,13 @@ pub struct NamespaceConfig {
     pub read_only: bool,
     /// Reservation commands are served (nvmetcli's `resv.enable`; on unless it is 0).
     pub reservations: bool,
+    /// Its ANA group (nvmetcli's `ana_grpid`), 1 unless set.
+    pub ana_group: u32,
 }
 
 impl NamespaceConfig {
     pub fn new(id: u32, path: PathBuf) -> NamespaceConfig {
-        NamespaceConfig { id, path, uuid: None, nguid: None, p2pmem: None, enabled: true, read_only: false, reservations: true }
+        NamespaceConfig { id, path, uuid: None, nguid: None, p2pmem: None, enabled: true, read_only: false, reservations: true, ana_group: 1 }
     }
 
     /// The UUID hosts see: the configured one, else one derived from the subsystem,
@@ -178,6 +182,8 @@ pub struct ServeConfig {
     pub max_transfer_shift: Option<u8>,
     /// Our extension to the nvmetcli format: `"p2ptgt": {"limits": {...}}`.
     pub limits: LimitOverrides,
+    /// ANA group states set per port (nvmetcli's `ana_groups`), by (port ID, group).
+    pub ana: BTreeMap<(u16, u32), AnaState>,
 }
 
 /// Connection limits set in the config file; each overrides its command-line flag.
@@ -294,6 +300,7 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     let mut in_capsule_data_bytes = None;
     let mut queue_entries_max = None;
     let mut max_transfer_shift = None;
+    let mut ana = BTreeMap::new();
     for (index, port) in ports.iter().enumerate() {
         let key = format!("ports[{index}]");
         let object = port.as_object().ok_or_else(|| SetupError::config(&key, "expected an object"))?;
@@ -323,6 +330,14 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
             return Err(SetupError::config(&key, format!("{} and portid {} at {} are the same port", port_name(port), other.id, other.address)));
         }
         addresses.push(PortConfig { id, address });
+        for (index, group) in array(port.get("ana_groups"), &format!("{key}.ana_groups"))?.iter().enumerate() {
+            let gkey = format!("{key}.ana_groups[{index}]");
+            let grpid = number_string(group.get("grpid"), &format!("{gkey}.grpid"))?.ok_or_else(|| SetupError::config(format!("{gkey}.grpid"), "missing"))?;
+            check_ana_group(grpid, &format!("{gkey}.grpid"))?;
+            let state = group.get("ana").and_then(|a| a.get("state")).and_then(Value::as_str).unwrap_or("optimized");
+            let state = AnaState::from_name(state).ok_or_else(|| SetupError::config(format!("{gkey}.ana.state"), format!("{state:?} is not an ANA state")))?;
+            ana.insert((id, grpid), state);
+        }
         let listed: Vec<String> = array(port.get("subsystems"), &format!("{key}.subsystems"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
         served.get_or_insert_with(Vec::new).extend(listed);
         // The first port's parameters hold for all: they are target-wide here.
@@ -381,7 +396,15 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     if subsystems.is_empty() {
         warn!("no subsystem on the rdma port: serving discovery only until subsystems are added");
     }
-    Ok(ServeConfig { ports: addresses, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits })
+    Ok(ServeConfig { ports: addresses, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits, ana })
+}
+
+/// A port's ANA groups as nvmetcli writes them: group 1 always, then each group with a
+/// state set.
+fn ana_groups_of(config: &ServeConfig, port_id: u16) -> Vec<Value> {
+    let mut groups: BTreeMap<u32, AnaState> = BTreeMap::from([(1, AnaState::Optimized)]);
+    groups.extend(config.ana.iter().filter(|((port, _), _)| *port == port_id).map(|((_, group), state)| (*group, *state)));
+    groups.into_iter().map(|(group, state)| serde_json::json!({"grpid": group, "ana": {"state": state.name()}})).collect()
 }
 
 /// The configuration as `nvmetcli save` writes it, with every derived value (serial,
@@ -405,7 +428,7 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
                     let mut namespace = serde_json::json!({
                         "nsid": n.id,
                         "enable": u8::from(n.enabled),
-                        "ana_grpid": 1,
+                        "ana_grpid": n.ana_group,
                         "device": {"path": n.path.display().to_string(), "uuid": uuid(&n.uuid_in(&s.nqn)), "nguid": uuid(&n.nguid_in(&s.nqn))},
                     });
                     if let Some(p2pmem) = &n.p2pmem {
@@ -461,6 +484,7 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
                 },
                 "referrals": [],
                 "subsystems": nqns,
+                "ana_groups": ana_groups_of(config, port.id),
             })
         })
         .collect();
@@ -554,7 +578,9 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
         }
         let read_only = number_string(namespace.get("read_only"), &format!("{nkey}.read_only"))?.unwrap_or(0) != 0;
         let reservations = number_string(namespace.get("resv").and_then(|r| r.get("enable")), &format!("{nkey}.resv.enable"))?.unwrap_or(1) != 0;
-        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem, enabled, read_only, reservations });
+        let ana_group = number_string(namespace.get("ana_grpid"), &format!("{nkey}.ana_grpid"))?.unwrap_or(1);
+        check_ana_group(ana_group, &format!("{nkey}.ana_grpid"))?;
+        namespaces.push(NamespaceConfig { id: id as u32, path: PathBuf::from(path), uuid, nguid, p2pmem, enabled, read_only, reservations, ana_group });
     }
     if !namespaces.iter().any(|n| n.enabled) {
         warn!(subsystem = nqn, "subsystem has no enabled namespace");
@@ -570,6 +596,15 @@ fn parse_subsystem(value: &Value, key: &str) -> Result<SubsystemConfig, SetupErr
         allowed_hosts,
         namespaces,
     })
+}
+
+/// ANA group IDs are 1..=ANAGRPMAX.
+pub fn check_ana_group(group: u32, key: &str) -> Result<(), SetupError> {
+    if (1..=crate::wire::ana::GROUPS_MAX).contains(&group) {
+        Ok(())
+    } else {
+        Err(SetupError::config(key, format!("ANA group {group} is outside 1..={}", crate::wire::ana::GROUPS_MAX)))
+    }
 }
 
 fn array<'a>(value: Option<&'a Value>, key: &str) -> Result<&'a [Value], SetupError> {

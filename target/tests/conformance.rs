@@ -43,7 +43,7 @@ fn identify_controller_advertises_what_the_target_does() {
     let (completion, page) = host.identify(1, 0);
     assert_eq!(completion.status(), Status::SUCCESS);
     assert_eq!(le32(&page, 96), 1 | 1 << 6, "CTRATT: 128-bit host identifier and traffic based keep alive; not FDPS");
-    assert_eq!(le32(&page, 92), 1 << 8, "OAES: namespace attribute notices only");
+    assert_eq!(le32(&page, 92), 1 << 8 | 1 << 11, "OAES: namespace attribute and ANA change notices");
     assert_eq!(page[525], 0, "VWC: the RAM namespace has no volatile cache");
     let (_, namespace) = host.identify(0, 1);
     assert_eq!(namespace[30], 1, "NMIC: shared, as CMIC and CNS 08h say");

@@ -14,6 +14,7 @@ use p2ptgt::control::{rpc, PlacementPolicy, PortListeners, Runtime, SubsystemDef
 use p2ptgt::core::{Limits, Port, Target};
 use p2ptgt::memory::Pools;
 use p2ptgt::wire::command::{admin, io};
+use p2ptgt::wire::ana::AnaState;
 use p2ptgt::wire::Status;
 use serde_json::{json, Value};
 use zerocopy::little_endian::{U16, U32};
@@ -45,6 +46,7 @@ impl Bed {
             queue_entries_max: None,
             max_transfer_shift: None,
             limits: Default::default(),
+            ana: Default::default(),
         };
         let policy = PlacementPolicy { peers: Vec::new(), host: Some(Pools::host_only(4 << 20).unwrap().host.clone()), default_mode: P2pMem::Off };
         let bed = Bed { runtime: Runtime::new(target, config, policy, SubsystemDefaults::default()), dir };
@@ -450,4 +452,25 @@ fn a_file_namespace_takes_its_payload_from_the_payload_pool_not_the_control_pool
     assert!(data.iter().all(|&b| b == 0x5A));
     assert!(pools.host.stats().high_water_bytes >= 64 << 10, "the 64 KiB went through the payload pool");
     assert_eq!(pools.control.stats().high_water_bytes, control_before, "the control pool carried no payload");
+}
+
+#[test]
+fn ana_states_change_by_rpc_are_saved_and_restored() {
+    let bed = Bed::new("ana");
+    let target = bed.target().clone();
+    bed.ok("port.ana_state", json!({"id": 1, "group": 1, "state": "inaccessible"}));
+    assert_eq!(target.ana_state(1, 1), AnaState::Inaccessible);
+    let saved = bed.ok("save", json!({}));
+    assert_eq!(saved["ports"][0]["ana_groups"], json!([{"grpid": 1, "ana": {"state": "inaccessible"}}]));
+    let mut wanted = saved.clone();
+    wanted["ports"][0]["ana_groups"] = json!([{"grpid": 1, "ana": {"state": "optimized"}}, {"grpid": 2, "ana": {"state": "non-optimized"}}]);
+    let changed = bed.ok("restore", json!({"config": wanted}));
+    assert_eq!(changed["ana_changed"], json!(["1/1 optimized", "1/2 non-optimized"]), "{changed}");
+    assert_eq!((target.ana_state(1, 1), target.ana_state(1, 2)), (AnaState::Optimized, AnaState::NonOptimized));
+    let unchanged = bed.ok("restore", json!({"config": saved}));
+    assert_eq!(unchanged["ana_changed"], json!(["1/1 inaccessible", "1/2 inaccessible"]), "a group the file leaves out is inaccessible again: {unchanged}");
+    let code = |reply: Value| reply["error"]["code"].as_i64().unwrap_or(0);
+    assert_eq!(code(bed.call("port.ana_state", json!({"id": 9, "group": 1, "state": "optimized"}))), rpc::NOT_FOUND);
+    assert_eq!(code(bed.call("port.ana_state", json!({"id": 1, "group": 0, "state": "optimized"}))), rpc::INVALID_PARAMS);
+    assert_eq!(code(bed.call("port.ana_state", json!({"id": 1, "group": 1, "state": "up"}))), rpc::INVALID_PARAMS);
 }

@@ -286,7 +286,7 @@ fn async_event_configuration_takes_only_what_identify_offers() {
     let mut admin_queue = TestHost::admin(&target);
     admin_queue.bring_up(SUBSYSTEM, HOST);
     let (_, identify) = admin_queue.identify(1, 0);
-    assert_eq!(le32(&identify, 92), 1 << 8, "OAES: namespace attribute notices");
+    assert_eq!(le32(&identify, 92), 1 << 8 | 1 << 11, "OAES: namespace attribute and ANA change notices");
     let mut aec = command(admin::SET_FEATURES, 0);
     aec.cdw10 = U32::new(0x0B);
     aec.cdw11 = U32::new(1 << 9);

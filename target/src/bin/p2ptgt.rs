@@ -169,6 +169,9 @@ enum PortCommand {
     },
     /// Stop listening on port ID; the queues that came through it close.
     Remove { id: u16 },
+    /// Set ANA group GROUP's state on port ID: optimized, non-optimized, inaccessible,
+    /// persistent-loss or change. Hosts connected through the port are told.
+    Ana { id: u16, group: u32, state: String },
 }
 
 #[derive(Subcommand)]
@@ -468,6 +471,9 @@ fn request(command: Command) -> Result<(String, Value, Done), String> {
             }))
         }
         Command::Port(PortCommand::Remove { id }) => ("port.remove", json!({"id": id}), say(format!("port {id} removed"))),
+        Command::Port(PortCommand::Ana { id, group, state }) => {
+            ("port.ana_state", json!({"id": id, "group": group, "state": state}), say(format!("ANA group {group} is {state} on port {id}")))
+        }
         Command::Host(HostCommand::Add { subsystem, host }) => ("host.add", json!({"subsystem": subsystem, "host": host}), say(format!("{host} may connect to {subsystem}"))),
         Command::Host(HostCommand::Remove { subsystem, host }) => {
             ("host.remove", json!({"subsystem": subsystem, "host": host}), say(format!("{host} may no longer connect to {subsystem}")))
@@ -565,6 +571,7 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
                 queue_entries_max: None,
                 max_transfer_shift: None,
                 limits: Default::default(),
+                ana: Default::default(),
             }
         }
     };

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::backend::{Backend, BackendError, Storage};
 use crate::config::{self, NamespaceConfig, P2pMem, PortConfig, ServeConfig, SubsystemConfig};
 use crate::core::{HostAccess, Namespace, Port, Subsystem, Target};
+use crate::wire::ana::AnaState;
 pub use placement::{Choice, PlacementPolicy, Refused};
 
 /// Why a change was refused. Each names the object; [`ControlError::code`] is its
@@ -121,6 +122,8 @@ pub struct Changes {
     pub namespaces_changed: Vec<String>,
     /// NQNs of subsystems whose allowed hosts changed.
     pub hosts_changed: Vec<String>,
+    /// `PORT/GROUP STATE` of each ANA state that changed.
+    pub ana_changed: Vec<String>,
 }
 
 /// The running target's configuration and the one way to change it.
@@ -180,6 +183,21 @@ impl Runtime {
         Ok(())
     }
 
+    /// Sets ANA group `group`'s state on port `port_id` (kept in the configuration that
+    /// `save` writes); hosts connected through the port get an ANA Change notice.
+    pub fn set_ana_state(&self, port_id: u16, group: u32, state: AnaState) -> Result<(), ControlError> {
+        let mut model = self.model();
+        if !model.ports.iter().any(|p| p.id == port_id) {
+            return Err(ControlError::NoPort(port_id));
+        }
+        config::check_ana_group(group, "group").map_err(|e| ControlError::Invalid(e.to_string()))?;
+        model.ana.insert((port_id, group), state);
+        if self.target.set_ana_state(port_id, group, state) {
+            info!(port = port_id, group, state = state.name(), "ANA state changed");
+        }
+        Ok(())
+    }
+
     pub fn target(&self) -> &Arc<Target> {
         &self.target
     }
@@ -213,6 +231,7 @@ impl Runtime {
         let mut served = Namespace::new(namespace.id, Arc::new(backend), namespace.uuid_in(nqn), namespace.nguid_in(nqn), choice.placement());
         served.set_read_only(namespace.read_only);
         served.reservations_enabled = namespace.reservations;
+        served.ana_group = namespace.ana_group;
         if let Some(state) = self.target.reservation_store().and_then(|store| store.load(nqn, namespace.id)) {
             info!(subsystem = %nqn, nsid = namespace.id, registrants = state.registrants.len(), reservation = ?state.holder.map(|h| h.rtype), "reservations restored (Persist Through Power Loss)");
             served.reservations.restore(state);
@@ -472,6 +491,20 @@ impl Runtime {
             self.start_port(&mut model.ports, port.id, port.address)?;
             changes.ports_added.push(format!("{} {}", port.id, port.address));
         }
+        // ANA states: those set that the file leaves out go back to the defaults.
+        let ana_before = std::mem::take(&mut model.ana);
+        for (&(port, group), &state) in &wanted.ana {
+            if self.target.set_ana_state(port, group, state) {
+                changes.ana_changed.push(format!("{port}/{group} {}", state.name()));
+            }
+        }
+        for &(port, group) in ana_before.keys().filter(|key| !wanted.ana.contains_key(key)) {
+            let default = if group == 1 { AnaState::Optimized } else { AnaState::Inaccessible };
+            if self.target.set_ana_state(port, group, default) {
+                changes.ana_changed.push(format!("{port}/{group} {}", default.name()));
+            }
+        }
+        model.ana = wanted.ana.clone();
         for current in &model.subsystems {
             let replaced = wanted.subsystems.iter().find(|s| s.nqn == current.nqn).is_some_and(|s| s.identity() != current.identity());
             if replaced || !wanted.subsystems.iter().any(|s| s.nqn == current.nqn) {
@@ -591,6 +624,6 @@ fn check_subsystem(subsystem: &SubsystemConfig) -> Result<(), ControlError> {
 /// Whether two configurations of a namespace serve the same thing to hosts (write
 /// protection aside: it changes in place).
 fn same_namespace(nqn: &str, a: &NamespaceConfig, b: &NamespaceConfig) -> bool {
-    a.path == b.path && a.uuid_in(nqn) == b.uuid_in(nqn) && a.nguid_in(nqn) == b.nguid_in(nqn) && a.p2pmem == b.p2pmem && a.enabled == b.enabled && a.reservations == b.reservations
+    a.path == b.path && a.uuid_in(nqn) == b.uuid_in(nqn) && a.nguid_in(nqn) == b.nguid_in(nqn) && a.p2pmem == b.p2pmem && a.enabled == b.enabled && a.reservations == b.reservations && a.ana_group == b.ana_group
 }
 

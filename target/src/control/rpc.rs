@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 
 use super::{ControlError, Runtime};
 use crate::config::{self, NamespaceConfig, SubsystemConfig};
+use crate::wire::ana::AnaState;
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
@@ -118,6 +119,12 @@ struct NamespaceParams {
     read_only: bool,
     #[serde(default = "yes")]
     reservations: bool,
+    #[serde(default = "group_one")]
+    ana_group: u32,
+}
+
+fn group_one() -> u32 {
+    1
 }
 
 fn yes() -> bool {
@@ -130,7 +137,8 @@ impl NamespaceParams {
         let uuid = self.uuid.as_deref().map(|u| config::parse_hex16(u, "uuid")).transpose().map_err(invalid)?;
         let nguid = self.nguid.as_deref().map(|u| config::parse_hex16(u, "nguid")).transpose().map_err(invalid)?;
         let p2pmem = self.p2pmem.as_deref().map(str::parse).transpose().map_err(|e: String| (INVALID_PARAMS, format!("p2pmem: {e}")))?;
-        Ok(NamespaceConfig { id: self.nsid, path: self.path, uuid, nguid, p2pmem, enabled: self.enabled, read_only: self.read_only, reservations: self.reservations })
+        config::check_ana_group(self.ana_group, "ana_group").map_err(invalid)?;
+        Ok(NamespaceConfig { id: self.nsid, path: self.path, uuid, nguid, p2pmem, enabled: self.enabled, read_only: self.read_only, reservations: self.reservations, ana_group: self.ana_group })
     }
 }
 
@@ -167,6 +175,14 @@ struct ReadOnly {
     subsystem: String,
     nsid: u32,
     read_only: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnaStateParams {
+    id: u16,
+    group: u32,
+    state: String,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +296,11 @@ fn call(runtime: &Runtime, method: &str, raw: Value, stats: impl FnOnce() -> Val
         "port.remove" => {
             let PortId { id } = params(method, raw)?;
             done(runtime.remove_port(id))
+        }
+        "port.ana_state" => {
+            let AnaStateParams { id, group, state } = params(method, raw)?;
+            let state = AnaState::from_name(&state).ok_or_else(|| (INVALID_PARAMS, format!("{method}: {state:?} is not an ANA state (optimized, non-optimized, inaccessible, persistent-loss, change)")))?;
+            done(runtime.set_ana_state(id, group, state))
         }
         other => Err((METHOD_NOT_FOUND, format!("no method {other:?}"))),
     }

@@ -13,6 +13,7 @@ use crate::wire::command::{admin as opcode, io as io_opcode, COMMAND_BYTES};
 use crate::wire::feature::{self, FeatureId, Select};
 use crate::wire::identify::{self, cns, ControllerIdentity, ControllerType, NamespaceIdentity, CSI_NVM};
 use crate::wire::log_page::{self, id as log_id, HealthCounters, LogRequest};
+use crate::wire::ana;
 use crate::wire::reservation;
 use crate::wire::{DataPointer, RawCommand, Status};
 
@@ -117,6 +118,7 @@ fn identify(queue: &Context, controller: &Controller, command: &RawCommand) -> O
                 ready: true,
                 write_protected: namespace.is_read_only(),
                 reservation_capabilities: if namespace.reservations_enabled { reservation_capabilities(queue) } else { 0 },
+                ana_group: namespace.ana_group,
             };
             match cns {
                 cns::NAMESPACE => identity.encode(),
@@ -173,8 +175,8 @@ pub(super) fn controller_identity(queue: &Context, controller: &Controller) -> V
 }
 
 /// Notices (OAES) an I/O controller raises: namespaces come, go and change size while
-/// hosts are connected.
-pub(super) const ASYNC_EVENT_NOTICES: u32 = identify::OAES_NAMESPACE_ATTRIBUTE;
+/// hosts are connected, and ANA group states change.
+pub(super) const ASYNC_EVENT_NOTICES: u32 = identify::OAES_NAMESPACE_ATTRIBUTE | identify::OAES_ANA_CHANGE;
 /// Notices a discovery controller raises: subsystems and host lists change too.
 pub(super) const DISCOVERY_EVENT_NOTICES: u32 = identify::OAES_DISCOVERY_CHANGE;
 
@@ -184,7 +186,7 @@ fn get_log_page(queue: &Context, now: Instant, controller: &Controller, command:
         Err(status) => return Outcome::status(status),
     };
     let log = match request.log_id {
-            log_id::SUPPORTED => log_page::supported_logs(&[0, 1, 2, 3, 4, 5, log_id::RESERVATION_NOTIFICATION]),
+            log_id::SUPPORTED => log_page::supported_logs(&[0, 1, 2, 3, 4, 5, log_id::ANA, log_id::RESERVATION_NOTIFICATION]),
             log_id::ERROR => controller.error_log(),
             log_id::SMART => match smart(controller, command.namespace_id.get(), now.saturating_duration_since(queue.target.started)) {
                 Some(log) => log,
@@ -210,6 +212,26 @@ fn get_log_page(queue: &Context, now: Instant, controller: &Controller, command:
                 ],
             ),
             log_id::RESERVATION_NOTIFICATION => controller.reservation_log(request.retain_event),
+            log_id::ANA => match controller.subsystem() {
+                Some(subsystem) => {
+                    // LSP bit 0 (RGO): the groups without their NSIDs.
+                    let groups_only = (command.cdw10.get() >> 8) & 1 != 0;
+                    let namespaces = subsystem.namespaces();
+                    let groups: Vec<ana::GroupDescriptor> = queue
+                        .target
+                        .ana_groups(subsystem)
+                        .into_iter()
+                        .map(|group| ana::GroupDescriptor {
+                            group,
+                            state: queue.target.ana_state(controller.port_id, group),
+                            namespaces: namespaces.values().filter(|n| n.ana_group == group).map(|n| n.id).collect(),
+                        })
+                        .collect();
+                    controller.ana_log_read(request.retain_event);
+                    ana::encode_log(queue.target.ana_change_count(), &groups, groups_only)
+                }
+                None => return Outcome::status(Status::INVALID_LOG_PAGE.dnr()),
+            },
             _ => return Outcome::status(Status::INVALID_LOG_PAGE.dnr()),
     };
     send_log(queue, &request, &log)

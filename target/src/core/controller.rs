@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::subsystem::{Subsystem, DISCOVERY_NQN};
-use crate::wire::identify::{OAES_DISCOVERY_CHANGE, OAES_NAMESPACE_ATTRIBUTE};
+use crate::wire::identify::{OAES_ANA_CHANGE, OAES_DISCOVERY_CHANGE, OAES_NAMESPACE_ATTRIBUTE};
 use crate::wire::log_page::ErrorEntry;
 use crate::wire::reservation::Notification;
 use crate::wire::Status;
@@ -141,6 +141,8 @@ fn notice(information: u8, log_page: u8) -> u32 {
 pub struct Controller {
     pub id: u16,
     pub kind: ControllerKind,
+    /// The port the host connected through: ANA states are the port's.
+    pub port_id: u16,
     pub host_nqn: String,
     pub host_id: [u8; 16],
     registers: Mutex<Registers>,
@@ -174,11 +176,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Controller {
-    pub fn new(id: u16, kind: ControllerKind, host_nqn: &str, host_id: [u8; 16], keep_alive_ms: u32, now: Instant) -> Controller {
+    pub fn new(id: u16, kind: ControllerKind, port_id: u16, host_nqn: &str, host_id: [u8; 16], keep_alive_ms: u32, now: Instant) -> Controller {
         let timeout = keep_alive_timeout(&kind, keep_alive_ms);
         Controller {
             id,
             kind,
+            port_id,
             host_nqn: host_nqn.to_owned(),
             host_id,
             registers: Mutex::new(Registers { configuration: 0, status: 0 }),
@@ -347,6 +350,19 @@ impl Controller {
             events.changed_namespaces.push(namespace_id);
         }
         events.raise(OAES_NAMESPACE_ATTRIBUTE, notice(0x00, crate::wire::log_page::id::CHANGED_NAMESPACES));
+    }
+
+    /// An ANA group's state changed on this controller's port: an ANA Change notice,
+    /// masked until the host reads log 0Ch.
+    pub fn ana_changed(&self) {
+        lock(&self.events).raise(OAES_ANA_CHANGE, notice(0x03, crate::wire::log_page::id::ANA));
+    }
+
+    /// Log 0Ch was read; without Retain Asynchronous Event its notice is unmasked.
+    pub fn ana_log_read(&self, retain: bool) {
+        if !retain {
+            lock(&self.events).masked &= !OAES_ANA_CHANGE;
+        }
     }
 
     /// The discovery log changed: a Discovery Log Page Change notice, masked likewise

@@ -98,7 +98,7 @@ fn connect_admin(queue: &Context, now: Instant, command: &ConnectCommand, data: 
     if !target.claim_host_queue(host_nqn) {
         return Outcome::status(Status::CONNECT_CONTROLLER_BUSY.dnr());
     }
-    let controller = match target.create_controller(kind, host_nqn, data.host_id, command.keep_alive_timeout_ms, now) {
+    let controller = match target.create_controller(kind, queue.config.port_id, host_nqn, data.host_id, command.keep_alive_timeout_ms, now) {
         Ok(controller) => controller,
         Err(status) => {
             target.release_host_queue(host_nqn);

@@ -22,6 +22,11 @@ pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCom
         return (Outcome::status(Status::INVALID_OPCODE.dnr()), None);
     };
     let namespace = subsystem.namespace(command.namespace_id.get());
+    // Through a port where the namespace's group is not accessible, every I/O command
+    // gets the path status (no DNR: the host retries on another path).
+    if let Some(status) = namespace.as_ref().and_then(|n| queue.target.ana_state(controller.port_id, n.ana_group).refusal()) {
+        return (Outcome::status(status), None);
+    }
     let group = match command.opcode {
         opcode::READ | opcode::COMPARE | opcode::VERIFY => Some(false),
         opcode::WRITE | opcode::WRITE_ZEROES | opcode::DATASET_MANAGEMENT | opcode::FLUSH | opcode::COPY => Some(true),

@@ -44,11 +44,13 @@ pub struct Namespace {
     /// Reservation commands are served (otherwise they are Invalid Opcode and RESCAP
     /// is 0, as nvmet's `resv_enable` off).
     pub reservations_enabled: bool,
+    /// Its ANA group: its state on each port is the group's there.
+    pub ana_group: u32,
 }
 
 impl Namespace {
     pub fn new(id: u32, backend: Arc<dyn Storage>, uuid: [u8; 16], nguid: [u8; 16], payload_placement: Placement) -> Namespace {
-        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), payload: PayloadStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false), reservations: Arc::default(), reservations_enabled: true }
+        Namespace { id, backend, uuid, nguid, payload_placement, stats: IoStats::default(), payload: PayloadStats::default(), range_locks: Arc::default(), read_only: AtomicBool::new(false), reservations: Arc::default(), reservations_enabled: true, ana_group: 1 }
     }
 
     pub fn is_read_only(&self) -> bool {

@@ -13,6 +13,7 @@ use super::controller::{Controller, ControllerKind};
 use super::stats::PayloadStats;
 use super::buffer::Region;
 use super::reservation::{HostId, ReservationStore};
+use crate::wire::ana::AnaState;
 use crate::wire::reservation::Notification;
 use super::subsystem::{Namespace, Subsystem, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN};
 use crate::wire::Status;
@@ -101,6 +102,11 @@ pub struct Target {
     /// Where reservations with Persist Through Power Loss are kept; without one, hosts
     /// cannot ask for it.
     reservation_store: OnceLock<Arc<dyn ReservationStore>>,
+    /// ANA group states by port and group. A group without an entry is Inaccessible
+    /// on that port, but group 1, which is Optimized (nvmet's defaults).
+    ana_states: RwLock<BTreeMap<(u16, u32), AnaState>>,
+    /// ANA Change Count: rises with every state change.
+    ana_change_count: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +147,58 @@ impl Target {
             discovery_generation: AtomicU64::new(1),
             started: std::time::Instant::now(),
             reservation_store: OnceLock::new(),
+            ana_states: RwLock::new(BTreeMap::new()),
+            ana_change_count: AtomicU64::new(0),
         }
+    }
+
+    /// The state of ANA group `group` on port `port_id`.
+    pub fn ana_state(&self, port_id: u16, group: u32) -> AnaState {
+        let states = self.ana_states.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match states.get(&(port_id, group)) {
+            Some(state) => *state,
+            None if group == 1 => AnaState::Optimized,
+            None => AnaState::Inaccessible,
+        }
+    }
+
+    /// Sets ANA group `group`'s state on port `port_id`; on a change the change count
+    /// rises and every I/O controller that came through the port gets an ANA Change
+    /// notice. Returns whether the state changed.
+    pub fn set_ana_state(&self, port_id: u16, group: u32, state: AnaState) -> bool {
+        let changed = {
+            let mut states = self.ana_states.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let before = states.insert((port_id, group), state);
+            before != Some(state) && !(before.is_none() && group == 1 && state == AnaState::Optimized)
+        };
+        if changed {
+            self.ana_change_count.fetch_add(1, Ordering::Relaxed);
+            for controller in self.registry().live.values() {
+                if controller.port_id == port_id && !controller.is_discovery() {
+                    controller.ana_changed();
+                }
+            }
+        }
+        changed
+    }
+
+    pub fn ana_change_count(&self) -> u64 {
+        self.ana_change_count.load(Ordering::Relaxed)
+    }
+
+    /// The groups with a state set on port `port_id`, in order.
+    pub fn ana_groups_of_port(&self, port_id: u16) -> Vec<(u32, AnaState)> {
+        let states = self.ana_states.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        states.iter().filter(|((port, _), _)| *port == port_id).map(|((_, group), state)| (*group, *state)).collect()
+    }
+
+    /// The ANA groups a controller of `subsystem` reports: group 1, every group with a
+    /// state on some port, and every group one of its namespaces is in.
+    pub fn ana_groups(&self, subsystem: &Subsystem) -> std::collections::BTreeSet<u32> {
+        let mut groups: std::collections::BTreeSet<u32> = self.ana_states.read().unwrap_or_else(|poisoned| poisoned.into_inner()).keys().map(|(_, group)| *group).collect();
+        groups.insert(1);
+        groups.extend(subsystem.namespaces().values().map(|n| n.ana_group));
+        groups
     }
 
     /// Keeps reservations with Persist Through Power Loss in `store` (set once, before
@@ -237,6 +294,7 @@ impl Target {
         let index = ports.iter().position(|p| p.id == id)?;
         let removed = ports.remove(index);
         drop(ports);
+        self.ana_states.write().unwrap_or_else(|poisoned| poisoned.into_inner()).retain(|(port, _), _| *port != id);
         self.discovery_changed();
         Some(removed)
     }
@@ -264,6 +322,7 @@ impl Target {
     pub fn create_controller(
         &self,
         kind: ControllerKind,
+        port_id: u16,
         host_nqn: &str,
         host_id: [u8; 16],
         keep_alive_ms: u32,
@@ -291,7 +350,7 @@ impl Target {
         let span = usize::from(last.saturating_sub(first)).saturating_add(1);
         for id in (first..=last).chain(first..=last).skip(start).take(span) {
             if let std::collections::btree_map::Entry::Vacant(slot) = registry.live.entry(id) {
-                let controller = Arc::new(Controller::new(id, kind, host_nqn, host_id, keep_alive_ms, now));
+                let controller = Arc::new(Controller::new(id, kind, port_id, host_nqn, host_id, keep_alive_ms, now));
                 slot.insert(controller.clone());
                 registry.next_id = if id >= CONTROLLER_ID_MAX { CONTROLLER_ID_MIN } else { id.saturating_add(1) };
                 return Ok(controller);

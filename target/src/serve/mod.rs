@@ -125,6 +125,9 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         }
     }
     runtime.set_listeners(listeners.clone());
+    for (&(port, group), &state) in &config.ana {
+        target.set_ana_state(port, group, state);
+    }
 
     let buffers = match mode {
         _ if pools.peers.is_empty() => format!("host memory ({})", p2p_reason.unwrap_or_else(|| "no namespace's device can reach a p2pmem provider".into())),

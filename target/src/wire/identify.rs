@@ -116,6 +116,10 @@ mod controller {
     pub const LPA: usize = 261;
     pub const ELPE: usize = 262;
     pub const KAS: usize = 320;
+    pub const ANATT: usize = 342;
+    pub const ANACAP: usize = 343;
+    pub const ANAGRPMAX: usize = 344;
+    pub const NANAGRPID: usize = 348;
     pub const SQES: usize = 512;
     pub const CQES: usize = 513;
     pub const MAXCMD: usize = 514;
@@ -138,6 +142,8 @@ mod controller {
 
 /// OAES bit 8: Namespace Attribute Notices.
 pub const OAES_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
+/// OAES bit 11: Asymmetric Namespace Access Change Notices.
+pub const OAES_ANA_CHANGE: u32 = 1 << 11;
 /// OAES bit 31: Discovery Log Page Change Notices.
 pub const OAES_DISCOVERY_CHANGE: u32 = 1 << 31;
 /// CTRATT bit 0: 128-bit Host Identifier support (HIDS), which fabrics require.
@@ -187,7 +193,12 @@ impl ControllerIdentity<'_> {
         if io {
             let ieee = self.ieee_oui.to_le_bytes();
             page.bytes(IEEE, &ieee[..3])
-                .u8(CMIC, 1 << 1) // more than one controller may attach
+                // Several ports (bit 0) and controllers (bit 1); ANA reporting (bit 3).
+                .u8(CMIC, 1 | 1 << 1 | 1 << 3)
+                .u8(ANATT, super::ana::TRANSITION_TIME_SECONDS)
+                .u8(ANACAP, super::ana::CAPABILITIES)
+                .u32(ANAGRPMAX, super::ana::GROUPS_MAX)
+                .u32(NANAGRPID, super::ana::GROUPS_MAX)
                 .u8(MDTS, self.max_transfer_shift)
                 .u32(CTRATT, CTRATT_HOST_ID_128 | CTRATT_TRAFFIC_BASED_KEEP_ALIVE)
                 .u8(FRMW, 0x3) // one slot, read only
@@ -234,6 +245,8 @@ pub struct NamespaceIdentity {
     pub write_protected: bool,
     /// RESCAP: the reservation types and options served.
     pub reservation_capabilities: u8,
+    /// ANAGRPID: the namespace's ANA group.
+    pub ana_group: u32,
 }
 
 /// Identify Namespace offsets (NVM Command Set Specification 1.0, Figure 97).
@@ -246,6 +259,7 @@ mod namespace {
     pub const FLBAS: usize = 26;
     pub const NMIC: usize = 30;
     pub const RESCAP: usize = 31;
+    pub const ANAGRPID: usize = 92;
     pub const DLFEAT: usize = 33;
     pub const NSATTR: usize = 99;
     pub const NACWU: usize = 38;
@@ -287,6 +301,7 @@ impl NamespaceIdentity {
             .u8(FLBAS, 0)
             .u8(NMIC, NMIC_SHARED)
             .u8(RESCAP, self.reservation_capabilities)
+            .u32(ANAGRPID, self.ana_group)
             // Bit 3: Write Zeroes may deallocate (DEAC honoured).
             .u8(DLFEAT, 1 << 3 | u8::from(self.deallocated_reads_zeroes))
             .u8(NSATTR, u8::from(self.write_protected))
@@ -310,10 +325,11 @@ impl NamespaceIdentity {
     pub fn encode_independent(&self) -> Page {
         const NMIC: usize = 1;
         const RESCAP: usize = 2;
+        const ANAGRPID: usize = 4;
         const NSATTR: usize = 8;
         const NSTAT: usize = 14;
         let mut page = Page::default();
-        page.u8(NMIC, NMIC_SHARED).u8(RESCAP, self.reservation_capabilities).u8(NSATTR, u8::from(self.write_protected)).u8(NSTAT, u8::from(self.ready));
+        page.u8(NMIC, NMIC_SHARED).u8(RESCAP, self.reservation_capabilities).u32(ANAGRPID, self.ana_group).u8(NSATTR, u8::from(self.write_protected)).u8(NSTAT, u8::from(self.ready));
         page
     }
 }
@@ -381,7 +397,8 @@ mod tests {
         assert_eq!(u16::from_le_bytes([page.0[1800], page.0[1801]]), 0, "ICDOFF");
         assert_eq!(&page.0[768..776], b"nqn.test");
         assert_eq!(page.0[111], 1, "CNTRLTYPE");
-        assert_eq!(page.0[76] & 2, 2, "CMIC multi-controller");
+        assert_eq!(page.0[76], 0b1011, "CMIC: multi-port, multi-controller, ANA reporting");
+        assert_eq!(&page.0[342..352], &[10, 0x9F, 128, 0, 0, 0, 128, 0, 0, 0], "ANATT, ANACAP, ANAGRPMAX, NANAGRPID");
         assert_eq!(page.0[525], 1 | 2 << 1, "VWC present, no broadcast Flush");
         assert_eq!(le32(&page, 96), 1 | 1 << 6, "CTRATT: HIDS and TBKAS, not FDPS (bit 19)");
         assert_eq!(&page.0[73..76], &[0x56, 0x34, 0x12], "IEEE OUI");
@@ -411,7 +428,7 @@ mod tests {
     }
 
     fn namespace() -> NamespaceIdentity {
-        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, transfer_blocks_max: 256, copy_ranges_max: 128, ready: true, write_protected: false, reservation_capabilities: 0x7E }
+        NamespaceIdentity { size_blocks: 0x20_0000, block_size_shift: 9, nguid: [0xAB; 16], uuid: [0xCD; 16], volatile_write_cache: true, deallocated_reads_zeroes: true, transfer_blocks_max: 256, copy_ranges_max: 128, ready: true, write_protected: false, reservation_capabilities: 0x7E, ana_group: 1 }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod id {
     pub const FIRMWARE_SLOT: u8 = 0x03;
     pub const CHANGED_NAMESPACES: u8 = 0x04;
     pub const COMMAND_EFFECTS: u8 = 0x05;
+    pub const ANA: u8 = 0x0C;
     pub const DISCOVERY: u8 = 0x70;
     pub const RESERVATION_NOTIFICATION: u8 = 0x80;
 }

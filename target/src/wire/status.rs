@@ -65,6 +65,9 @@ statuses! {
     CONNECT_INVALID_PARAMETER = 0x182, "Connect Invalid Parameters";
     CONNECT_INVALID_HOST = 0x184, "Connect Invalid Host";
     WRITE_FAULT = 0x280, "Write Fault";
+    ANA_PERSISTENT_LOSS = 0x301, "Asymmetric Access Persistent Loss";
+    ANA_INACCESSIBLE = 0x302, "Asymmetric Access Inaccessible";
+    ANA_TRANSITION = 0x303, "Asymmetric Access Transition";
     UNRECOVERED_READ_ERROR = 0x281, "Unrecovered Read Error";
     COMPARE_FAILURE = 0x285, "Compare Failure";
     ACCESS_DENIED = 0x286, "Access Denied";
