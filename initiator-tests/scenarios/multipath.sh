@@ -1,6 +1,6 @@
 #!/bin/bash
 # Native multipath over two ports with ANA: p2ptgt serves one subsystem on port 1
-# (4420) and port 2 (4421); the kernel host connects through both and gets one
+# (4420) and port 2 (4421, a second --listen); the kernel host connects through both and gets one
 # namespace head with two paths. While fio verify runs on the head: port 1's ANA group
 # goes inaccessible (the host moves its I/O to port 2), comes back optimized (the
 # host uses both again, round-robin), then port 2 is removed outright (I/O goes on
@@ -52,8 +52,8 @@ only_port2_moves() { idle "$SERVICE" && moved "$PORT2"; }
 # Block-layer I/O errors and command timeouts of the NVMe devices since `dmesg --clear`.
 nvme_errors() { dmesg | grep -i nvme | grep -Ei "I/O error|timeout" || true; }
 
-start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem auto
-check "port 2 added on $RXE_ADDR:$PORT2" "$P2PTGT" port add "$RXE_ADDR:$PORT2" --id 2 --control "$CONTROL"
+start_target --listen "$RXE_ADDR:$PORT2" --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem auto
+check "discovery through port 2 lists the subsystem there" bash -c "nvme discover -t rdma -a $RXE_ADDR -s $PORT2 -q $HOSTNQN | grep -B6 -A6 'subnqn: *$NQN' | grep -q 'trsvcid: *$PORT2'"
 dmesg --clear
 DEV=$(connect "$NQN" "${CONNECT_OPTS[@]}")
 nvme connect -t rdma -a "$RXE_ADDR" -s "$PORT2" -n "$NQN" -q "$HOSTNQN" "${CONNECT_OPTS[@]}" >&2

@@ -193,9 +193,10 @@ const DEFAULT_CONTROL: &str = "/run/p2ptgt.sock";
 
 #[derive(Args)]
 struct ServeArgs {
-    /// ADDR[:PORT] to listen on (port 4420 by default).
+    /// ADDR[:PORT] to listen on (port 4420 by default); repeat it for ports 2, 3, ...
+    /// With --config it replaces the first port's address (once only).
     #[arg(long)]
-    listen: Option<String>,
+    listen: Vec<String>,
     /// Subsystem NQN to serve the namespaces under.
     #[arg(long)]
     subsystem: Option<String>,
@@ -539,11 +540,18 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
-    let listen = args.listen.as_deref().map(config::parse_listen).transpose()?;
+    let listens = args.listen.iter().map(|address| config::parse_listen(address)).collect::<Result<Vec<_>, _>>()?;
+    if args.config.is_some() && listens.len() > 1 {
+        return Err(SetupError::config("--listen", "with --config it replaces the first port's address and is given once; put more ports in the file"));
+    }
+    let listen = listens.first().copied();
     let mut config = match &args.config {
         Some(path) => config::load_nvmetcli(path, listen)?,
         None => {
-            let listen = listen.ok_or_else(|| SetupError::config("--listen", "required without --config"))?;
+            listen.ok_or_else(|| SetupError::config("--listen", "required without --config"))?;
+            if let Some(twice) = listens.iter().enumerate().find_map(|(i, a)| listens.get(..i)?.contains(a).then_some(a)) {
+                return Err(SetupError::config("--listen", format!("{twice} is given twice")));
+            }
             let nqn = args.subsystem.clone().ok_or_else(|| SetupError::config("--subsystem", "required without --config"))?;
             if args.namespaces.is_empty() {
                 return Err(SetupError::config("--namespace", "at least one is required"));
@@ -555,7 +563,7 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
                 .map(|(index, path)| NamespaceConfig::new(index as u32 + 1, path.clone()))
                 .collect();
             ServeConfig {
-                ports: vec![PortConfig { id: 1, address: listen }],
+                ports: listens.iter().zip(1..).map(|(&address, id)| PortConfig { id, address }).collect(),
                 subsystems: vec![SubsystemConfig {
                     nqn,
                     serial: None,

@@ -13,12 +13,13 @@
 //! | `subsystem.remove` | `nqn` | |
 //! | `subsystem.allow_any_host` | `nqn`, `allow` | |
 //! | `host.add`, `host.remove` | `subsystem`, `host` | |
-//! | `namespace.add` | `subsystem`, `nsid` (0 or absent: lowest free), `path`, `uuid`, `nguid`, `p2pmem`, `enabled`, `read_only`, `reservations` (default true) | `{"nsid"}` |
+//! | `namespace.add` | `subsystem`, `nsid` (0 or absent: lowest free), `path`, `uuid`, `nguid`, `p2pmem`, `enabled`, `read_only`, `reservations` (default true), `ana_group` (default 1) | `{"nsid"}` |
 //! | `namespace.remove`, `namespace.enable`, `namespace.disable` | `subsystem`, `nsid` | |
 //! | `namespace.resize` | `subsystem`, `nsid` | `{"previous_bytes", "size_bytes"}` |
 //! | `namespace.read_only` | `subsystem`, `nsid`, `read_only` | |
 //! | `port.add` | `address` (`ADDR:PORT`), `id` (0 or absent: lowest free) | `{"id"}` |
 //! | `port.remove` | `id` | |
+//! | `port.ana_state` | `id`, `group` (1-128), `state` (`optimized`, `non-optimized`, `inaccessible`, `persistent-loss`, `change`) | |
 
 use std::path::PathBuf;
 
