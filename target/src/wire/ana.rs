@@ -46,9 +46,8 @@ impl AnaState {
 pub const GROUPS_MAX: u32 = 128;
 /// ANA Transition Time in seconds (ANATT).
 pub const TRANSITION_TIME_SECONDS: u8 = 10;
-/// ANACAP: every state reportable (bits 0-4), ANAGRPID may change while attached
-/// (bit 7).
-pub const CAPABILITIES: u8 = 0x1F | 1 << 7;
+/// ANACAP: every state reportable (bits 0-4), as nvmet.
+pub const CAPABILITIES: u8 = 0x1F;
 
 /// One group of the ANA log: its ID, its state on the port asked through, and its
 /// namespaces.

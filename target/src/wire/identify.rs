@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(&page.0[768..776], b"nqn.test");
         assert_eq!(page.0[111], 1, "CNTRLTYPE");
         assert_eq!(page.0[76], 0b1011, "CMIC: multi-port, multi-controller, ANA reporting");
-        assert_eq!(&page.0[342..352], &[10, 0x9F, 128, 0, 0, 0, 128, 0, 0, 0], "ANATT, ANACAP, ANAGRPMAX, NANAGRPID");
+        assert_eq!(&page.0[342..352], &[10, 0x1F, 128, 0, 0, 0, 128, 0, 0, 0], "ANATT, ANACAP, ANAGRPMAX, NANAGRPID");
         assert_eq!(page.0[525], 1 | 2 << 1, "VWC present, no broadcast Flush");
         assert_eq!(le32(&page, 96), 1 | 1 << 6, "CTRATT: HIDS and TBKAS, not FDPS (bit 19)");
         assert_eq!(&page.0[73..76], &[0x56, 0x34, 0x12], "IEEE OUI");
