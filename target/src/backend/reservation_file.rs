@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -66,7 +67,8 @@ impl ReservationFile {
         let mut temporary = self.path.clone().into_os_string();
         temporary.push(".new");
         let temporary = PathBuf::from(temporary);
-        let mut file = File::create(&temporary)?;
+        // Keys let their bearer preempt: readable by the target's user only.
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         drop(file);
@@ -129,6 +131,8 @@ mod tests {
         assert_eq!(again.load("nqn.2026-11.io.p2ptgt:a", 1), None);
         assert_eq!(again.load("nqn.2026-11.io.p2ptgt:a", 2), Some(state));
         assert!(!directory.join("reservations.json.new").exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "keys are the target user's only");
         std::fs::remove_dir_all(directory).unwrap();
     }
 
