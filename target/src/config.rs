@@ -402,7 +402,7 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
 /// A port's ANA groups as nvmetcli writes them: group 1 always, then each group with a
 /// state set.
 fn ana_groups_of(config: &ServeConfig, port_id: u16) -> Vec<Value> {
-    let mut groups: BTreeMap<u32, AnaState> = BTreeMap::from([(1, AnaState::Optimized)]);
+    let mut groups: BTreeMap<u32, AnaState> = BTreeMap::from([(1, AnaState::default_for(1))]);
     groups.extend(config.ana.iter().filter(|((port, _), _)| *port == port_id).map(|((_, group), state)| (*group, *state)));
     groups.into_iter().map(|(group, state)| serde_json::json!({"grpid": group, "ana": {"state": state.name()}})).collect()
 }

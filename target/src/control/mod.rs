@@ -499,7 +499,7 @@ impl Runtime {
             }
         }
         for &(port, group) in ana_before.keys().filter(|key| !wanted.ana.contains_key(key)) {
-            let default = if group == 1 { AnaState::Optimized } else { AnaState::Inaccessible };
+            let default = AnaState::default_for(group);
             if self.target.set_ana_state(port, group, default) {
                 changes.ana_changed.push(format!("{port}/{group} {}", default.name()));
             }

@@ -122,6 +122,13 @@ struct ReservationNotices {
     default_mask: u32,
 }
 
+impl ReservationNotices {
+    /// The Reservation Notification Mask in force for namespace `namespace_id`.
+    fn mask(&self, namespace_id: u32) -> u32 {
+        self.masks.get(&namespace_id).copied().unwrap_or(self.default_mask)
+    }
+}
+
 /// Reservation notices kept unread; the oldest go first (their counts leave a gap).
 const RESERVATION_NOTICES_MAX: usize = 256;
 
@@ -400,8 +407,7 @@ impl Controller {
     /// Log Page Available event. The namespace's mask may filter it out.
     pub fn reservation_notice(&self, namespace_id: u32, notice: Notification) {
         let mut notices = lock(&self.reservation_notices);
-        let mask = notices.masks.get(&namespace_id).copied().unwrap_or(notices.default_mask);
-        if mask & notice.mask_bit() != 0 {
+        if notices.mask(namespace_id) & notice.mask_bit() != 0 {
             return;
         }
         notices.count = notices.count.wrapping_add(1).max(1);
@@ -446,8 +452,7 @@ impl Controller {
     }
 
     pub fn reservation_mask(&self, namespace_id: u32) -> u32 {
-        let notices = lock(&self.reservation_notices);
-        notices.masks.get(&namespace_id).copied().unwrap_or(notices.default_mask)
+        lock(&self.reservation_notices).mask(namespace_id)
     }
 
     /// Logs a failed command in the Error Information log.

@@ -39,10 +39,12 @@ pub(crate) fn execute(queue: &Context, controller: &Controller, command: &RawCom
         },
         _ => None,
     };
-    (execute_admitted(queue, controller, command, data), admission)
+    (execute_admitted(queue, controller, namespace, command, data), admission)
 }
 
-fn execute_admitted(queue: &Context, controller: &Controller, command: &RawCommand, data: DataPointer) -> Outcome {
+/// The command past the path and reservation checks; `namespace` is the one its NSID
+/// names, if any.
+fn execute_admitted(queue: &Context, controller: &Controller, namespace: Option<Arc<Namespace>>, command: &RawCommand, data: DataPointer) -> Outcome {
     const KNOWN: [u8; 12] = [
         opcode::READ,
         opcode::WRITE,
@@ -57,10 +59,10 @@ fn execute_admitted(queue: &Context, controller: &Controller, command: &RawComma
         opcode::RESERVATION_ACQUIRE,
         opcode::RESERVATION_RELEASE,
     ];
-    let Some(subsystem) = controller.subsystem().filter(|_| KNOWN.contains(&command.opcode)) else {
+    if !KNOWN.contains(&command.opcode) {
         return Outcome::status(Status::INVALID_OPCODE.dnr());
-    };
-    let Some(namespace) = subsystem.namespace(command.namespace_id.get()) else {
+    }
+    let Some(namespace) = namespace else {
         return Outcome::status(Status::INVALID_NAMESPACE.dnr());
     };
     // As nvmet: a write-protected namespace takes what only reads (no DNR: the

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use tracing::warn;
 
@@ -102,9 +103,9 @@ pub struct Target {
     /// Where reservations with Persist Through Power Loss are kept; without one, hosts
     /// cannot ask for it.
     reservation_store: OnceLock<Arc<dyn ReservationStore>>,
-    /// ANA group states by port and group. A group without an entry is Inaccessible
-    /// on that port, but group 1, which is Optimized (nvmet's defaults).
-    ana_states: RwLock<BTreeMap<(u16, u32), AnaState>>,
+    /// ANA group states by port and group; a group without an entry has its default
+    /// state there. Every I/O command reads it, so a snapshot without a lock.
+    ana_states: ArcSwap<BTreeMap<(u16, u32), AnaState>>,
     /// ANA Change Count: rises with every state change.
     ana_change_count: AtomicU64,
 }
@@ -147,30 +148,27 @@ impl Target {
             discovery_generation: AtomicU64::new(1),
             started: std::time::Instant::now(),
             reservation_store: OnceLock::new(),
-            ana_states: RwLock::new(BTreeMap::new()),
+            ana_states: ArcSwap::from_pointee(BTreeMap::new()),
             ana_change_count: AtomicU64::new(0),
         }
     }
 
     /// The state of ANA group `group` on port `port_id`.
     pub fn ana_state(&self, port_id: u16, group: u32) -> AnaState {
-        let states = self.ana_states.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match states.get(&(port_id, group)) {
-            Some(state) => *state,
-            None if group == 1 => AnaState::Optimized,
-            None => AnaState::Inaccessible,
-        }
+        self.ana_states.load().get(&(port_id, group)).copied().unwrap_or_else(|| AnaState::default_for(group))
     }
 
     /// Sets ANA group `group`'s state on port `port_id`; on a change the change count
     /// rises and every I/O controller that came through the port gets an ANA Change
     /// notice. Returns whether the state changed.
     pub fn set_ana_state(&self, port_id: u16, group: u32, state: AnaState) -> bool {
-        let changed = {
-            let mut states = self.ana_states.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let before = states.insert((port_id, group), state);
-            before != Some(state) && !(before.is_none() && group == 1 && state == AnaState::Optimized)
-        };
+        let mut before = None;
+        self.ana_states.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            before = next.insert((port_id, group), state);
+            next
+        });
+        let changed = before.unwrap_or_else(|| AnaState::default_for(group)) != state;
         if changed {
             self.ana_change_count.fetch_add(1, Ordering::Relaxed);
             for controller in self.registry().live.values() {
@@ -186,16 +184,10 @@ impl Target {
         self.ana_change_count.load(Ordering::Relaxed)
     }
 
-    /// The groups with a state set on port `port_id`, in order.
-    pub fn ana_groups_of_port(&self, port_id: u16) -> Vec<(u32, AnaState)> {
-        let states = self.ana_states.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        states.iter().filter(|((port, _), _)| *port == port_id).map(|((_, group), state)| (*group, *state)).collect()
-    }
-
     /// The ANA groups a controller of `subsystem` reports: group 1, every group with a
     /// state on some port, and every group one of its namespaces is in.
     pub fn ana_groups(&self, subsystem: &Subsystem) -> std::collections::BTreeSet<u32> {
-        let mut groups: std::collections::BTreeSet<u32> = self.ana_states.read().unwrap_or_else(|poisoned| poisoned.into_inner()).keys().map(|(_, group)| *group).collect();
+        let mut groups: std::collections::BTreeSet<u32> = self.ana_states.load().keys().map(|(_, group)| *group).collect();
         groups.insert(1);
         groups.extend(subsystem.namespaces().values().map(|n| n.ana_group));
         groups
@@ -294,7 +286,11 @@ impl Target {
         let index = ports.iter().position(|p| p.id == id)?;
         let removed = ports.remove(index);
         drop(ports);
-        self.ana_states.write().unwrap_or_else(|poisoned| poisoned.into_inner()).retain(|(port, _), _| *port != id);
+        self.ana_states.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            next.retain(|(port, _), _| *port != id);
+            next
+        });
         self.discovery_changed();
         Some(removed)
     }

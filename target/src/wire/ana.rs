@@ -26,6 +26,12 @@ impl AnaState {
         }
     }
 
+    /// The state of a group no one set on a port (nvmet's defaults): group 1 is
+    /// optimized, every other group inaccessible.
+    pub fn default_for(group: u32) -> AnaState {
+        if group == 1 { AnaState::Optimized } else { AnaState::Inaccessible }
+    }
+
     pub fn from_name(name: &str) -> Option<AnaState> {
         [AnaState::Optimized, AnaState::NonOptimized, AnaState::Inaccessible, AnaState::PersistentLoss, AnaState::Change].into_iter().find(|s| s.name() == name)
     }
