@@ -1008,9 +1008,7 @@ impl Queue {
 
     /// Hands the response (with its data or buffer) to the transport.
     fn respond(&mut self, tag: Tag, header: Header, status: Status, result: u64, data: Option<ResponseData>) {
-        if let Some(admission) = self.admissions.get_mut(usize::from(tag)) {
-            *admission = None;
-        }
+        self.end_admission(tag);
         let Header { command, data: pointer, arrived } = header;
         if self.config.queue_id != 0 {
             self.stats.latency.record(self.last_now.saturating_duration_since(arrived));
@@ -1068,6 +1066,11 @@ impl Queue {
             *slot = None;
             self.free_tags.push(tag);
         }
+        self.end_admission(tag);
+    }
+
+    /// Request `tag` no longer counts under its namespace's reservation.
+    fn end_admission(&mut self, tag: Tag) {
         if let Some(admission) = self.admissions.get_mut(usize::from(tag)) {
             *admission = None;
         }
