@@ -43,7 +43,7 @@ fn setup() -> Setup {
     let mut subsystem = Subsystem::new(NQN, hosts, [namespace]);
     subsystem.serial = "bench".into();
     subsystem.firmware = "0".into();
-    let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
+    let port = Port::new(1, "192.0.2.1", "4420", false);
     let target = Arc::new(Target::new(vec![subsystem], port, Limits::default()));
     let pools = Pools::host_only(16 << 20).expect("host pool");
     let mut admin = Loopback::new(target.clone(), &pools, QueueConfig { queue_id: 0, entries: 32, local_address: None, port_id: 1 });

@@ -88,8 +88,8 @@ fn remote_and_local_hosts_at_once() {
 
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
-fn multipath_over_two_ports_follows_ana_and_survives_a_port_removal() {
-    expect("multipath.sh", &[], &[], 12);
+fn multipath_over_two_devices_follows_ana_and_survives_a_link_down_and_a_port_removal() {
+    expect("multipath.sh", &[], &[], 15);
 }
 
 #[test]

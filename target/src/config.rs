@@ -6,10 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::warn;
 
+use crate::core::PortSubsystems;
 use crate::error::SetupError;
 use crate::wire::ana::AnaState;
+use crate::wire::discovery::{SecureChannel, TransportType};
 
 pub const DEFAULT_PORT: u16 = 4420;
 
@@ -164,16 +166,124 @@ pub fn check_nqn(nqn: &str) -> Result<(), String> {
     }
     Ok(())
 }
-/// A port: an address the target listens on, named by its nvmetcli `portid`.
+/// A port: an address the target listens on, named by its nvmetcli `portid`, the
+/// subsystems it serves and the referrals its discovery log lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortConfig {
     pub id: u16,
     pub address: SocketAddr,
+    pub subsystems: PortSubsystems,
+    /// Disabled ones too: they are kept and saved, not served.
+    pub referrals: Vec<ReferralConfig>,
+}
+
+impl PortConfig {
+    /// A port serving every subsystem, without referrals: the command line's model.
+    pub fn new(id: u16, address: SocketAddr) -> PortConfig {
+        PortConfig { id, address, subsystems: PortSubsystems::All, referrals: Vec::new() }
+    }
+
+    /// Whether the port listens where `other` does, under the same ID (what it serves
+    /// aside).
+    pub fn same_listener(&self, other: &PortConfig) -> bool {
+        self.id == other.id && self.address == other.address
+    }
+
+    /// The core's referrals: the enabled ones, in order.
+    pub fn served_referrals(&self) -> Vec<crate::core::Referral> {
+        self.referrals.iter().filter(|r| r.enabled).map(ReferralConfig::to_core).collect()
+    }
+}
+
+/// A referral to a discovery service elsewhere (nvmetcli's `ports[].referrals[]`, one
+/// configfs directory under `ports/N/referrals/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferralConfig {
+    /// The directory name; unique within its port.
+    pub name: String,
+    /// `addr.portid`: the PORTID the other discovery service is reached through.
+    pub port_id: u16,
+    pub transport: TransportType,
+    /// `addr.traddr` and `addr.trsvcid`; `addr.adrfam` follows from the address.
+    pub address: SocketAddr,
+    pub secure_channel: SecureChannel,
+    /// Only an enabled referral is listed; nvmet creates one disabled.
+    pub enabled: bool,
+}
+
+impl ReferralConfig {
+    /// Reads a referral as nvmetcli saves one: `name`, the `addr` group of configfs
+    /// attributes (strings) and `enable`. Only IP transports are served here.
+    fn parse(value: &Value, key: &str) -> Result<ReferralConfig, SetupError> {
+        let object = value.as_object().ok_or_else(|| SetupError::config(key, "expected an object"))?;
+        if object.contains_key("portid") {
+            return Err(SetupError::config(format!("{key}.portid"), "nvmetcli keeps a referral's portid in addr.portid"));
+        }
+        warn_unknown(key, object, &["name", "addr", "enable"]);
+        let name = object.get("name").and_then(Value::as_str).filter(|name| !name.is_empty()).ok_or_else(|| SetupError::config(format!("{key}.name"), "missing"))?;
+        let akey = format!("{key}.addr");
+        let addr = object.get("addr").and_then(Value::as_object).ok_or_else(|| SetupError::config(&akey, "missing"))?;
+        warn_unknown(&akey, addr, &["adrfam", "portid", "traddr", "treq", "trsvcid", "trtype"]);
+        let text = |field: &str| addr.get(field).and_then(Value::as_str).ok_or_else(|| SetupError::config(format!("{akey}.{field}"), "missing"));
+        let trtype = text("trtype")?;
+        let transport = TransportType::from_name(trtype)
+            .ok_or_else(|| SetupError::config(format!("{akey}.trtype"), format!("{trtype:?}: a referral names an rdma or tcp discovery service")))?;
+        let traddr = text("traddr")?;
+        let ip = traddr.parse::<IpAddr>().map_err(|_| SetupError::config(format!("{akey}.traddr"), format!("{traddr:?} is not an IP address")))?;
+        if ip.is_unspecified() {
+            return Err(SetupError::config(format!("{akey}.traddr"), format!("{traddr} is a wildcard; a referral names an address hosts can dial")));
+        }
+        if let Some(family) = addr.get("adrfam") {
+            let expected = if ip.is_ipv6() { "ipv6" } else { "ipv4" };
+            if family.as_str() != Some(expected) {
+                return Err(SetupError::config(format!("{akey}.adrfam"), format!("{family} does not match traddr {traddr} ({expected})")));
+            }
+        }
+        let service = text("trsvcid")?;
+        let service_port = service.parse::<u16>().ok().filter(|port| *port > 0).ok_or_else(|| SetupError::config(format!("{akey}.trsvcid"), format!("{service:?} is not a port")))?;
+        let port_id = number_string(addr.get("portid"), &format!("{akey}.portid"))?.unwrap_or(0);
+        let port_id = u16::try_from(port_id).map_err(|_| SetupError::config(format!("{akey}.portid"), format!("{port_id} is outside 0..=65535")))?;
+        let secure_channel = match addr.get("treq") {
+            None => SecureChannel::NotSpecified,
+            Some(treq) => treq
+                .as_str()
+                .and_then(SecureChannel::from_name)
+                .ok_or_else(|| SetupError::config(format!("{akey}.treq"), format!("{treq} is not \"not specified\", \"required\" or \"not required\"")))?,
+        };
+        let enabled = number_string(object.get("enable"), &format!("{key}.enable"))?.unwrap_or(0) != 0;
+        Ok(ReferralConfig { name: name.to_owned(), port_id, transport, address: SocketAddr::new(ip, service_port), secure_channel, enabled })
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::json!({
+            "name": self.name,
+            "addr": {
+                "adrfam": if self.address.is_ipv6() { "ipv6" } else { "ipv4" },
+                "portid": self.port_id.to_string(),
+                "traddr": self.address.ip().to_string(),
+                "treq": self.secure_channel.name(),
+                "trsvcid": self.address.port().to_string(),
+                "trtype": self.transport.name(),
+            },
+            "enable": u8::from(self.enabled),
+        })
+    }
+
+    pub fn to_core(&self) -> crate::core::Referral {
+        crate::core::Referral {
+            port_id: self.port_id,
+            transport: self.transport,
+            ipv6: self.address.is_ipv6(),
+            address: self.address.ip().to_string(),
+            service_id: self.address.port().to_string(),
+            secure_channel: self.secure_channel,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// Every subsystem is served on every port; the first one's parameters hold for all.
+    /// Each serves its own subsystems; the first one's parameters hold for all.
     pub ports: Vec<PortConfig>,
     pub subsystems: Vec<SubsystemConfig>,
     pub in_capsule_data_bytes: Option<u32>,
@@ -282,8 +392,8 @@ pub const IN_CAPSULE_DATA_MAX: u32 = 16384;
 /// MDTS range served: 128 KiB (2^5 pages) to 1 MiB (2^8 pages).
 pub const MAX_TRANSFER_SHIFTS: std::ops::RangeInclusive<u8> = 5..=8;
 
-/// Reads an nvmetcli JSON file. p2ptgt listens on one RDMA port: the file's single
-/// rdma port gives the listen address unless `listen` overrides it.
+/// Reads an nvmetcli JSON file: every rdma port, each serving the subsystems linked to
+/// it; `listen` overrides the first port's address.
 pub fn load_nvmetcli(path: &Path, listen: Option<SocketAddr>) -> Result<ServeConfig, SetupError> {
     let text = std::fs::read_to_string(path).map_err(|source| SetupError::ReadConfig { path: path.to_owned(), source })?;
     let root: Value = serde_json::from_str(&text).map_err(|e| SetupError::config(path.display().to_string(), format!("not JSON: {e}")))?;
@@ -296,7 +406,6 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     let limits = LimitOverrides::parse(object.get("p2ptgt"))?;
     let ports = array(object.get("ports"), "ports")?;
     let mut addresses: Vec<PortConfig> = Vec::new();
-    let mut served: Option<Vec<String>> = None;
     let mut in_capsule_data_bytes = None;
     let mut queue_entries_max = None;
     let mut max_transfer_shift = None;
@@ -305,9 +414,6 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
         let key = format!("ports[{index}]");
         let object = port.as_object().ok_or_else(|| SetupError::config(&key, "expected an object"))?;
         warn_unknown(&key, object, &["portid", "addr", "param", "subsystems", "referrals", "ana_groups"]);
-        if array(port.get("referrals"), &format!("{key}.referrals"))?.iter().any(|r| r.get("enable").and_then(Value::as_i64) != Some(0)) {
-            warn!(key = %format!("{key}.referrals"), "discovery referrals are not served; the discovery log lists this port only");
-        }
         let addr = port.get("addr").and_then(Value::as_object).ok_or_else(|| SetupError::config(format!("{key}.addr"), "missing"))?;
         warn_unknown(&format!("{key}.addr"), addr, &["adrfam", "traddr", "treq", "trsvcid", "trtype", "tsas"]);
         let trtype = addr.get("trtype").and_then(Value::as_str).unwrap_or("");
@@ -329,7 +435,10 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
         if let Some(other) = addresses.iter().find(|p| p.id == id || p.address == address) {
             return Err(SetupError::config(&key, format!("{} and portid {} at {} are the same port", port_name(port), other.id, other.address)));
         }
-        addresses.push(PortConfig { id, address });
+        // A port without links still listens and serves its discovery log (nvmet would
+        // enable the port only at its first link).
+        let subsystems = PortSubsystems::Linked(port_links(port, &key)?);
+        addresses.push(PortConfig { id, address, subsystems, referrals: port_referrals(port, &key)? });
         for (index, group) in array(port.get("ana_groups"), &format!("{key}.ana_groups"))?.iter().enumerate() {
             let gkey = format!("{key}.ana_groups[{index}]");
             let grpid = number_string(group.get("grpid"), &format!("{gkey}.grpid"))?.ok_or_else(|| SetupError::config(format!("{gkey}.grpid"), "missing"))?;
@@ -338,8 +447,6 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
             let state = AnaState::from_name(state).ok_or_else(|| SetupError::config(format!("{gkey}.ana.state"), format!("{state:?} is not an ANA state")))?;
             ana.insert((id, grpid), state);
         }
-        let listed: Vec<String> = array(port.get("subsystems"), &format!("{key}.subsystems"))?.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
-        served.get_or_insert_with(Vec::new).extend(listed);
         // The first port's parameters hold for all: they are target-wide here.
         if index > 0 {
             if port.get("param").is_some_and(|param| Some(param) != ports.first().and_then(|first| first.get("param"))) {
@@ -373,14 +480,12 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     }
     match (addresses.first_mut(), listen) {
         (Some(first), Some(listen)) => first.address = listen,
-        (None, Some(listen)) => addresses.push(PortConfig { id: 1, address: listen }),
+        // A port from --listen alone serves every subsystem, as on the command line.
+        (None, Some(listen)) => addresses.push(PortConfig::new(1, listen)),
         (_, None) => {}
     }
     if addresses.is_empty() {
         return Err(SetupError::config("ports", "no rdma port and no --listen"));
-    }
-    if ports.len() > 1 {
-        info!(ports = ports.len(), "every subsystem is served on every port");
     }
     let mut subsystems = Vec::new();
     for (index, subsystem) in array(object.get("subsystems"), "subsystems")?.iter().enumerate() {
@@ -389,14 +494,52 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
         if subsystems.iter().any(|s: &SubsystemConfig| s.nqn == parsed.nqn) {
             return Err(SetupError::config(format!("{key}.nqn"), format!("{} appears twice", parsed.nqn)));
         }
-        if served.as_ref().is_none_or(|names| names.contains(&parsed.nqn)) {
-            subsystems.push(parsed);
+        subsystems.push(parsed);
+    }
+    for (index, port) in addresses.iter().enumerate() {
+        let PortSubsystems::Linked(names) = &port.subsystems else { continue };
+        if let Some((link, nqn)) = names.iter().enumerate().find(|(_, nqn)| !subsystems.iter().any(|s| &s.nqn == *nqn)) {
+            return Err(SetupError::config(format!("ports[{index}].subsystems[{link}]"), format!("no subsystem {nqn} in subsystems")));
         }
     }
-    if subsystems.is_empty() {
-        warn!("no subsystem on the rdma port: serving discovery only until subsystems are added");
+    // A subsystem linked to no port stays configured (and saved), and its namespaces
+    // open, but no host reaches it: nvmet keeps such a subsystem the same way.
+    let unreachable: Vec<&str> = subsystems.iter().map(|s| s.nqn.as_str()).filter(|nqn| !addresses.iter().any(|p| p.subsystems.serves(nqn))).collect();
+    if !unreachable.is_empty() {
+        warn!(subsystems = %unreachable.join(", "), "linked to no rdma port: configured, but no host can connect to it");
+    }
+    if unreachable.len() == subsystems.len() {
+        warn!("no subsystem on an rdma port: serving discovery only until subsystems are linked");
     }
     Ok(ServeConfig { ports: addresses, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits, ana })
+}
+
+/// A port's `subsystems`: the NQNs linked to it, each once.
+fn port_links(port: &Value, key: &str) -> Result<Vec<String>, SetupError> {
+    let mut linked: Vec<String> = Vec::new();
+    for (index, nqn) in array(port.get("subsystems"), &format!("{key}.subsystems"))?.iter().enumerate() {
+        let lkey = format!("{key}.subsystems[{index}]");
+        let nqn = nqn.as_str().ok_or_else(|| SetupError::config(&lkey, "expected a subsystem NQN"))?;
+        if linked.iter().any(|l| l == nqn) {
+            return Err(SetupError::config(&lkey, format!("{nqn} is linked to this port twice")));
+        }
+        linked.push(nqn.to_owned());
+    }
+    Ok(linked)
+}
+
+/// A port's `referrals`, their names unique within the port.
+fn port_referrals(port: &Value, key: &str) -> Result<Vec<ReferralConfig>, SetupError> {
+    let mut referrals: Vec<ReferralConfig> = Vec::new();
+    for (index, referral) in array(port.get("referrals"), &format!("{key}.referrals"))?.iter().enumerate() {
+        let rkey = format!("{key}.referrals[{index}]");
+        let referral = ReferralConfig::parse(referral, &rkey)?;
+        if referrals.iter().any(|r| r.name == referral.name) {
+            return Err(SetupError::config(format!("{rkey}.name"), format!("{} names two referrals of this port", referral.name)));
+        }
+        referrals.push(referral);
+    }
+    Ok(referrals)
 }
 
 /// A port's ANA groups as nvmetcli writes them: group 1 always, then each group with a
@@ -461,11 +604,16 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
     let mut hosts: Vec<&String> = config.subsystems.iter().flat_map(|s| &s.allowed_hosts).collect();
     hosts.sort();
     hosts.dedup();
-    let nqns: Vec<String> = config.subsystems.iter().map(|s| s.nqn.clone()).collect();
     let ports: Vec<Value> = config
         .ports
         .iter()
         .map(|port| {
+            let linked: Vec<&str> = config.subsystems.iter().map(|s| s.nqn.as_str()).filter(|nqn| port.subsystems.serves(nqn)).collect();
+            let linked: Vec<&str> = match &port.subsystems {
+                // Written out: nvmetcli has no "every subsystem".
+                PortSubsystems::All => linked,
+                PortSubsystems::Linked(names) => names.iter().map(String::as_str).filter(|nqn| linked.contains(nqn)).collect(),
+            };
             serde_json::json!({
                 "portid": port.id,
                 "addr": {
@@ -482,8 +630,8 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
                     "mdts": max_transfer_shift.to_string(),
                     "pi_enable": "0",
                 },
-                "referrals": [],
-                "subsystems": nqns,
+                "referrals": port.referrals.iter().map(ReferralConfig::to_json).collect::<Vec<_>>(),
+                "subsystems": linked,
                 "ana_groups": ana_groups_of(config, port.id),
             })
         })
@@ -709,10 +857,11 @@ mod tests {
     #[test]
     fn nvmetcli_save_moves_over() {
         let config = parse_nvmetcli(&nvmetcli_sample(), None).unwrap();
-        assert_eq!(config.ports, vec![PortConfig { id: 1, address: "192.0.2.1:4420".parse().unwrap() }]);
+        let linked = PortSubsystems::Linked(vec!["nqn.2026-11.io.example:sub".into()]);
+        assert_eq!(config.ports, vec![PortConfig { subsystems: linked, ..PortConfig::new(1, "192.0.2.1:4420".parse().unwrap()) }]);
         assert_eq!(config.in_capsule_data_bytes, Some(8192));
         assert_eq!(config.queue_entries_max, Some(64));
-        assert_eq!(config.subsystems.len(), 1, "only subsystems linked to the port");
+        assert_eq!(config.subsystems.len(), 2, "a subsystem linked to no port stays configured");
         let subsystem = &config.subsystems[0];
         assert!(!subsystem.allow_any_host);
         assert_eq!(subsystem.allowed_hosts, vec!["nqn.2026-11.io.example:host".to_string()]);
@@ -744,6 +893,131 @@ mod tests {
         sample["ports"].as_array_mut().unwrap().push(second);
         let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
         assert!(error.contains("ports[2]") && error.contains("same port"), "{error}");
+    }
+
+    /// Two ports, each serving one of the two subsystems.
+    fn two_port_sample() -> Value {
+        let mut sample = nvmetcli_sample();
+        let mut second = sample["ports"][0].clone();
+        second["portid"] = json!(2);
+        second["addr"]["trsvcid"] = json!("4421");
+        second["subsystems"] = json!(["nqn.2026-11.io.example:not-on-port"]);
+        sample["ports"].as_array_mut().unwrap().push(second);
+        sample
+    }
+
+    #[test]
+    fn each_port_serves_its_own_subsystems_and_saves_them() {
+        let config = parse_nvmetcli(&two_port_sample(), None).unwrap();
+        let lists: Vec<_> = config.ports.iter().map(|p| p.subsystems.clone()).collect();
+        assert_eq!(
+            lists,
+            vec![PortSubsystems::Linked(vec!["nqn.2026-11.io.example:sub".into()]), PortSubsystems::Linked(vec!["nqn.2026-11.io.example:not-on-port".into()])]
+        );
+        let saved = to_nvmetcli(&config, 4096, 128, 5);
+        assert_eq!(saved["ports"][0]["subsystems"], json!(["nqn.2026-11.io.example:sub"]));
+        assert_eq!(saved["ports"][1]["subsystems"], json!(["nqn.2026-11.io.example:not-on-port"]));
+        assert_eq!(parse_nvmetcli(&saved, None).unwrap().ports, config.ports);
+
+        let mut unlinked = two_port_sample();
+        unlinked["ports"][1]["subsystems"] = json!([]);
+        let config = parse_nvmetcli(&unlinked, None).unwrap();
+        assert_eq!(config.subsystems.len(), 2, "configured though no port serves it");
+        assert!(!config.ports.iter().any(|p| p.subsystems.serves("nqn.2026-11.io.example:not-on-port")));
+        assert_eq!(to_nvmetcli(&config, 4096, 128, 5)["subsystems"][1]["nqn"], json!("nqn.2026-11.io.example:not-on-port"), "and saved");
+    }
+
+    #[test]
+    fn a_port_links_only_configured_subsystems_once() {
+        let mut sample = two_port_sample();
+        sample["ports"][1]["subsystems"] = json!(["nqn.2026-11.io.example:sub", "nqn.2026-11.io.example:missing"]);
+        let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
+        assert!(error.contains("ports[1].subsystems[1]") && error.contains("no subsystem nqn.2026-11.io.example:missing"), "{error}");
+        sample["ports"][1]["subsystems"] = json!(["nqn.2026-11.io.example:sub", "nqn.2026-11.io.example:sub"]);
+        let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
+        assert!(error.contains("ports[1].subsystems[1]") && error.contains("twice"), "{error}");
+        sample["ports"][1]["subsystems"] = json!([7]);
+        assert!(parse_nvmetcli(&sample, None).unwrap_err().to_string().contains("ports[1].subsystems[0]"));
+    }
+
+    #[test]
+    fn a_port_from_listen_alone_serves_every_subsystem() {
+        let mut sample = nvmetcli_sample();
+        sample["ports"] = json!([]);
+        let config = parse_nvmetcli(&sample, Some("192.0.2.9:4420".parse().unwrap())).unwrap();
+        assert_eq!(config.ports, vec![PortConfig::new(1, "192.0.2.9:4420".parse().unwrap())]);
+        assert!(config.ports[0].subsystems.serves("nqn.2026-11.io.example:not-on-port"));
+        let saved = to_nvmetcli(&config, 4096, 128, 5);
+        assert_eq!(saved["ports"][0]["subsystems"], json!(["nqn.2026-11.io.example:sub", "nqn.2026-11.io.example:not-on-port"]), "written out by name");
+    }
+
+    fn referrals_sample() -> Value {
+        let mut sample = nvmetcli_sample();
+        sample["ports"][0]["referrals"] = json!([
+            {"name": "rack2", "enable": 1,
+             "addr": {"adrfam": "ipv4", "portid": "2", "traddr": "192.0.2.20", "treq": "not specified", "trsvcid": "4420", "trtype": "rdma"}},
+            {"name": "tcp6", "enable": 1,
+             "addr": {"adrfam": "ipv6", "portid": "0x10", "traddr": "2001:db8::20", "treq": "required", "trsvcid": "8009", "trtype": "tcp"}},
+            {"name": "off", "enable": 0,
+             "addr": {"adrfam": "ipv4", "portid": "3", "traddr": "192.0.2.30", "treq": "not specified", "trsvcid": "4420", "trtype": "rdma"}}
+        ]);
+        sample
+    }
+
+    #[test]
+    fn referrals_are_read_served_when_enabled_and_saved() {
+        let config = parse_nvmetcli(&referrals_sample(), None).unwrap();
+        let port = &config.ports[0];
+        assert_eq!(port.referrals.len(), 3);
+        assert_eq!(
+            port.referrals[1],
+            ReferralConfig {
+                name: "tcp6".into(),
+                port_id: 16,
+                transport: TransportType::Tcp,
+                address: "[2001:db8::20]:8009".parse().unwrap(),
+                secure_channel: SecureChannel::Required,
+                enabled: true,
+            }
+        );
+        let served = port.served_referrals();
+        assert_eq!(served.len(), 2, "the disabled one is kept, not served");
+        assert_eq!((served[0].port_id, served[0].address.as_str(), served[0].service_id.as_str()), (2, "192.0.2.20", "4420"));
+        assert!(served[1].ipv6);
+        let saved = to_nvmetcli(&config, 4096, 128, 5);
+        assert_eq!(saved["ports"][0]["referrals"][2], referrals_sample()["ports"][0]["referrals"][2], "as nvmetcli writes it");
+        assert_eq!(saved["ports"][0]["referrals"][1]["addr"]["portid"], json!("16"));
+        assert_eq!(parse_nvmetcli(&saved, None).unwrap().ports, config.ports);
+        let mut unset = referrals_sample();
+        unset["ports"][0]["referrals"][0].as_object_mut().unwrap().remove("enable");
+        assert!(!parse_nvmetcli(&unset, None).unwrap().ports[0].referrals[0].enabled, "nvmet creates a referral disabled");
+    }
+
+    #[test]
+    fn bad_referrals_are_refused_by_key() {
+        // (object under the first referral, field, value, what the error names)
+        let cases = [
+            ("/addr", "trtype", json!("fc"), "referrals[0].addr.trtype"),
+            ("/addr", "traddr", json!("rack2.example"), "referrals[0].addr.traddr"),
+            ("/addr", "traddr", json!("0.0.0.0"), "wildcard"),
+            ("/addr", "adrfam", json!("ipv6"), "referrals[0].addr.adrfam"),
+            ("/addr", "trsvcid", json!("discovery"), "referrals[0].addr.trsvcid"),
+            ("/addr", "portid", json!("70000"), "referrals[0].addr.portid"),
+            ("/addr", "treq", json!("sometimes"), "referrals[0].addr.treq"),
+            ("", "name", json!(""), "referrals[0].name"),
+            ("", "name", json!("tcp6"), "two referrals"),
+            ("", "enable", json!("yes"), "referrals[0].enable"),
+            ("", "portid", json!(2), "addr.portid"),
+            ("", "addr", json!({"trtype": "rdma", "trsvcid": "4420"}), "referrals[0].addr.traddr"),
+            ("", "addr", json!(null), "referrals[0].addr"),
+        ];
+        for (object, field, value, expected) in cases {
+            let mut sample = referrals_sample();
+            let referral = sample.pointer_mut(&format!("/ports/0/referrals/0{object}")).and_then(Value::as_object_mut).unwrap();
+            referral.insert(field.to_owned(), value.clone());
+            let error = parse_nvmetcli(&sample, None).map(drop).unwrap_err().to_string();
+            assert!(error.contains(expected), "{field} {value}: {error}");
+        }
     }
 
     #[test]

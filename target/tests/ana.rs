@@ -8,12 +8,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use p2ptgt::core::{QueueConfig, Target};
+use p2ptgt::core::{Port, QueueConfig, Target};
 use p2ptgt::memory::Pools;
 use p2ptgt::wire::ana::AnaState;
 use p2ptgt::wire::command::admin;
 use p2ptgt::wire::Status;
 use zerocopy::little_endian::{U16, U32};
+
+/// The test target, listening on a second port (4421) too.
+fn two_port_target() -> Arc<Target> {
+    let target = target();
+    target.add_port(Port::new(2, "192.0.2.1", "4421", false)).unwrap();
+    target
+}
 
 struct Path {
     admin: TestHost,
@@ -67,7 +74,7 @@ fn enable_ana_notices(admin: &mut TestHost) {
 
 #[test]
 fn a_group_inaccessible_on_one_port_fails_io_there_with_the_path_status_only() {
-    let target = target();
+    let target = two_port_target();
     let mut one = path(&target, 1);
     let mut two = path(&target, 2);
     let (_, identity) = one.admin.identify(0, 1);
@@ -98,7 +105,7 @@ fn a_group_inaccessible_on_one_port_fails_io_there_with_the_path_status_only() {
 
 #[test]
 fn a_group_without_a_state_on_a_port_is_inaccessible_there_and_rgo_leaves_out_nsids() {
-    let target = target();
+    let target = two_port_target();
     let mut one = path(&target, 1);
     target.set_ana_state(2, 5, AnaState::Optimized);
     let (count, groups) = ana_log(&mut one.admin);

@@ -158,7 +158,7 @@ fn enabling_with_a_command_set_cap_does_not_offer_is_fatal() {
 
 #[test]
 fn discovery_reports_the_address_reached_not_a_wildcard() {
-    let port = Port { id: 1, address: "0.0.0.0".into(), service_id: "4420".into(), ipv6: false };
+    let port = Port::new(1, "0.0.0.0", "4420", false);
     let target = target_on(port, vec![memory_namespace(1, NAMESPACE_BYTES)], Vec::new(), Limits::default());
     let pools = Pools::host_only(8 << 20).unwrap();
     let config = QueueConfig { queue_id: 0, entries: 32, local_address: Some("192.0.2.7".parse().unwrap()), port_id: 1 };
@@ -181,7 +181,7 @@ fn controllers_take_ids_from_their_subsystems_range() {
     subsystem.firmware = "f".into();
     subsystem.ieee_oui = 0x001b21;
     subsystem.controller_ids = 10..=11;
-    let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
+    let port = Port::new(1, "192.0.2.1", "4420", false);
     let target = std::sync::Arc::new(Target::new(vec![subsystem], port, Limits::default()));
     let mut hosts: Vec<TestHost> = (0..3).map(|_| TestHost::admin(&target)).collect();
     let ids: Vec<_> = hosts.iter_mut().map(|h| h.connect(SUBSYSTEM, HOST, 0, 0xFFFF, 31, false)).map(|c| (c.status(), c.result.get())).collect();

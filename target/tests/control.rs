@@ -37,10 +37,10 @@ impl Bed {
     fn new(name: &str) -> Bed {
         let dir = std::env::temp_dir().join(format!("p2ptgt-control-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
+        let port = Port::new(1, "192.0.2.1", "4420", false);
         let target = Arc::new(Target::new(Vec::new(), port, Limits::default()));
         let config = ServeConfig {
-            ports: vec![PortConfig { id: 1, address: "192.0.2.1:4420".parse().unwrap() }],
+            ports: vec![PortConfig::new(1, "192.0.2.1:4420".parse().unwrap())],
             subsystems: Vec::new(),
             in_capsule_data_bytes: None,
             queue_entries_max: None,
@@ -473,4 +473,56 @@ fn ana_states_change_by_rpc_are_saved_and_restored() {
     assert_eq!(code(bed.call("port.ana_state", json!({"id": 9, "group": 1, "state": "optimized"}))), rpc::NOT_FOUND);
     assert_eq!(code(bed.call("port.ana_state", json!({"id": 1, "group": 0, "state": "optimized"}))), rpc::INVALID_PARAMS);
     assert_eq!(code(bed.call("port.ana_state", json!({"id": 1, "group": 1, "state": "up"}))), rpc::INVALID_PARAMS);
+}
+
+#[test]
+fn what_a_port_serves_and_refers_to_is_restored_saved_and_follows_subsystems() {
+    const THIRD: &str = "nqn.2026-11.io.p2ptgt:third";
+    let bed = Bed::new("links");
+    bed.runtime.set_listeners(Arc::new(RecordingListeners::default()));
+    bed.ok("subsystem.add", json!({"nqn": OTHER, "allow_any_host": true}));
+    let saved = bed.ok("save", json!({}));
+    assert_eq!(saved["ports"][0]["subsystems"], json!([SUBSYSTEM, OTHER]), "a port serving every subsystem names them");
+    let unchanged = bed.ok("restore", json!({"config": saved.clone()}));
+    assert!(unchanged.as_object().unwrap().values().all(|v| v == &json!([])), "the same subsystems by name: {unchanged}");
+
+    let mut admin_queue = TestHost::admin(bed.target());
+    admin_queue.bring_up(SUBSYSTEM, HOST);
+    let mut watching = host_with_notices(bed.target(), discovery(), 1 << 31);
+    watching.get_log(0x70, 0, 4096);
+    let referral = json!({"name": "rack2", "enable": 1,
+        "addr": {"adrfam": "ipv4", "portid": "9", "traddr": "192.0.2.90", "treq": "not specified", "trsvcid": "4420", "trtype": "rdma"}});
+    let mut wanted = saved;
+    wanted["ports"][0]["subsystems"] = json!([OTHER]);
+    wanted["ports"][0]["referrals"] = json!([referral.clone()]);
+    let changed = bed.ok("restore", json!({"config": wanted}));
+    assert_eq!(changed["ports_changed"], json!(["1 subsystems", "1 referrals"]), "{changed}");
+    assert_eq!(events(&mut watching), vec![DISCOVERY_CHANGED]);
+    let (_, log) = watching.get_log(0x70, 0, 4096);
+    assert_eq!(u64::from_le_bytes(log[8..16].try_into().unwrap()), 3, "itself, OTHER, the referral");
+    assert_eq!((log[3 * 1024 + 2], log[3 * 1024 + 4]), (1, 9), "a referral, PORTID 9");
+    admin_queue.link.queue.handle_timeout(Instant::now());
+    admin_queue.link.run();
+    assert!(admin_queue.link.disconnected.is_some(), "the controller of the subsystem the port no longer serves goes");
+    let mut refused = TestHost::admin(bed.target());
+    let completion = refused.connect(SUBSYSTEM, HOST, 0, 0xFFFF, 31, false);
+    assert_eq!((completion.status(), completion.result.get()), (Status::CONNECT_INVALID_PARAMETER.dnr(), 1 << 16 | 256));
+    let saved = bed.ok("save", json!({}));
+    assert_eq!(saved["ports"][0]["subsystems"], json!([OTHER]));
+    assert_eq!(saved["ports"][0]["referrals"], json!([referral]));
+    assert_eq!(saved["subsystems"].as_array().unwrap().len(), 2, "SUBSYSTEM stays configured");
+
+    bed.ok("subsystem.add", json!({"nqn": THIRD, "allow_any_host": true}));
+    assert_eq!(bed.ok("save", json!({}))["ports"][0]["subsystems"], json!([OTHER, THIRD]), "a subsystem added is linked to every port");
+    bed.ok("subsystem.remove", json!({"nqn": OTHER}));
+    assert_eq!(bed.ok("save", json!({}))["ports"][0]["subsystems"], json!([THIRD]), "and a subsystem removed unlinked");
+
+    assert_eq!(bed.ok("port.add", json!({"address": "192.0.2.1:4421", "subsystems": [SUBSYSTEM]})), json!({"id": 2}));
+    assert_eq!(bed.ok("save", json!({}))["ports"][1]["subsystems"], json!([SUBSYSTEM]));
+    let pools = Pools::host_only(1 << 20).unwrap();
+    let config = p2ptgt::core::QueueConfig { queue_id: 0, entries: 32, local_address: None, port_id: 2 };
+    let mut on_second = TestHost::with_config(bed.target(), &pools, config);
+    assert_eq!(on_second.connect(THIRD, HOST, 0, 0xFFFF, 31, false).status(), Status::CONNECT_INVALID_PARAMETER.dnr());
+    let missing = bed.call("port.add", json!({"address": "192.0.2.1:4422", "subsystems": ["nqn.2026-11.io.p2ptgt:missing"]}));
+    assert_eq!(missing["error"]["code"], json!(rpc::NOT_FOUND), "{missing}");
 }

@@ -465,7 +465,7 @@ mod tests {
 
     /// A loan over test memory that the caller keeps alive until the op is reaped.
     fn host_buffer(address: u64, len_bytes: u32) -> DataBuffer {
-        let buffer = Buffer { region: Region::Host, len_bytes, address, local_key: 0 };
+        let buffer = Buffer { region: Region::Host, len_bytes, address };
         // SAFETY: each test owns the memory at `address`, keeps it alive until the
         // operation is reaped, and lends each range once.
         DataBuffer::Slot(unsafe { SlotLoan::new(buffer, 0, Arc::new(())) })

@@ -160,12 +160,16 @@ enum NamespaceCommand {
 
 #[derive(Subcommand)]
 enum PortCommand {
-    /// Listen on ADDR[:PORT] (port 4420 by default); every subsystem is served there.
+    /// Listen on ADDR[:PORT] (port 4420 by default); every subsystem is served there
+    /// unless --subsystem names those to serve.
     Add {
         address: String,
         /// Port ID as discovery reports it (default: the lowest free one).
         #[arg(long)]
         id: Option<u16>,
+        /// Serve only this subsystem there (repeat for more).
+        #[arg(long = "subsystem", value_name = "NQN")]
+        subsystems: Vec<String>,
     },
     /// Stop listening on port ID; the queues that came through it close.
     Remove { id: u16 },
@@ -460,9 +464,13 @@ fn request(command: Command) -> Result<(String, Value, Done), String> {
             let text = format!("namespace {} of {} is {}", n.nsid, n.subsystem, if state == "on" { "read-only" } else { "writable" });
             ("namespace.read_only", json!({"subsystem": n.subsystem, "nsid": n.nsid, "read_only": state == "on"}), say(text))
         }
-        Command::Port(PortCommand::Add { address, id }) => {
+        Command::Port(PortCommand::Add { address, id, subsystems }) => {
             let address = config::parse_listen(&address).map_err(|e| e.to_string())?;
-            ("port.add", json!({"address": address.to_string(), "id": id.unwrap_or(0)}), Box::new(move |result, json| {
+            let mut params = json!({"address": address.to_string(), "id": id.unwrap_or(0)});
+            if !subsystems.is_empty() {
+                params["subsystems"] = json!(subsystems);
+            }
+            ("port.add", params, Box::new(move |result, json| {
                 if json {
                     println!("{result}");
                 } else {
@@ -563,7 +571,7 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
                 .map(|(index, path)| NamespaceConfig::new(index as u32 + 1, path.clone()))
                 .collect();
             ServeConfig {
-                ports: listens.iter().zip(1..).map(|(&address, id)| PortConfig { id, address }).collect(),
+                ports: listens.iter().zip(1..).map(|(&address, id)| PortConfig::new(id, address)).collect(),
                 subsystems: vec![SubsystemConfig {
                     nqn,
                     serial: None,

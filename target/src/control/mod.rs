@@ -2,7 +2,8 @@
 //! ([`ServeConfig`]); every change goes through [`Runtime`], which changes the model
 //! and the served objects together and tells connected hosts what they need to know:
 //! a Namespace Attribute Changed notice when a namespace comes, goes or changes size,
-//! a Discovery Log Page Change notice when a subsystem or a host list changes.
+//! a Discovery Log Page Change notice when a subsystem, a host list, or what a port
+//! serves or refers to changes.
 //!
 //! Ports come and go too (the transport listens on them through [`PortListeners`]);
 //! what stays fixed while the target runs: the port parameters (in-capsule data size,
@@ -23,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::backend::{Backend, BackendError, Storage};
 use crate::config::{self, NamespaceConfig, P2pMem, PortConfig, ServeConfig, SubsystemConfig};
-use crate::core::{HostAccess, Namespace, Port, Subsystem, Target};
+use crate::core::{HostAccess, Namespace, Port, PortSubsystems, Subsystem, Target};
 use crate::wire::ana::AnaState;
 pub use placement::{Choice, PlacementPolicy, Refused};
 
@@ -68,7 +69,11 @@ pub trait PortListeners: Send + Sync {
 
 /// The core's view of a configured port.
 pub fn port_of(config: &PortConfig) -> Port {
-    Port { id: config.id, address: config.address.ip().to_string(), service_id: config.address.port().to_string(), ipv6: config.address.is_ipv6() }
+    Port {
+        subsystems: config.subsystems.clone(),
+        referrals: config.served_referrals(),
+        ..Port::new(config.id, config.address.ip().to_string(), config.address.port().to_string(), config.address.is_ipv6())
+    }
 }
 
 impl ControlError {
@@ -116,6 +121,8 @@ pub struct Changes {
     /// `ID ADDRESS`.
     pub ports_added: Vec<String>,
     pub ports_removed: Vec<String>,
+    /// `ID subsystems` or `ID referrals` of a port that stays, for what changed there.
+    pub ports_changed: Vec<String>,
     /// `NQN/NSID`.
     pub namespaces_added: Vec<String>,
     pub namespaces_removed: Vec<String>,
@@ -146,22 +153,33 @@ impl Runtime {
         let _ = self.listeners.set(listeners);
     }
 
-    /// Listens on a new port; ID 0 takes the lowest free one. Returns the ID.
-    pub fn add_port(&self, id: u16, address: std::net::SocketAddr) -> Result<u16, ControlError> {
+    /// Listens on a new port serving `subsystems` (each named must exist); ID 0 takes
+    /// the lowest free one. Returns the ID.
+    pub fn add_port(&self, id: u16, address: std::net::SocketAddr, subsystems: PortSubsystems) -> Result<u16, ControlError> {
         let mut model = self.model();
-        self.start_port(&mut model.ports, id, address)
+        if let PortSubsystems::Linked(names) = &subsystems {
+            if let Some(missing) = names.iter().find(|nqn| !model.subsystems.iter().any(|s| &s.nqn == *nqn)) {
+                return Err(ControlError::NoSubsystem(missing.clone()));
+            }
+            if let Some(twice) = names.iter().enumerate().find_map(|(i, nqn)| names.get(..i)?.contains(nqn).then_some(nqn)) {
+                return Err(ControlError::Invalid(format!("{twice} is named twice")));
+            }
+        }
+        let port = PortConfig { subsystems, ..PortConfig::new(id, address) };
+        self.start_port(&mut model.ports, port)
     }
 
-    fn start_port(&self, ports: &mut Vec<PortConfig>, id: u16, address: std::net::SocketAddr) -> Result<u16, ControlError> {
+    fn start_port(&self, ports: &mut Vec<PortConfig>, mut port: PortConfig) -> Result<u16, ControlError> {
+        let (id, address) = (port.id, port.address);
         let id = if id == 0 { (1..=u16::MAX).find(|id| !ports.iter().any(|p| p.id == *id)).unwrap_or(u16::MAX) } else { id };
         if let Some(taken) = ports.iter().find(|p| p.id == id || p.address == address) {
             return Err(ControlError::PortExists(format!("port {} listens on {} already", taken.id, taken.address)));
         }
         let listeners = self.listeners.get().ok_or_else(|| ControlError::Fixed("the ports of this target".into()))?;
         listeners.start(id, address).map_err(|message| ControlError::Listen { address, message })?;
-        let port = PortConfig { id, address };
+        port.id = id;
         let _ = self.target.add_port(port_of(&port));
-        info!(port = id, %address, "port added");
+        info!(port = id, %address, subsystems = ?port.subsystems, "port added");
         ports.push(port);
         Ok(id)
     }
@@ -281,16 +299,32 @@ impl Runtime {
         }
         let backends = self.open_namespaces(&subsystem)?;
         let served = self.build_subsystem(&subsystem, backends);
-        self.target.add_subsystem(served).map_err(|taken| ControlError::SubsystemExists(taken.0))?;
-        info!(subsystem = %subsystem.nqn, "subsystem added");
+        // Served on every port: linked first, so that one discovery notice tells of it.
+        for port in &mut model.ports {
+            port.subsystems.link(&subsystem.nqn);
+            self.target.set_port_subsystems(port.id, port.subsystems.clone());
+        }
+        if let Err(taken) = self.target.add_subsystem(served) {
+            for port in &mut model.ports {
+                port.subsystems.unlink(&subsystem.nqn);
+                self.target.set_port_subsystems(port.id, port.subsystems.clone());
+            }
+            return Err(ControlError::SubsystemExists(taken.0));
+        }
+        info!(subsystem = %subsystem.nqn, "subsystem added on every port");
         model.subsystems.push(subsystem);
         Ok(())
     }
 
+    /// Stops serving a subsystem and drops its links to ports.
     pub fn remove_subsystem(&self, nqn: &str) -> Result<(), ControlError> {
         let mut model = self.model();
         let index = model.subsystems.iter().position(|s| s.nqn == nqn).ok_or_else(|| ControlError::NoSubsystem(nqn.to_owned()))?;
         self.target.remove_subsystem(nqn);
+        for port in &mut model.ports {
+            port.subsystems.unlink(nqn);
+            self.target.set_port_subsystems(port.id, port.subsystems.clone());
+        }
         model.subsystems.remove(index);
         info!(subsystem = %nqn, "subsystem removed; its controllers are torn down");
         Ok(())
@@ -482,14 +516,15 @@ impl Runtime {
         let mut take = |nqn: &str, nsid: u32| opened.iter().position(|(key, _)| key.0 == nqn && key.1 == nsid).map(|index| opened.swap_remove(index).1);
         let mut changes = Changes::default();
         // Ports first: a port that moved is stopped, then started at its new address.
-        let gone: Vec<PortConfig> = model.ports.iter().filter(|p| !wanted.ports.contains(p)).cloned().collect();
+        // What a port that stays serves changes after the subsystems, below.
+        let gone: Vec<PortConfig> = model.ports.iter().filter(|p| !wanted.ports.iter().any(|w| w.same_listener(p))).cloned().collect();
         for port in gone {
             self.stop_port(&mut model.ports, port.id)?;
             changes.ports_removed.push(format!("{} {}", port.id, port.address));
         }
-        for port in wanted.ports.iter().filter(|p| !model.ports.contains(p)).cloned().collect::<Vec<_>>() {
-            self.start_port(&mut model.ports, port.id, port.address)?;
+        for port in wanted.ports.iter().filter(|w| !model.ports.iter().any(|p| p.same_listener(w))).cloned().collect::<Vec<_>>() {
             changes.ports_added.push(format!("{} {}", port.id, port.address));
+            self.start_port(&mut model.ports, port)?;
         }
         // ANA states: those set that the file leaves out go back to the defaults.
         let ana_before = std::mem::take(&mut model.ana);
@@ -567,8 +602,32 @@ impl Runtime {
             }
         }
         model.subsystems = wanted.subsystems;
+        self.restore_port_contents(&mut model.ports, &wanted.ports, &mut changes);
         info!(?changes, "configuration restored");
         Ok(changes)
+    }
+
+    /// Gives each port that stays the subsystems and referrals `wanted` says, once the
+    /// subsystems are as wanted: a port's discovery controllers hear of a change, and
+    /// the controllers of a subsystem it no longer serves that came through it go.
+    fn restore_port_contents(&self, ports: &mut [PortConfig], wanted: &[PortConfig], changes: &mut Changes) {
+        for port in ports.iter_mut() {
+            let Some(wanted) = wanted.iter().find(|w| w.same_listener(port)) else { continue };
+            if port.subsystems != wanted.subsystems {
+                port.subsystems = wanted.subsystems.clone();
+                if self.target.set_port_subsystems(port.id, port.subsystems.clone()) {
+                    info!(port = port.id, subsystems = ?port.subsystems, "the port's subsystems changed");
+                    changes.ports_changed.push(format!("{} subsystems", port.id));
+                }
+            }
+            if port.referrals != wanted.referrals {
+                port.referrals = wanted.referrals.clone();
+                if self.target.set_port_referrals(port.id, port.served_referrals()) {
+                    info!(port = port.id, referrals = port.referrals.len(), "the port's referrals changed");
+                    changes.ports_changed.push(format!("{} referrals", port.id));
+                }
+            }
+        }
     }
 }
 

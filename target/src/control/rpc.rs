@@ -17,7 +17,7 @@
 //! | `namespace.remove`, `namespace.enable`, `namespace.disable` | `subsystem`, `nsid` | |
 //! | `namespace.resize` | `subsystem`, `nsid` | `{"previous_bytes", "size_bytes"}` |
 //! | `namespace.read_only` | `subsystem`, `nsid`, `read_only` | |
-//! | `port.add` | `address` (`ADDR:PORT`), `id` (0 or absent: lowest free) | `{"id"}` |
+//! | `port.add` | `address` (`ADDR:PORT`), `id` (0 or absent: lowest free), `subsystems` (NQNs; absent: every subsystem, those added later too) | `{"id"}` |
 //! | `port.remove` | `id` | |
 //! | `port.ana_state` | `id`, `group` (1-128), `state` (`optimized`, `non-optimized`, `inaccessible`, `persistent-loss`, `change`) | |
 
@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 
 use super::{ControlError, Runtime};
 use crate::config::{self, NamespaceConfig, SubsystemConfig};
+use crate::core::PortSubsystems;
 use crate::wire::ana::AnaState;
 
 pub const PARSE_ERROR: i64 = -32700;
@@ -192,6 +193,7 @@ struct PortAdd {
     address: String,
     #[serde(default)]
     id: u16,
+    subsystems: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -290,9 +292,10 @@ fn call(runtime: &Runtime, method: &str, raw: Value, stats: impl FnOnce() -> Val
             done(runtime.set_read_only(&subsystem, nsid, read_only))
         }
         "port.add" => {
-            let PortAdd { address, id } = params(method, raw)?;
+            let PortAdd { address, id, subsystems } = params(method, raw)?;
             let address = config::parse_listen(&address).map_err(|e| (INVALID_PARAMS, e.to_string()))?;
-            runtime.add_port(id, address).map(|id| json!({"id": id})).map_err(refused)
+            let subsystems = subsystems.map_or(PortSubsystems::All, PortSubsystems::Linked);
+            runtime.add_port(id, address, subsystems).map(|id| json!({"id": id})).map_err(refused)
         }
         "port.remove" => {
             let PortId { id } = params(method, raw)?;

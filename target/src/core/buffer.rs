@@ -115,8 +115,6 @@ pub struct Buffer {
     /// Virtual address of the first byte.
     pub address: u64,
     pub len_bytes: u32,
-    /// Local key of the memory region that covers the buffer (0 without RDMA).
-    pub local_key: u32,
 }
 
 /// Where a lease's pages go back to.

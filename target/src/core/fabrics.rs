@@ -1,6 +1,7 @@
 //! Fabrics commands: Connect (admin and I/O queues, dynamic controller model) and
 //! Property Get/Set (nvmet's fabrics-cmd.c).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -9,7 +10,7 @@ use zerocopy::FromBytes;
 use super::controller::{ControllerKind, csts};
 use super::context::Context;
 use super::outcome::{Inbound, Outcome, Work};
-use super::subsystem::DISCOVERY_NQN;
+use super::subsystem::{Subsystem, DISCOVERY_NQN};
 use crate::wire::command::fabrics_type;
 use crate::wire::fabrics::{invalid_parameter_location, property, ConnectCommand, ConnectData, PropertyAccess, CONNECT_DATA_BYTES, DYNAMIC_CONTROLLER_ID};
 use crate::wire::{DataPointer, RawCommand, Status};
@@ -85,8 +86,7 @@ fn connect_admin(queue: &Context, now: Instant, command: &ConnectCommand, data: 
     let kind = if subsystem_nqn == DISCOVERY_NQN {
         ControllerKind::Discovery
     } else {
-        let Some(subsystem) = target.subsystem(subsystem_nqn) else {
-            warn!(subsystem = subsystem_nqn, host = host_nqn, "connect to an unknown subsystem");
+        let Some(subsystem) = subsystem_on_port(queue, subsystem_nqn, host_nqn) else {
             return invalid(true, SUBSYSTEM_NQN_OFFSET);
         };
         if !subsystem.allows(host_nqn) {
@@ -111,6 +111,12 @@ fn connect_admin(queue: &Context, now: Instant, command: &ConnectCommand, data: 
 }
 
 fn connect_io(queue: &Context, command: &ConnectCommand, data: &ConnectData, subsystem_nqn: &str, host_nqn: &str) -> Outcome {
+    // nvmet finds the subsystem through the queue's port before the controller
+    // (`nvmet_ctrl_find_get`): an I/O queue cannot join a controller through a port
+    // that does not serve its subsystem.
+    if subsystem_nqn != DISCOVERY_NQN && subsystem_on_port(queue, subsystem_nqn, host_nqn).is_none() {
+        return invalid(true, SUBSYSTEM_NQN_OFFSET);
+    }
     let Some(controller) = queue.target.controller(data.controller_id.get()) else {
         return invalid(true, CONTROLLER_ID_OFFSET);
     };
@@ -134,6 +140,23 @@ fn connect_io(queue: &Context, command: &ConnectCommand, data: &ConnectData, sub
         return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
     };
     Outcome::Connected { controller, reset_generation: generation, disable_sq_flow_control: command.disable_sq_flow_control }
+}
+
+/// Subsystem `nqn` if the port the queue came through serves it. Otherwise it does not
+/// exist for this Connect, as for nvmet (`nvmet_find_get_subsys` searches the port's
+/// links): the caller answers Connect Invalid Parameters at the SUBNQN field, the same
+/// for a subsystem served only elsewhere as for one served nowhere.
+fn subsystem_on_port(queue: &Context, nqn: &str, host_nqn: &str) -> Option<Arc<Subsystem>> {
+    let port_id = queue.config.port_id;
+    let found = queue.target.subsystem_on_port(port_id, nqn);
+    if found.is_none() {
+        if queue.target.subsystem(nqn).is_some() {
+            warn!(subsystem = nqn, host = host_nqn, port = port_id, "connect to a subsystem this port does not serve");
+        } else {
+            warn!(subsystem = nqn, host = host_nqn, "connect to an unknown subsystem");
+        }
+    }
+    found
 }
 
 fn property(queue: &Context, command: &RawCommand) -> Outcome {

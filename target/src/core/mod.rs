@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod fabrics;
 pub mod io;
 pub mod outcome;
+pub mod port;
 pub mod queue;
 pub mod range_lock;
 pub mod reservation;
@@ -31,7 +32,8 @@ pub use buffer::{Buffer, BufferPool, DataBuffer, DmaSlice, Lease, LeaseHome, Pla
 pub use controller::Controller;
 pub use queue::{Capsule, Queue, QueueConfig};
 pub use subsystem::{HostAccess, Namespace, Subsystem, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, DISCOVERY_NQN};
-pub use target::{Limits, Port, Target};
+pub use port::{Port, PortSubsystems, Referral};
+pub use target::{Limits, Target};
 
 /// Identifies a request inside one queue from capsule arrival until its response has
 /// been sent.

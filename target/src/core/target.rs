@@ -11,6 +11,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::controller::{Controller, ControllerKind};
+use super::port::{Port, PortSubsystems, Referral};
 use super::stats::PayloadStats;
 use super::buffer::Region;
 use super::reservation::{HostId, ReservationStore};
@@ -76,21 +77,13 @@ impl Limits {
     }
 }
 
-/// An address the target listens on, as discovery reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Port {
-    pub id: u16,
-    pub address: String,
-    pub service_id: String,
-    pub ipv6: bool,
-}
-
 /// Everything a queue needs to look up: shared by all queues, immutable but for the
 /// controller registry and the counters.
 #[derive(Debug)]
 pub struct Target {
     subsystems: RwLock<Vec<Arc<Subsystem>>>,
-    /// Every subsystem is served on every port.
+    /// Each port serves its own subsystems ([`Port::subsystems`]); a subsystem served
+    /// through no port stays configured, unreachable, as nvmet keeps one.
     ports: RwLock<Vec<Port>>,
     pub limits: Limits,
     pub payload: PayloadStats,
@@ -295,6 +288,58 @@ impl Target {
         Some(removed)
     }
 
+    /// Subsystem `nqn` if port `port_id` serves it. nvmet looks a Connect's subsystem up
+    /// among the port's links only (`nvmet_find_get_subsys`): through any other port it
+    /// does not exist.
+    pub fn subsystem_on_port(&self, port_id: u16, nqn: &str) -> Option<Arc<Subsystem>> {
+        let served = self.ports.read().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().any(|p| p.id == port_id && p.subsystems.serves(nqn));
+        if served {
+            self.subsystem(nqn)
+        } else {
+            None
+        }
+    }
+
+    /// Sets the subsystems port `port_id` serves. When that changes what hosts can reach
+    /// there, the port's discovery controllers are told and, as when nvmet drops a
+    /// port's link (`nvmet_port_subsys_drop_link`), the controllers that came through the
+    /// port to a subsystem it no longer serves are torn down. Returns whether the
+    /// served subsystems changed.
+    pub fn set_port_subsystems(&self, port_id: u16, subsystems: PortSubsystems) -> bool {
+        let all = self.subsystems();
+        let mut ports = self.ports.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(port) = ports.iter_mut().find(|p| p.id == port_id) else { return false };
+        let names = |selected: Vec<Arc<Subsystem>>| selected.iter().map(|s| s.nqn.clone()).collect::<Vec<String>>();
+        let before = names(port.subsystems.select(&all));
+        port.subsystems = subsystems;
+        let after = names(port.subsystems.select(&all));
+        drop(ports);
+        if before == after {
+            return false;
+        }
+        for controller in self.registry().live.values() {
+            if controller.port_id == port_id && !controller.is_discovery() && !after.iter().any(|nqn| nqn == controller.subsystem_nqn()) {
+                controller.fail();
+            }
+        }
+        self.port_discovery_changed(port_id);
+        true
+    }
+
+    /// Sets the referrals port `port_id`'s discovery log lists; on a change its
+    /// discovery controllers are told. Returns whether they changed.
+    pub fn set_port_referrals(&self, port_id: u16, referrals: Vec<Referral>) -> bool {
+        let mut ports = self.ports.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(port) = ports.iter_mut().find(|p| p.id == port_id) else { return false };
+        if port.referrals == referrals {
+            return false;
+        }
+        port.referrals = referrals;
+        drop(ports);
+        self.port_discovery_changed(port_id);
+        true
+    }
+
     pub fn discovery_generation(&self) -> u64 {
         self.discovery_generation.load(Ordering::Relaxed)
     }
@@ -302,9 +347,20 @@ impl Target {
     /// The discovery log changed (a subsystem came or went, or a host list changed):
     /// its generation counter rises and every discovery controller is told.
     pub fn discovery_changed(&self) {
+        self.notify_discovery_controllers(None);
+    }
+
+    /// The discovery log of port `port_id` changed: the generation counter (one for
+    /// the target, as nvmet's) rises and the discovery controllers that came through
+    /// that port are told, as `nvmet_port_disc_changed` tells them.
+    fn port_discovery_changed(&self, port_id: u16) {
+        self.notify_discovery_controllers(Some(port_id));
+    }
+
+    fn notify_discovery_controllers(&self, port_id: Option<u16>) {
         self.discovery_generation.fetch_add(1, Ordering::Relaxed);
         for controller in self.registry().live.values() {
-            if controller.is_discovery() {
+            if controller.is_discovery() && port_id.is_none_or(|id| id == controller.port_id) {
                 controller.discovery_changed();
             }
         }

@@ -2,7 +2,7 @@
 //! pool and a payload pool in one host DRAM mapping, and a peer pool over the p2pmem
 //! (typically an NVMe SSD's CMB) of each provider some namespace's device can reach.
 //! Implements the core's [`BufferPool`] contract; the transport registers each mapping
-//! with the NIC and records its key here.
+//! with each NIC it uses and keeps the keys itself (a buffer names only its region).
 //!
 //! Each pool keeps one line of waiting requests across all queues. A request that finds
 //! the pool short, or finds others already waiting, joins the line; pages coming back go
@@ -16,7 +16,7 @@ pub mod p2pmem;
 pub mod region;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -99,7 +99,6 @@ pub struct RegionPool {
     /// Where the pool's pages start inside `memory`.
     base_bytes: u64,
     line: Mutex<Line>,
-    local_key: AtomicU32,
     /// This pool, for the leases it mints (they give their pages back to it).
     me: Weak<RegionPool>,
 }
@@ -134,7 +133,6 @@ impl RegionPool {
             memory,
             base_bytes,
             line: Mutex::new(Line { pages: PageAllocator::new(pages), waiters: VecDeque::new(), waits: 0, longest_wait: Duration::ZERO }),
-            local_key: AtomicU32::new(0),
             me: me.clone(),
         })
     }
@@ -157,11 +155,6 @@ impl RegionPool {
         }
     }
 
-    /// Records the key of the memory region the transport registered over this pool.
-    pub fn set_local_key(&self, key: u32) {
-        self.local_key.store(key, Ordering::Relaxed);
-    }
-
     /// A lease over pages the allocator just marked used, starting at `first_page`.
     fn mint(&self, first_page: usize, len_bytes: u32) -> Lease {
         let offset_bytes = self.base_bytes + first_page as u64 * PAGE_BYTES;
@@ -169,7 +162,6 @@ impl RegionPool {
             region: self.region,
             address: self.memory.address() + offset_bytes,
             len_bytes,
-            local_key: self.local_key.load(Ordering::Relaxed),
         };
         // Upgrading cannot fail: minting happens through a live `Arc` of this pool
         // (an allocation through a handle, or a lease's give-back while it holds one).
@@ -394,12 +386,6 @@ impl Pools {
     /// The host mapping that holds the control and host payload pools.
     pub fn host_memory(&self) -> &Arc<Memory> {
         &self.control.memory
-    }
-
-    /// Records the key of the memory region registered over the host mapping.
-    pub fn set_host_local_key(&self, key: u32) {
-        self.control.set_local_key(key);
-        self.host.set_local_key(key);
     }
 
     /// A queue's view of the pools; `wake` is called (from any thread) when a lease is

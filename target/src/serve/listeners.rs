@@ -41,7 +41,7 @@ impl Listeners {
         listener.poll_budget = settings.poll_budget;
         listener.polled_io = settings.polled_io;
         listener.cpus = settings.cpus;
-        let mode = listener.open_listening_device();
+        let mode = listener.open_listening_devices();
         let (handle, control, status) = (listener.port_handle(), listener.control.clone(), listener.status.clone());
         let thread = std::thread::Builder::new().name("p2ptgt-listener".into()).spawn(move || listener.run())?;
         let listeners = Listeners { handle, control, status, thread: Mutex::new(Some(thread)), addresses: Mutex::new(BTreeMap::from([(id, address)])) };
@@ -80,9 +80,14 @@ impl Listeners {
         self.status.queue_reports()
     }
 
-    /// The data path of the open device.
+    /// The data path of the open devices (the least capable one's).
     pub fn mode(&self) -> Option<DataPathMode> {
-        *self.status.mode.lock().unwrap_or_else(|p| p.into_inner())
+        self.status.mode()
+    }
+
+    /// The data path of each open device, by name.
+    pub fn devices(&self) -> BTreeMap<String, DataPathMode> {
+        self.status.devices()
     }
 
     /// `id address` of each port listened on.

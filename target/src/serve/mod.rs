@@ -21,6 +21,7 @@ use crate::core::{Limits, Placement, Region, Target};
 use crate::error::SetupError;
 use crate::memory::p2pmem::{P2pMemMapping, Provider};
 use crate::memory::{Memory, Pools, RegionPool};
+use crate::transport::rdma::DataPathMode;
 use listeners::{Listeners, QueueSettings};
 
 /// Knobs beyond the served objects.
@@ -111,7 +112,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         target.add_subsystem(served).map_err(|taken| SetupError::config("subsystems", format!("{} appears twice", taken.0)))?;
     }
     let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone() };
-    let (listeners, mode) = Listeners::start(first.id, first.address, target.clone(), pools.clone(), settings)
+    let (listeners, _) = Listeners::start(first.id, first.address, target.clone(), pools.clone(), settings)
         .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;
     let listeners = Arc::new(listeners);
     for port in config.ports.iter().filter(|port| port.id != first.id) {
@@ -129,12 +130,26 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         target.set_ana_state(port, group, state);
     }
 
+    // Every port's device is open now (except behind a wildcard address).
+    let mode = listeners.mode();
+    let devices = listeners.devices();
     let buffers = match mode {
         _ if pools.peers.is_empty() => format!("host memory ({})", p2p_reason.unwrap_or_else(|| "no namespace's device can reach a p2pmem provider".into())),
-        Some(crate::transport::rdma::DataPathMode::Host) => "host memory (the RDMA device refused to register the p2pmem)".into(),
+        Some(DataPathMode::Host) if devices.values().all(|&mode| mode == DataPathMode::Host) => "host memory (the RDMA device refused to register the p2pmem)".into(),
         mode => {
             let peers: Vec<String> = pools.peers.iter().map(|pool| format!("{} ({})", pool.provider().map_or("?", |p| p.bdf.as_str()), size_text(pool.capacity_bytes() as usize))).collect();
-            let registration = mode.map_or("registration decided at the first connection (listening on a wildcard address)".into(), |mode| format!("{mode:?} registration"));
+            let registration = match mode {
+                None => "registration decided at the first connection (listening on a wildcard address)".into(),
+                Some(mode) if devices.len() <= 1 => format!("{mode:?} registration"),
+                Some(_) => devices
+                    .iter()
+                    .map(|(name, mode)| match mode {
+                        DataPathMode::Host => format!("host memory on {name} (it refused to register the p2pmem)"),
+                        mode => format!("{mode:?} registration on {name}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
             format!("p2pmem of {}, {registration}", peers.join(", "))
         }
     };
@@ -317,6 +332,7 @@ impl Report {
         json!({
             "listen": self.listeners.addresses().iter().map(|(id, address)| json!({"port": id, "address": address.to_string()})).collect::<Vec<_>>(),
             "registration": mode.map_or("unknown".to_string(), |m| format!("{m:?}").to_lowercase()),
+            "devices": self.listeners.devices(),
             "payload_bytes_host": target.payload.payload_bytes_host.get(),
             "payload_bytes_cmb": target.payload.payload_bytes_cmb.get(),
             "control_pool": self.pools.control.stats(),

@@ -53,7 +53,7 @@ impl Slots {
         // SAFETY: `slot` was free, so no loan covers its bytes; they are inside the
         // mapping (slot < count, data.len() <= slot_bytes).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), address as *mut u8, data.len()) };
-        let buffer = Buffer { region: Region::Host, address, len_bytes: data.len() as u32, local_key: 0 };
+        let buffer = Buffer { region: Region::Host, address, len_bytes: data.len() as u32 };
         let keep_alive: Arc<dyn Send + Sync> = self.memory.clone();
         // SAFETY: the slot is ours and free; it goes back to `free` only when the loan
         // comes back; `keep_alive` is its mapping.

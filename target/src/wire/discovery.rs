@@ -6,10 +6,56 @@ use super::bytes::{put, put_padded, put_u16, put_u64, put_u8};
 pub const LOG_HEADER_BYTES: usize = 1024;
 pub const LOG_ENTRY_BYTES: usize = 1024;
 
-/// Transport types and address families (NVMe over Fabrics 1.1, Figure 38).
-pub const TRANSPORT_RDMA: u8 = 1;
+/// Address families (ADRFAM, NVMe over Fabrics 1.1, Figure 38).
 pub const ADDRESS_FAMILY_IPV4: u8 = 1;
 pub const ADDRESS_FAMILY_IPV6: u8 = 2;
+
+/// Transport types (TRTYPE, NVMe over Fabrics 1.1, Figure 38): those a discovery log
+/// entry of ours names. Our own ports are RDMA; a referral may name a TCP discovery
+/// service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportType {
+    Rdma = 1,
+    Tcp = 3,
+}
+
+impl TransportType {
+    /// The name nvmetcli and configfs use (`addr_trtype`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportType::Rdma => "rdma",
+            TransportType::Tcp => "tcp",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TransportType> {
+        [TransportType::Rdma, TransportType::Tcp].into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// TREQ bits 1:0, the secure channel requirement (NVMe over Fabrics 1.1, Figure 38).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecureChannel {
+    #[default]
+    NotSpecified = 0,
+    Required = 1,
+    NotRequired = 2,
+}
+
+impl SecureChannel {
+    /// The name nvmetcli and configfs use (`addr_treq`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SecureChannel::NotSpecified => "not specified",
+            SecureChannel::Required => "required",
+            SecureChannel::NotRequired => "not required",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SecureChannel> {
+        [SecureChannel::NotSpecified, SecureChannel::Required, SecureChannel::NotRequired].into_iter().find(|s| s.name() == name)
+    }
+}
 
 /// Subsystem types in a log entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +71,10 @@ pub const TREQ_DISABLE_SQ_FLOW_CONTROL: u8 = 1 << 2;
 /// One entry of the discovery log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogEntry {
+    pub transport: TransportType,
+    /// TREQ: the secure channel requirement, with [`TREQ_DISABLE_SQ_FLOW_CONTROL`] for
+    /// a port of ours.
+    pub transport_requirements: u8,
     pub subsystem_type: SubsystemType,
     pub address_family: u8,
     pub port_id: u16,
@@ -49,14 +99,18 @@ mod entry {
     pub const TSAS: usize = 768;
 }
 
+/// TSAS for RDMA (NVMe over Fabrics 1.1, Figure 40): reliable connected QP, no provider
+/// type specified, RDMA_CM. TSAS for TCP is SECTYPE 0, no security: all zero.
+const TSAS_RDMA: [u8; 3] = [1, 1, 1];
+
 impl LogEntry {
     pub fn encode(&self, out: &mut [u8; LOG_ENTRY_BYTES]) {
         use entry::*;
         out.fill(0);
-        put_u8(out, TRTYPE, TRANSPORT_RDMA);
+        put_u8(out, TRTYPE, self.transport as u8);
         put_u8(out, ADRFAM, self.address_family);
         put_u8(out, SUBTYPE, self.subsystem_type as u8);
-        put_u8(out, TREQ, TREQ_DISABLE_SQ_FLOW_CONTROL);
+        put_u8(out, TREQ, self.transport_requirements);
         put_u16(out, PORTID, self.port_id);
         put_u16(out, CNTLID, 0xFFFF); // dynamic controller model
         put_u16(out, ASQSZ, self.admin_queue_entries_max);
@@ -65,8 +119,9 @@ impl LogEntry {
         let nqn = self.subsystem_nqn.as_bytes();
         put_padded(out, SUBNQN, 256, nqn.get(..nqn.len().min(255)).unwrap_or_default(), 0);
         put_padded(out, TRADDR, 256, self.address.as_bytes(), b' ');
-        // TSAS for RDMA: QP type RC (1), provider type not specified (1), RDMA_CM (1).
-        put(out, TSAS, &[1, 1, 1]);
+        if self.transport == TransportType::Rdma {
+            put(out, TSAS, &TSAS_RDMA);
+        }
     }
 }
 
@@ -91,6 +146,8 @@ mod tests {
 
     fn entry(subsystem_nqn: &str) -> LogEntry {
         LogEntry {
+            transport: TransportType::Rdma,
+            transport_requirements: TREQ_DISABLE_SQ_FLOW_CONTROL,
             subsystem_type: SubsystemType::Nvm,
             address_family: ADDRESS_FAMILY_IPV4,
             port_id: 1,
@@ -114,6 +171,48 @@ mod tests {
         assert_eq!(&e[256..265], b"nqn.test\0");
         assert_eq!(&e[512..522], b"192.0.2.1 ");
         assert_eq!(&e[768..771], &[1, 1, 1]);
+    }
+
+    /// A referral to a TCP discovery service over IPv6, as nvmet formats one: subtype
+    /// 1, the referral's own PORTID and address, TREQ as configured (no SQ flow control
+    /// bit), CNTLID FFFFh, the well-known discovery NQN, TSAS all zero.
+    #[test]
+    fn referral_entry_golden_bytes() {
+        let referral = LogEntry {
+            transport: TransportType::Tcp,
+            transport_requirements: SecureChannel::NotRequired as u8,
+            subsystem_type: SubsystemType::Referral,
+            address_family: ADDRESS_FAMILY_IPV6,
+            port_id: 0x0102,
+            admin_queue_entries_max: 32,
+            service_id: "8009".into(),
+            subsystem_nqn: "nqn.2014-08.org.nvmexpress.discovery".into(),
+            address: "2001:db8::7".into(),
+        };
+        let mut bytes = [0u8; LOG_ENTRY_BYTES];
+        referral.encode(&mut bytes);
+        let mut expected = [0u8; LOG_ENTRY_BYTES];
+        expected[..10].copy_from_slice(&[3, 2, 1, 2, 0x02, 0x01, 0xFF, 0xFF, 32, 0]);
+        expected[32..64].copy_from_slice(format!("{:<32}", "8009").as_bytes());
+        expected[256..256 + 36].copy_from_slice(b"nqn.2014-08.org.nvmexpress.discovery");
+        expected[512..768].copy_from_slice(format!("{:<256}", "2001:db8::7").as_bytes());
+        assert_eq!(bytes, expected);
+        assert_eq!(bytes[1024 - 256..], [0u8; 256], "TSAS for TCP: SECTYPE none");
+
+        let rdma = LogEntry { transport: TransportType::Rdma, transport_requirements: 0, address_family: ADDRESS_FAMILY_IPV4, ..referral };
+        rdma.encode(&mut bytes);
+        assert_eq!(&bytes[0..4], &[1, 1, 1, 0], "TRTYPE RDMA, ADRFAM IPv4, referral, TREQ not specified");
+        assert_eq!(&bytes[768..772], &[1, 1, 1, 0], "TSAS for RDMA");
+    }
+
+    #[test]
+    fn transport_and_secure_channel_names() {
+        assert_eq!(TransportType::from_name("tcp"), Some(TransportType::Tcp));
+        assert_eq!(TransportType::from_name("rdma").map(TransportType::name), Some("rdma"));
+        assert_eq!(TransportType::from_name("fc"), None);
+        assert_eq!(SecureChannel::from_name("not required"), Some(SecureChannel::NotRequired));
+        assert_eq!(SecureChannel::from_name("required").map(|s| s as u8), Some(1));
+        assert_eq!(SecureChannel::from_name("sometimes"), None);
     }
 
     #[test]

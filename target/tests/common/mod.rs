@@ -25,7 +25,7 @@ pub fn memory_namespace(id: u32, bytes: usize) -> Arc<Namespace> {
 }
 
 pub fn target_with(namespaces: Vec<Arc<Namespace>>, allowed: Vec<String>, limits: Limits) -> Arc<Target> {
-    let port = Port { id: 1, address: "192.0.2.1".into(), service_id: "4420".into(), ipv6: false };
+    let port = Port::new(1, "192.0.2.1", "4420", false);
     target_on(port, namespaces, allowed, limits)
 }
 

@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use zerocopy::IntoBytes;
 
 use super::cm::{CmEventKind, CmId, EventChannel};
+use super::registrations::Registrations;
 use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, Transfer, WorkCompletion};
 use crate::wire::Status;
 use crate::backend::Executor;
+use crate::core::buffer::Region;
 use crate::core::{Action, Buffer, DataBuffer, Lease, Queue, ResponseData, Tag};
 use crate::transport::depth::DepthHistory;
 use crate::transport::idle::IdleGaps;
@@ -113,11 +115,14 @@ pub struct Connection {
     depth: DepthHistory,
     /// How long idle moments have lasted: whether spinning through them pays.
     idle_gaps: IdleGaps,
+    /// The device's registrations of the pools, whose keys the work requests carry:
+    /// dropped after the QP and the leases of requests that never completed.
+    registrations: Arc<Registrations>,
 }
 
 impl Connection {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(id: CmId, cq: CompletionQueue, channel: CompletionChannel, recv: RecvBuffers, queue: Queue, executor: Executor, events: EventChannel, qp: QueuePair, control: Arc<Control>, send_with_invalidate: bool) -> Connection {
+    pub fn new(id: CmId, cq: CompletionQueue, channel: CompletionChannel, recv: RecvBuffers, queue: Queue, executor: Executor, events: EventChannel, qp: QueuePair, control: Arc<Control>, send_with_invalidate: bool, registrations: Arc<Registrations>) -> Connection {
         Connection {
             id,
             reads: ByTag::default(),
@@ -140,6 +145,7 @@ impl Connection {
             completions: Vec::with_capacity(32),
             depth: DepthHistory::new(SPIN_OUTSTANDING_MAX, Instant::now()),
             idle_gaps: IdleGaps::default(),
+            registrations,
         }
     }
 
@@ -417,13 +423,25 @@ impl Connection {
         while let Some(action) = self.queue.poll_action() {
             match action {
                 Action::FetchData { tag, remote, lease } => {
+                    let Some(local_key) = self.registrations.key(lease.buffer().region) else {
+                        self.unregistered(lease.buffer().region);
+                        continue;
+                    };
                     // The lease stays in `reads` from here until the READ's completion.
-                    self.sends.push(SendRequest::Read(transfer(READ, tag, remote, lease.buffer())));
+                    self.sends.push(SendRequest::Read(transfer(READ, tag, remote, lease.buffer(), local_key)));
                     self.reads.put(tag, lease);
                 }
                 Action::Respond { tag, completion, invalidate_key, data } => {
                     if let Some(ResponseData::Push { remote, buffer }) = &data {
-                        self.sends.push(SendRequest::Write(transfer(WRITE, tag, *remote, buffer.buffer())));
+                        let local_key = match buffer {
+                            DataBuffer::Slot(_) => Some(self.recv.local_key()),
+                            DataBuffer::Pool(lease) => self.registrations.key(lease.buffer().region),
+                        };
+                        let Some(local_key) = local_key else {
+                            self.unregistered(buffer.buffer().region);
+                            continue;
+                        };
+                        self.sends.push(SendRequest::Write(transfer(WRITE, tag, *remote, buffer.buffer(), local_key)));
                     }
                     if let Some(data) = data {
                         self.responses.put(tag, data);
@@ -516,6 +534,13 @@ impl Connection {
         }
     }
 
+    /// A buffer in memory this queue's device has no registration of: a defect in pool
+    /// selection, which must not reach the NIC. The queue closes; its host reconnects.
+    fn unregistered(&mut self, region: Region) {
+        error!(queue = self.queue.queue_id(), ?region, "a data buffer is in memory this RDMA device has not registered: closing the queue");
+        self.start_close();
+    }
+
     fn start_close(&mut self) {
         if self.closing.is_some() {
             return;
@@ -585,13 +610,14 @@ struct Spin {
     judged: bool,
 }
 
-/// The work request moving `remote`'s bytes to or from `buffer` for request `tag`.
-fn transfer(kind: u64, tag: Tag, remote: KeyedSgl, buffer: Buffer) -> Transfer {
+/// The work request moving `remote`'s bytes to or from `buffer`, registered under
+/// `local_key` on the queue's device, for request `tag`.
+fn transfer(kind: u64, tag: Tag, remote: KeyedSgl, buffer: Buffer, local_key: u32) -> Transfer {
     Transfer {
         wr_id: kind | u64::from(tag),
         local: buffer.address,
         len: remote.length_bytes,
-        local_key: buffer.local_key,
+        local_key,
         remote: remote.address,
         remote_key: remote.key,
     }

@@ -1,8 +1,8 @@
 //! Accepts NVMe/RDMA connections: validates the CM private data, builds each queue's
-//! verbs resources, registers the data pools with the device once, and runs each queue
-//! on its own thread.
+//! verbs resources, registers the data pools once with each device a port reaches, and
+//! runs each queue on its own thread.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,8 @@ use zerocopy::IntoBytes;
 
 use super::cm::{CmEvent, CmEventKind, CmId, EventChannel, QueuePairSize};
 use super::connection::{Connection, Control};
-use super::verbs::{AsyncEvent, CompletionChannel, CompletionQueue, Context, DeviceInfo, MemoryRegion, ProtectionDomain, RecvBuffers, Registration};
+use super::registrations::Registrations;
+use super::verbs::{AsyncEvent, CompletionChannel, CompletionQueue, Context, DeviceInfo, ProtectionDomain, RecvBuffers};
 use crate::backend::Executor;
 use crate::core::stats::IoStats;
 use crate::core::{Queue, QueueConfig, Target};
@@ -23,27 +24,17 @@ use crate::memory::Pools;
 use crate::wire::rdma_cm::{ConnectLimits, ConnectRequest, RawAccept, RawReject};
 use crate::wire::RejectStatus;
 
-/// How the data buffers reach the NIC, as `p2ptgt stats` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataPathMode {
-    /// CMB buffers, registered with pinned pages.
-    Pinned,
-    /// CMB buffers, registered with on-demand paging.
-    Odp,
-    /// Host memory buffers only.
-    Host,
-}
+pub use super::registrations::DataPathMode;
 
-/// Per-device resources shared by all connections on it.
+/// Per-device resources shared by all connections on it: each port on another device
+/// gets its own protection domain and its own registrations of the pools.
 struct Device {
     info: DeviceInfo,
     /// Polls readable when an ibverbs asynchronous event is waiting.
     async_fd: std::os::fd::RawFd,
     pd: Arc<ProtectionDomain>,
-    _host_mr: MemoryRegion,
-    _peer_mrs: Vec<MemoryRegion>,
-    mode: DataPathMode,
+    /// Also held by each queue on the device, until its last work request is done.
+    registrations: Arc<Registrations>,
 }
 
 /// A live queue, for stats and shutdown.
@@ -52,6 +43,9 @@ pub struct QueueEntry {
     pub peer: Option<SocketAddr>,
     /// The port the queue came through.
     pub port_id: u16,
+    /// The RDMA device it runs on.
+    device: Context,
+    device_name: String,
     /// Filled in by the queue's thread once it has built the connection.
     shared: Arc<QueueShared>,
     control: Arc<Control>,
@@ -62,6 +56,8 @@ pub struct QueueEntry {
 pub struct QueueReport {
     pub queue_id: u16,
     pub peer: Option<String>,
+    pub port: u16,
+    pub device: String,
     pub uses_cmb: bool,
     #[serde(flatten)]
     pub stats: Arc<IoStats>,
@@ -71,7 +67,8 @@ pub struct QueueReport {
 #[derive(Default)]
 pub struct ListenerView {
     pub queues: Mutex<Vec<QueueEntry>>,
-    pub mode: Mutex<Option<DataPathMode>>,
+    /// The data path of each open device, by name.
+    pub devices: Mutex<BTreeMap<String, DataPathMode>>,
 }
 
 impl ListenerView {
@@ -83,10 +80,22 @@ impl ListenerView {
             .map(|q| QueueReport {
                 queue_id: q.queue_id,
                 peer: q.peer.map(|p| p.to_string()),
+                port: q.port_id,
+                device: q.device_name.clone(),
                 uses_cmb: q.shared.uses_cmb.load(Ordering::Relaxed),
                 stats: q.shared.stats.clone(),
             })
             .collect()
+    }
+
+    /// The data path of every open device, by name.
+    pub fn devices(&self) -> BTreeMap<String, DataPathMode> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The data path of the open devices (the least capable one's); `None` before any.
+    pub fn mode(&self) -> Option<DataPathMode> {
+        self.devices().into_values().min()
     }
 }
 
@@ -96,10 +105,17 @@ struct ListeningPort {
     address: SocketAddr,
     /// None while the address or device is gone; listening again is tried with backoff.
     id: Option<CmId>,
+    /// The device the address is on (None for a wildcard address, or while gone).
+    device: Option<Context>,
     relisten: Backoff,
 }
 
 impl ListeningPort {
+    fn new(port_id: u16, address: SocketAddr, id: CmId) -> ListeningPort {
+        let device = id.context();
+        ListeningPort { port_id, address, id: Some(id), device, relisten: Backoff::default() }
+    }
+
     /// Whether a connection that reached `local` came through this port.
     fn reached_by(&self, local: Option<SocketAddr>) -> bool {
         local.is_some_and(|local| local.port() == self.address.port() && (self.address.ip().is_unspecified() || self.address.ip() == local.ip()))
@@ -164,13 +180,13 @@ pub struct Listener {
 
 impl Listener {
     /// Listens on `address` as port `port_id`; more ports come through [`PortHandle`].
-    /// Every port shares the devices' registrations: one protection domain and one
-    /// memory region per pool and device, whose keys the pools carry.
+    /// Ports on one device share its registrations: one protection domain and one
+    /// memory region per pool and device.
     pub fn bind(port_id: u16, address: SocketAddr, target: Arc<Target>, pools: Pools) -> std::io::Result<Listener> {
         let events = EventChannel::new()?;
         let id = CmId::listen(&events, address, LISTEN_BACKLOG)?;
         Ok(Listener {
-            ports: vec![ListeningPort { port_id, address, id: Some(id), relisten: Backoff::default() }],
+            ports: vec![ListeningPort::new(port_id, address, id)],
             commands: Arc::default(),
             events,
             devices: HashMap::new(),
@@ -188,24 +204,23 @@ impl Listener {
         PortHandle { commands: self.commands.clone(), control: self.control.clone() }
     }
 
-    /// When bound to a specific address the device is known now: open it (PD and
-    /// registrations) so start-up can report the data path. None on a wildcard address.
-    pub fn open_listening_device(&mut self) -> Option<DataPathMode> {
-        let context = self.ports.iter().find_map(|port| port.id.as_ref()?.context())?;
-        if let Some(device) = self.devices.get(&context) {
-            return Some(device.mode);
-        }
-        match self.open_device(context) {
-            Ok(device) => {
-                let mode = device.mode;
-                self.devices.insert(context, device);
-                Some(mode)
+    /// Ports bound to a specific address know their device now: open each (PD and
+    /// registrations) so start-up can report the data path. Returns the least capable
+    /// open device's data path; None with only wildcard addresses.
+    pub fn open_listening_devices(&mut self) -> Option<DataPathMode> {
+        let contexts: Vec<Context> = self.ports.iter().filter(|port| port.id.is_some()).filter_map(|port| port.device).collect();
+        for context in contexts {
+            if self.devices.contains_key(&context) {
+                continue;
             }
-            Err(error) => {
-                warn!(%error, "opening the RDMA device at start-up failed; retrying at the first connection");
-                None
+            match self.open_device(context) {
+                Ok(device) => {
+                    self.devices.insert(context, device);
+                }
+                Err(error) => warn!(%error, "opening an RDMA device at start-up failed; retrying at its first connection"),
             }
         }
+        self.status.mode()
     }
 
     /// Serves until `control.request_stop()`, then stops every queue and returns.
@@ -247,8 +262,8 @@ impl Listener {
                 PortCommand::Add { port_id, address, reply } => {
                     let listened = match CmId::listen(&self.events, address, LISTEN_BACKLOG) {
                         Ok(id) => {
-                            self.ports.push(ListeningPort { port_id, address, id: Some(id), relisten: Backoff::default() });
-                            let mode = self.open_listening_device();
+                            self.ports.push(ListeningPort::new(port_id, address, id));
+                            let mode = self.open_listening_devices();
                             info!(port = port_id, %address, ?mode, "listening");
                             Ok(())
                         }
@@ -258,7 +273,7 @@ impl Listener {
                 }
                 PortCommand::Remove { port_id, reply } => {
                     self.ports.retain(|port| port.port_id != port_id);
-                    self.stop_queues_of(Some(port_id));
+                    self.stop_queues_where(|queue| queue.port_id == port_id);
                     let _ = reply.send(());
                 }
             }
@@ -266,12 +281,16 @@ impl Listener {
     }
 
     fn handle_event(&mut self, event: CmEvent) {
-        let on_listener = self.ports.iter().any(|port| port.id.as_ref().is_some_and(|id| id.is(event.id)));
+        let listener = self.ports.iter().find(|port| port.id.as_ref().is_some_and(|id| id.is(event.id))).map(|port| (port.port_id, port.device));
         match event.kind {
             CmEventKind::ConnectRequest => self.accept(event),
-            CmEventKind::AddressChange | CmEventKind::DeviceRemoval if on_listener => {
-                warn!(kind = ?event.kind, "a listening address or its RDMA device went away: closing every queue and listening again when it is back");
-                self.lose_device();
+            CmEventKind::AddressChange | CmEventKind::DeviceRemoval if listener.is_some() => {
+                let (port, device) = listener.unwrap_or_default();
+                warn!(port, kind = ?event.kind, "a listening address or its RDMA device went away: closing the device's queues and listening again when it is back");
+                match device {
+                    Some(device) => self.lose_device(device),
+                    None => self.lose_devices(),
+                }
             }
             // A connection whose handshake failed before it moved to its own thread.
             CmEventKind::Rejected | CmEventKind::Unreachable | CmEventKind::ConnectError => {
@@ -285,9 +304,10 @@ impl Listener {
     /// queue, a port going down closes the device's queues (hosts reconnect when it is
     /// back), a fatal device error is handled as its removal.
     fn device_events(&mut self) {
-        let mut lost = false;
+        let mut lost = Vec::new();
         let contexts: Vec<Context> = self.devices.keys().copied().collect();
         for context in contexts {
+            let name = self.devices.get(&context).map(|device| device.info.name.clone()).unwrap_or_default();
             while let Some(event) = context.next_async_event() {
                 let queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
                 // Closes the queues whose QP or CQ (`address` of it, read by `field`) the
@@ -302,34 +322,50 @@ impl Listener {
                     AsyncEvent::QpError { qp, kind } => close(|shared| &shared.qp, qp, kind),
                     AsyncEvent::CqError { cq } => close(|shared| &shared.cq, cq, "CQ error"),
                     AsyncEvent::PortDown { port } => {
-                        warn!(port, queues = queues.len(), "asynchronous event: port down, closing its queues");
-                        queues.iter().for_each(|q| q.control.request_stop());
+                        let on_device: Vec<&QueueEntry> = queues.iter().filter(|q| q.device == context).collect();
+                        warn!(device = %name, port, queues = on_device.len(), "asynchronous event: port down, closing its queues");
+                        on_device.iter().for_each(|q| q.control.request_stop());
                     }
-                    AsyncEvent::PortActive { port } => info!(port, "asynchronous event: port active"),
+                    AsyncEvent::PortActive { port } => info!(device = %name, port, "asynchronous event: port active"),
                     AsyncEvent::DeviceFatal => {
-                        error!("asynchronous event: fatal device error; handled as the device's removal");
-                        lost = true;
+                        error!(device = %name, "asynchronous event: fatal device error; handled as the device's removal");
+                        lost.push(context);
                     }
                     AsyncEvent::Other(kind) => debug!(kind, "asynchronous event"),
                 }
             }
         }
-        if lost {
-            self.lose_device();
+        for context in lost {
+            self.lose_device(context);
         }
     }
 
-    /// The device (or the address) is gone: stop every queue, which holds QPs and
-    /// buffers registered with it, then let go of its PD and registrations and of the
-    /// listening id.
-    fn lose_device(&mut self) {
-        self.stop_queues();
-        self.devices.clear();
-        for port in &mut self.ports {
+    /// A device (or a listening address on it) is gone: stop its queues, which hold QPs
+    /// and buffers registered with it, then let go of its PD and registrations and of
+    /// the listening ids on it. Ports on other devices go on.
+    fn lose_device(&mut self, context: Context) {
+        self.stop_queues_where(|queue| queue.device == context);
+        if let Some(device) = self.devices.remove(&context) {
+            self.status.devices.lock().unwrap_or_else(|p| p.into_inner()).remove(&device.info.name);
+        }
+        for port in self.ports.iter_mut().filter(|port| port.device == Some(context)) {
             port.id = None;
+            port.device = None;
             port.relisten = Backoff::default();
         }
-        *self.status.mode.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// As [`Listener::lose_device`] for every device (the lost listening address was a
+    /// wildcard one).
+    fn lose_devices(&mut self) {
+        self.stop_queues();
+        self.devices.clear();
+        self.status.devices.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for port in &mut self.ports {
+            port.id = None;
+            port.device = None;
+            port.relisten = Backoff::default();
+        }
     }
 
     /// Tries to listen again on each lost port once its backoff allows; on success
@@ -343,6 +379,7 @@ impl Listener {
             }
             match CmId::listen(&self.events, port.address, LISTEN_BACKLOG) {
                 Ok(id) => {
+                    port.device = id.context();
                     port.id = Some(id);
                     listening = true;
                     info!(address = %port.address, "listening again");
@@ -354,7 +391,7 @@ impl Listener {
             }
         }
         if listening {
-            let mode = self.open_listening_device();
+            let mode = self.open_listening_devices();
             info!(?mode, "RDMA device open again");
         }
     }
@@ -419,9 +456,6 @@ impl Listener {
     fn build(&mut self, id: CmId, event: &CmEvent, request: ConnectRequest, port_id: u16) -> Result<(), (Option<CmId>, String)> {
         let Some(context) = id.context() else { return Err((Some(id), "connect request without a device".to_string())) };
         if !self.devices.contains_key(&context) {
-            if !self.devices.is_empty() {
-                return Err((Some(id), "a second RDMA device is not supported".into()));
-            }
             let device = match self.open_device(context) {
                 Ok(device) => device,
                 Err(error) => return Err((Some(id), error)),
@@ -434,11 +468,12 @@ impl Listener {
             Err(e) => return Err((Some(id), format!("eventfd: {e}"))),
         };
         let shared = Arc::new(QueueShared::default());
+        let device_name = device.info.name.clone();
         let setup = Setup {
             context,
             info: device.info.clone(),
             pd: device.pd.clone(),
-            cmb_possible: device.mode != DataPathMode::Host,
+            registrations: device.registrations.clone(),
             request,
             initiator_depth: event.initiator_depth,
             target: self.target.clone(),
@@ -472,7 +507,7 @@ impl Listener {
             })
             .map_err(|e| (None, format!("spawning the queue thread: {e}")))?;
         let mut queues = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.push(QueueEntry { queue_id: request.queue_id, shared, peer, port_id, control, thread: Some(thread) });
+        queues.push(QueueEntry { queue_id: request.queue_id, shared, peer, port_id, device: context, device_name, control, thread: Some(thread) });
         Ok(())
     }
 
@@ -481,17 +516,11 @@ impl Listener {
     fn open_device(&self, context: Context) -> Result<Device, String> {
         let info = context.query().map_err(|e| format!("ibv_query_device_ex: {e}"))?;
         let pd = ProtectionDomain::new(context).map_err(|e| format!("ibv_alloc_pd: {e}"))?;
-        let host = self.pools.host_memory();
-        #[allow(unsafe_code)]
-        // SAFETY: the host pools' mapping lives in `self.pools` for the listener's life,
-        // which outlives every device entry.
-        let host_mr = unsafe { MemoryRegion::register(&pd, host.address(), host.len_bytes(), Registration::Pinned) }
-            .map_err(|e| format!("registering host buffers: {e}"))?;
-        self.pools.set_host_local_key(host_mr.local_key());
-        let (peer_mrs, mode) = register_peers(&pd, &info, &self.pools.peers);
-        *self.status.mode.lock().unwrap_or_else(|p| p.into_inner()) = Some(mode);
+        let registrations = Arc::new(Registrations::register(&pd, &info, &self.pools)?);
+        let mode = registrations.mode;
+        self.status.devices.lock().unwrap_or_else(|p| p.into_inner()).insert(info.name.clone(), mode);
         info!(device = %info.name, odp_rc = info.odp_rc, send_with_invalidate = info.send_with_invalidate, ?mode, "RDMA device ready");
-        Ok(Device { info, async_fd: context.async_events_fd(), pd, _host_mr: host_mr, _peer_mrs: peer_mrs, mode })
+        Ok(Device { info, async_fd: context.async_events_fd(), pd, registrations })
     }
 
     fn reap(&mut self) {
@@ -513,14 +542,14 @@ impl Listener {
 
     /// Stops every queue thread and waits for it (each waits for its NIC and backend).
     fn stop_queues(&mut self) {
-        self.stop_queues_of(None);
+        self.stop_queues_where(|_| true);
     }
 
-    /// Stops the queues of port `port_id` (of every port: `None`) and waits for them.
-    fn stop_queues_of(&mut self, port_id: Option<u16>) {
+    /// Stops the queues that `which` picks and waits for them.
+    fn stop_queues_where(&mut self, which: impl Fn(&QueueEntry) -> bool) {
         let mut queues = {
             let mut all = self.status.queues.lock().unwrap_or_else(|p| p.into_inner());
-            let (stopping, staying) = std::mem::take(&mut *all).into_iter().partition(|q: &QueueEntry| port_id.is_none_or(|id| q.port_id == id));
+            let (stopping, staying) = std::mem::take(&mut *all).into_iter().partition(|q: &QueueEntry| which(q));
             *all = staying;
             stopping
         };
@@ -541,59 +570,6 @@ impl Listener {
     }
 }
 
-/// Registers every peer pool; if one cannot be, none is used (payload goes to host
-/// memory on this device).
-fn register_peers(pd: &Arc<ProtectionDomain>, info: &DeviceInfo, peers: &[Arc<crate::memory::RegionPool>]) -> (Vec<MemoryRegion>, DataPathMode) {
-    if peers.is_empty() {
-        return (Vec::new(), DataPathMode::Host);
-    }
-    let mut regions = Vec::new();
-    let mut worst = DataPathMode::Pinned;
-    for pool in peers {
-        match register_cmb(pd, info, pool) {
-            (Some(mr), mode) => {
-                regions.push(mr);
-                if mode == DataPathMode::Odp {
-                    worst = mode;
-                }
-            }
-            (None, _) => return (Vec::new(), DataPathMode::Host),
-        }
-    }
-    (regions, worst)
-}
-
-fn register_cmb(pd: &Arc<ProtectionDomain>, info: &DeviceInfo, cmb: &crate::memory::RegionPool) -> (Option<MemoryRegion>, DataPathMode) {
-    let (address, len) = (cmb.memory.address(), cmb.memory.len_bytes());
-    #[allow(unsafe_code)]
-    // SAFETY: the p2pmem mapping lives in the pools for the listener's whole life.
-    let pinned = unsafe { MemoryRegion::register(pd, address, len, Registration::Pinned) };
-    let pinned_error = match pinned {
-        Ok(mr) => {
-            cmb.set_local_key(mr.local_key());
-            return (Some(mr), DataPathMode::Pinned);
-        }
-        Err(e) => e,
-    };
-    if !info.odp_rc {
-        warn!(device = %info.name, error = %pinned_error, "cannot register the CMB (pinned registration refused, no RC on-demand paging): payload uses host memory; remedy: a NIC with ODP or dma-buf MRs");
-        return (None, DataPathMode::Host);
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: as above.
-    match unsafe { MemoryRegion::register(pd, address, len, Registration::Odp) } {
-        Ok(mr) => {
-            info!(device = %info.name, pinned_error = %pinned_error, "CMB registered with on-demand paging");
-            cmb.set_local_key(mr.local_key());
-            (Some(mr), DataPathMode::Odp)
-        }
-        Err(e) => {
-            warn!(device = %info.name, pinned_error = %pinned_error, odp_error = %e, "cannot register the CMB: payload uses host memory");
-            (None, DataPathMode::Host)
-        }
-    }
-}
-
 const LISTEN_BACKLOG: i32 = 128;
 
 /// What a queue's thread reports back to the listener (stats, async event matching).
@@ -611,7 +587,7 @@ struct Setup {
     context: Context,
     info: DeviceInfo,
     pd: Arc<ProtectionDomain>,
-    cmb_possible: bool,
+    registrations: Arc<Registrations>,
     request: ConnectRequest,
     initiator_depth: u8,
     target: Arc<Target>,
@@ -676,7 +652,8 @@ impl Setup {
         // Receives first, so the host's first capsule finds a buffer. The queue's pool
         // choice waits for the path MTU, known only after accept.
         let placeholder = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(false, wake(&self.control))));
-        let mut connection = Connection::new(id, cq, channel, recv, placeholder, executor, events, qp, self.control.clone(), info.send_with_invalidate);
+        let registrations = self.registrations.clone();
+        let mut connection = Connection::new(id, cq, channel, recv, placeholder, executor, events, qp, self.control.clone(), info.send_with_invalidate, registrations);
         connection.poll_budget = self.poll_budget;
         connection.fixed_buffers = Some(fixed);
         if let Err(e) = connection.post_receives() {
@@ -686,7 +663,7 @@ impl Setup {
         if let Err(e) = connection.id.accept(accept.as_bytes(), initiator_depth) {
             return Err((None, fail(e, "rdma_accept")));
         }
-        let uses_cmb = self.cmb_possible && queue_may_use_cmb(&connection, info.is_rxe(), request.queue_id);
+        let uses_cmb = self.registrations.peers_usable() && queue_may_use_cmb(&connection, info.is_rxe(), request.queue_id);
         connection.queue = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(uses_cmb, wake(&self.control))));
         connection.queue.stats = self.shared.stats.clone();
         connection.queue.arm_connect_deadline(std::time::Instant::now());

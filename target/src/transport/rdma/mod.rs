@@ -5,6 +5,7 @@
 pub mod cm;
 pub mod connection;
 pub mod listener;
+pub mod registrations;
 pub mod verbs;
 
 use std::io;

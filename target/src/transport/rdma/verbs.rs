@@ -563,6 +563,11 @@ impl RecvBuffers {
         Ok(RecvBuffers { mr, memory: Arc::new(memory), data_bytes, data_base, data_stride, count })
     }
 
+    /// The key of the slots' registration (receives and in-capsule data).
+    pub fn local_key(&self) -> u32 {
+        self.mr.local_key()
+    }
+
     /// Address and length of the in-capsule data areas (all slots), for the backend.
     pub fn data_region(&self) -> (u64, usize) {
         let len = self.memory.len_bytes().saturating_sub(self.data_base);
@@ -610,7 +615,6 @@ impl RecvBuffers {
             region: Region::Host,
             len_bytes: data_len as u32,
             address: self.memory.address() + data_start as u64,
-            local_key: self.mr.local_key(),
         };
         let keep_alive: Arc<dyn Send + Sync> = self.memory.clone();
         // SAFETY: slot `index` is this receive queue's, its receive just completed, and
