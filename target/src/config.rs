@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tracing::warn;
 
+pub use crate::core::auth::{DhGroup, HashFunction, HostKeys, Secret};
 use crate::core::PortSubsystems;
 use crate::error::SetupError;
 use crate::wire::ana::AnaState;
@@ -294,6 +295,8 @@ pub struct ServeConfig {
     pub limits: LimitOverrides,
     /// ANA group states set per port (nvmetcli's `ana_groups`), by (port ID, group).
     pub ana: BTreeMap<(u16, u32), AnaState>,
+    /// DH-HMAC-CHAP settings of the hosts that have a key (nvmetcli's `hosts[].dhchap`).
+    pub host_keys: BTreeMap<String, HostKeys>,
 }
 
 /// Connection limits set in the config file; each overrides its command-line flag.
@@ -511,7 +514,63 @@ pub fn parse_nvmetcli(root: &Value, listen: Option<SocketAddr>) -> Result<ServeC
     if unreachable.len() == subsystems.len() {
         warn!("no subsystem on an rdma port: serving discovery only until subsystems are linked");
     }
-    Ok(ServeConfig { ports: addresses, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits, ana })
+    let host_keys = parse_host_keys(object.get("hosts"))?;
+    Ok(ServeConfig { ports: addresses, subsystems, in_capsule_data_bytes, queue_entries_max, max_transfer_shift, limits, ana, host_keys })
+}
+
+/// The `hosts` entries' DH-HMAC-CHAP settings (`dhchap`: `key`, `ctrl_key`, `hash`,
+/// `dhgroup`, as `nvmetcli save` writes them; an empty or missing `key` means none).
+fn parse_host_keys(hosts: Option<&Value>) -> Result<BTreeMap<String, HostKeys>, SetupError> {
+    let mut keys = BTreeMap::new();
+    for (index, host) in array(hosts, "hosts")?.iter().enumerate() {
+        let key = format!("hosts[{index}]");
+        let object = host.as_object().ok_or_else(|| SetupError::config(&key, "expected an object"))?;
+        warn_unknown(&key, object, &["nqn", "dhchap"]);
+        let nqn = object.get("nqn").and_then(Value::as_str).ok_or_else(|| SetupError::config(format!("{key}.nqn"), "missing"))?;
+        let Some(dhchap) = object.get("dhchap") else { continue };
+        let dhchap_key = format!("{key}.dhchap");
+        let dhchap = dhchap.as_object().ok_or_else(|| SetupError::config(&dhchap_key, "expected an object"))?;
+        warn_unknown(&dhchap_key, dhchap, &["key", "ctrl_key", "hash", "dhgroup"]);
+        let text = |name: &str| -> Result<Option<&str>, SetupError> {
+            match dhchap.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
+                Some(Value::String(text)) => Ok(Some(text.trim())),
+                Some(_) => Err(SetupError::config(format!("{dhchap_key}.{name}"), "expected a string")),
+            }
+        };
+        let Some(secret) = text("key")? else { continue };
+        let mut host_keys = HostKeys::new(parse_secret(secret, &format!("{dhchap_key}.key"))?);
+        if let Some(secret) = text("ctrl_key")? {
+            host_keys.controller_key = Some(parse_secret(secret, &format!("{dhchap_key}.ctrl_key"))?);
+        }
+        if let Some(name) = text("hash")? {
+            host_keys.hash = HashFunction::from_name(name).ok_or_else(|| SetupError::config(format!("{dhchap_key}.hash"), format!("{name:?} is not hmac(sha256), hmac(sha384) or hmac(sha512)")))?;
+        }
+        if let Some(name) = text("dhgroup")? {
+            host_keys.group = DhGroup::from_name(name).ok_or_else(|| SetupError::config(format!("{dhchap_key}.dhgroup"), format!("{name:?} is not null or ffdhe2048 to ffdhe8192")))?;
+        }
+        if keys.insert(nqn.to_owned(), host_keys).is_some() {
+            return Err(SetupError::config(format!("{key}.nqn"), format!("{nqn} has DH-HMAC-CHAP settings twice")));
+        }
+    }
+    Ok(keys)
+}
+
+/// A `DHHC-1:` secret from the config or the command line; the error says what is
+/// wrong with it, never what it is.
+pub fn parse_secret(text: &str, key: &str) -> Result<Secret, SetupError> {
+    Secret::parse(text).map_err(|error| SetupError::config(key, error.to_string()))
+}
+
+/// A host's `dhchap` group as `nvmetcli save` writes it.
+fn host_keys_json(keys: &HostKeys) -> Value {
+    serde_json::json!({
+        "key": keys.key.to_text(),
+        "ctrl_key": keys.controller_key.as_ref().map_or(String::new(), Secret::to_text),
+        "hash": keys.hash.name(),
+        "dhgroup": keys.group.name(),
+    })
 }
 
 /// A port's `subsystems`: the NQNs linked to it, each once.
@@ -601,7 +660,7 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
             })
         })
         .collect();
-    let mut hosts: Vec<&String> = config.subsystems.iter().flat_map(|s| &s.allowed_hosts).collect();
+    let mut hosts: Vec<&String> = config.subsystems.iter().flat_map(|s| &s.allowed_hosts).chain(config.host_keys.keys()).collect();
     hosts.sort();
     hosts.dedup();
     let ports: Vec<Value> = config
@@ -637,7 +696,13 @@ pub fn to_nvmetcli(config: &ServeConfig, in_capsule_data_bytes: u32, queue_entri
         })
         .collect();
     let mut root = serde_json::json!({
-        "hosts": hosts.iter().map(|nqn| serde_json::json!({"nqn": nqn})).collect::<Vec<_>>(),
+        "hosts": hosts
+            .iter()
+            .map(|nqn| match config.host_keys.get(*nqn) {
+                Some(keys) => serde_json::json!({"nqn": nqn, "dhchap": host_keys_json(keys)}),
+                None => serde_json::json!({"nqn": nqn}),
+            })
+            .collect::<Vec<_>>(),
         "ports": ports,
         "subsystems": subsystems,
     });

@@ -47,6 +47,7 @@ impl Bed {
             max_transfer_shift: None,
             limits: Default::default(),
             ana: Default::default(),
+            host_keys: Default::default(),
         };
         let policy = PlacementPolicy { peers: Vec::new(), host: Some(Pools::host_only(4 << 20).unwrap().host.clone()), default_mode: P2pMem::Off };
         let bed = Bed { runtime: Runtime::new(target, config, policy, SubsystemDefaults::default()), dir };

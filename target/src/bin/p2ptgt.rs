@@ -213,6 +213,21 @@ struct ServeArgs {
     /// Let any host connect.
     #[arg(long, conflicts_with = "allow_hosts")]
     allow_any_host: bool,
+    /// HOSTNQN=SECRET: that host must authenticate (DH-HMAC-CHAP) with this `DHHC-1:`
+    /// secret (as `nvme gen-dhchap-key` prints it), or with the one in file SECRET
+    /// (which keeps it out of the process list). Repeatable; overrides --config.
+    #[arg(long = "dhchap-key", value_name = "HOSTNQN=SECRET")]
+    dhchap_keys: Vec<String>,
+    /// HOSTNQN=SECRET: the controller's secret, for a host that authenticates the
+    /// controller in turn (`nvme connect --dhchap-ctrl-secret`).
+    #[arg(long = "dhchap-ctrl-key", value_name = "HOSTNQN=SECRET")]
+    dhchap_ctrl_keys: Vec<String>,
+    /// HOSTNQN=HASH: hmac(sha256) (the default), hmac(sha384) or hmac(sha512).
+    #[arg(long = "dhchap-hash", value_name = "HOSTNQN=HASH")]
+    dhchap_hashes: Vec<String>,
+    /// HOSTNQN=GROUP: null (the default) or ffdhe2048, 3072, 4096, 6144, 8192.
+    #[arg(long = "dhchap-dhgroup", value_name = "HOSTNQN=GROUP")]
+    dhchap_groups: Vec<String>,
     /// Payload buffers: auto (the CMB of the namespace's SSD), off, or a PCI address.
     #[arg(long, default_value = "auto")]
     p2pmem: P2pMem,
@@ -547,6 +562,56 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
+/// Splits `HOSTNQN=VALUE` of flag `flag`.
+fn host_and_value<'a>(text: &'a str, flag: &str) -> Result<(&'a str, &'a str), SetupError> {
+    text.split_once('=').filter(|(host, value)| !host.is_empty() && !value.is_empty()).ok_or_else(|| SetupError::config(flag, "expected HOSTNQN=VALUE"))
+}
+
+/// A secret given inline (`DHHC-1:...`) or as the path of a file that holds it.
+fn secret_of(value: &str, flag: &str) -> Result<config::Secret, SetupError> {
+    if value.starts_with("DHHC-1:") {
+        return config::parse_secret(value, flag);
+    }
+    let text = std::fs::read_to_string(value).map_err(|error| SetupError::config(flag, format!("reading the secret file {value}: {error}")))?;
+    config::parse_secret(text.trim(), flag)
+}
+
+/// The --dhchap-* flags, over what the config file says.
+fn apply_dhchap_flags(args: &ServeArgs, keys: &mut std::collections::BTreeMap<String, config::HostKeys>) -> Result<(), SetupError> {
+    for text in &args.dhchap_keys {
+        let (host, value) = host_and_value(text, "--dhchap-key")?;
+        let secret = secret_of(value, "--dhchap-key")?;
+        match keys.get_mut(host) {
+            Some(existing) => existing.key = secret,
+            None => {
+                keys.insert(host.to_owned(), config::HostKeys::new(secret));
+            }
+        }
+    }
+    let configured = |keys: &mut std::collections::BTreeMap<String, config::HostKeys>, host: &str, flag: &str| -> Result<(), SetupError> {
+        if keys.contains_key(host) { Ok(()) } else { Err(SetupError::config(flag, format!("{host} has no --dhchap-key"))) }
+    };
+    for text in &args.dhchap_ctrl_keys {
+        let (host, value) = host_and_value(text, "--dhchap-ctrl-key")?;
+        configured(keys, host, "--dhchap-ctrl-key")?;
+        let secret = secret_of(value, "--dhchap-ctrl-key")?;
+        keys.entry(host.to_owned()).and_modify(|k| k.controller_key = Some(secret));
+    }
+    for text in &args.dhchap_hashes {
+        let (host, name) = host_and_value(text, "--dhchap-hash")?;
+        configured(keys, host, "--dhchap-hash")?;
+        let hash = config::HashFunction::from_name(name).ok_or_else(|| SetupError::config("--dhchap-hash", format!("{name:?} is not hmac(sha256), hmac(sha384) or hmac(sha512)")))?;
+        keys.entry(host.to_owned()).and_modify(|k| k.hash = hash);
+    }
+    for text in &args.dhchap_groups {
+        let (host, name) = host_and_value(text, "--dhchap-dhgroup")?;
+        configured(keys, host, "--dhchap-dhgroup")?;
+        let group = config::DhGroup::from_name(name).ok_or_else(|| SetupError::config("--dhchap-dhgroup", format!("{name:?} is not null or ffdhe2048 to ffdhe8192")))?;
+        keys.entry(host.to_owned()).and_modify(|k| k.group = group);
+    }
+    Ok(())
+}
+
 fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
     let listens = args.listen.iter().map(|address| config::parse_listen(address)).collect::<Result<Vec<_>, _>>()?;
     if args.config.is_some() && listens.len() > 1 {
@@ -588,9 +653,11 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
                 max_transfer_shift: None,
                 limits: Default::default(),
                 ana: Default::default(),
+                host_keys: Default::default(),
             }
         }
     };
+    apply_dhchap_flags(&args, &mut config.host_keys)?;
     if !(2..=1024).contains(&args.queue_depth) {
         return Err(SetupError::config("--queue-depth", "must be 2..=1024"));
     }

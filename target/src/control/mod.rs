@@ -131,6 +131,13 @@ pub struct Changes {
     pub hosts_changed: Vec<String>,
     /// `PORT/GROUP STATE` of each ANA state that changed.
     pub ana_changed: Vec<String>,
+    /// Host NQNs whose DH-HMAC-CHAP settings changed (added, changed or removed).
+    pub host_keys_changed: Vec<String>,
+}
+
+/// Host keys as the target holds them.
+pub fn shared_host_keys(keys: &std::collections::BTreeMap<String, crate::core::auth::HostKeys>) -> std::collections::BTreeMap<String, Arc<crate::core::auth::HostKeys>> {
+    keys.iter().map(|(nqn, keys)| (nqn.clone(), Arc::new(keys.clone()))).collect()
 }
 
 /// The running target's configuration and the one way to change it.
@@ -540,6 +547,15 @@ impl Runtime {
             }
         }
         model.ana = wanted.ana.clone();
+        // Host keys: connected controllers keep their authentication; a new Connect or
+        // re-authentication uses the new settings.
+        let hosts = model.host_keys.keys().chain(wanted.host_keys.keys());
+        let changed: Vec<String> = hosts.filter(|nqn| model.host_keys.get(*nqn) != wanted.host_keys.get(*nqn)).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        if !changed.is_empty() {
+            self.target.set_host_keys(shared_host_keys(&wanted.host_keys));
+            model.host_keys = wanted.host_keys.clone();
+            changes.host_keys_changed = changed;
+        }
         for current in &model.subsystems {
             let replaced = wanted.subsystems.iter().find(|s| s.nqn == current.nqn).is_some_and(|s| s.identity() != current.identity());
             if replaced || !wanted.subsystems.iter().any(|s| s.nqn == current.nqn) {

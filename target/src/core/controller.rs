@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::auth::Authenticator;
 use super::subsystem::{Subsystem, DISCOVERY_NQN};
 use crate::wire::identify::{OAES_ANA_CHANGE, OAES_DISCOVERY_CHANGE, OAES_NAMESPACE_ATTRIBUTE};
 use crate::wire::log_page::ErrorEntry;
@@ -167,6 +168,8 @@ pub struct Controller {
     /// queues to leave: every queue of the controller disconnects.
     dead: AtomicBool,
     reset_generation: std::sync::atomic::AtomicU32,
+    /// In-band authentication, for a host with a key: `None` when none is required.
+    authentication: Mutex<Option<Authenticator>>,
 }
 
 impl Events {
@@ -202,7 +205,29 @@ impl Controller {
             write_cache_enabled: AtomicBool::new(true),
             dead: AtomicBool::new(false),
             reset_generation: Default::default(),
+            authentication: Mutex::new(None),
         }
+    }
+
+    /// The host must authenticate on the admin queue before the controller serves it.
+    pub fn require_authentication(&self, authenticator: Authenticator) {
+        *lock(&self.authentication) = Some(authenticator);
+    }
+
+    /// Whether the host was asked to authenticate (the Connect response's ATR bit).
+    pub fn requires_authentication(&self) -> bool {
+        lock(&self.authentication).is_some()
+    }
+
+    /// Whether the controller may serve the host: no authentication is required, or
+    /// the host has authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        lock(&self.authentication).as_ref().is_none_or(Authenticator::is_authenticated)
+    }
+
+    /// Runs `f` on the controller's authentication, if one is required.
+    pub fn with_authentication<R>(&self, f: impl FnOnce(&mut Authenticator) -> R) -> Option<R> {
+        lock(&self.authentication).as_mut().map(f)
     }
 
     pub fn subsystem_nqn(&self) -> &str {

@@ -1,5 +1,6 @@
-//! Fabrics commands: Connect (admin and I/O queues, dynamic controller model) and
-//! Property Get/Set (nvmet's fabrics-cmd.c).
+//! Fabrics commands: Connect (admin and I/O queues, dynamic controller model),
+//! Property Get/Set (nvmet's fabrics-cmd.c) and Authentication Send/Receive
+//! (DH-HMAC-CHAP on the admin queue, nvmet's fabrics-cmd-auth.c).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,10 +8,12 @@ use std::time::Instant;
 use tracing::{info, warn};
 use zerocopy::FromBytes;
 
-use super::controller::{ControllerKind, csts};
+use super::auth::Authenticator;
+use super::controller::{Controller, ControllerKind, csts};
 use super::context::Context;
 use super::outcome::{Inbound, Outcome, Work};
 use super::subsystem::{Subsystem, DISCOVERY_NQN};
+use crate::wire::auth;
 use crate::wire::command::fabrics_type;
 use crate::wire::fabrics::{invalid_parameter_location, property, ConnectCommand, ConnectData, PropertyAccess, CONNECT_DATA_BYTES, DYNAMIC_CONTROLLER_ID};
 use crate::wire::{DataPointer, RawCommand, Status};
@@ -32,7 +35,76 @@ pub(crate) fn execute(queue: &Context, command: &RawCommand, data: DataPointer) 
             Outcome::Transfer(Work::Inbound(Inbound::Connect))
         }
         fabrics_type::PROPERTY_GET | fabrics_type::PROPERTY_SET => property(queue, command),
+        fabrics_type::AUTHENTICATION_SEND => match authentication_command(queue, command, data) {
+            Ok(_) => Outcome::Transfer(Work::Inbound(Inbound::AuthenticationSend)),
+            Err(status) => Outcome::status(status),
+        },
+        fabrics_type::AUTHENTICATION_RECEIVE => match authentication_command(queue, command, data) {
+            Ok(controller) => authentication_receive(&controller, data.length_bytes() as usize),
+            Err(status) => Outcome::status(status),
+        },
         _ => Outcome::status(Status::INVALID_OPCODE.dnr()),
+    }
+}
+
+/// Checks an Authentication Send or Receive: on the admin queue of a controller that
+/// asked its host to authenticate, for the DH-HMAC-CHAP protocol (SECP E9h, SPSP 01h
+/// 01h), with a transfer or allocation length that is the data pointer's.
+fn authentication_command(queue: &Context, command: &RawCommand, data: DataPointer) -> Result<Arc<Controller>, Status> {
+    let Some(controller) = queue.controller.cloned() else { return Err(Status::COMMAND_SEQUENCE_ERROR.dnr()) };
+    if queue.config.queue_id != 0 || !controller.requires_authentication() {
+        return Err(Status::COMMAND_SEQUENCE_ERROR.dnr());
+    }
+    let protocol = command.cdw10.get();
+    let expected = u32::from(auth::SECURITY_PROTOCOL) << 24 | u32::from(auth::SPSP1) << 16 | u32::from(auth::SPSP0) << 8;
+    if protocol & 0xFFFF_FF00 != expected {
+        return Err(Status::INVALID_FIELD.dnr());
+    }
+    let length = command.cdw11.get();
+    if length == 0 || length > AUTHENTICATION_MESSAGE_MAX {
+        return Err(Status::INVALID_FIELD.dnr());
+    }
+    if length != data.length_bytes() {
+        return Err(Status::SGL_INVALID_DATA.dnr());
+    }
+    Ok(controller)
+}
+
+/// The longest authentication message either way: a Reply with SHA-512 and ffdhe8192
+/// is 1168 bytes; the Linux host offers 4096 bytes for what it receives.
+const AUTHENTICATION_MESSAGE_MAX: u32 = 8192;
+
+/// An Authentication Send's message is in hand.
+pub(crate) fn authentication_send(queue: &Context, bytes: &[u8]) -> Outcome {
+    let Some(controller) = queue.controller.cloned() else { return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr()) };
+    let is_negotiate = auth::header(bytes).is_some_and(|h| h.auth_type == auth::AUTH_TYPE_COMMON && h.auth_id == auth::NEGOTIATE);
+    // A new transaction uses the host's keys as they are now (re-authentication after
+    // a key change).
+    let keys = if is_negotiate { queue.target.host_keys(&controller.host_nqn) } else { None };
+    let sent = controller.with_authentication(|authenticator| {
+        if let Some(keys) = keys {
+            authenticator.set_keys(keys);
+        }
+        authenticator.send(bytes)
+    });
+    if let Some(Err(reason)) = sent {
+        warn!(controller = controller.id, host = %controller.host_nqn, reason = reason.describe(), "authentication violated: the controller fails");
+        controller.fail();
+    }
+    Outcome::success(0)
+}
+
+/// An Authentication Receive: the next message of the transaction. After a Failure1
+/// the controller fails, as nvmet's does.
+fn authentication_receive(controller: &Arc<Controller>, allocation: usize) -> Outcome {
+    match controller.with_authentication(|authenticator| authenticator.receive(allocation)) {
+        Some(Some(received)) => {
+            if received.fatal {
+                controller.fail();
+            }
+            Outcome::send(received.message)
+        }
+        _ => Outcome::status(Status::INVALID_FIELD.dnr()),
     }
 }
 
@@ -105,7 +177,12 @@ fn connect_admin(queue: &Context, now: Instant, command: &ConnectCommand, data: 
             return Outcome::status(status);
         }
     };
-    info!(controller = controller.id, subsystem = subsystem_nqn, host = host_nqn, keep_alive_ms = command.keep_alive_timeout_ms, "controller created");
+    // A host with a key authenticates to every subsystem, also to one that allows any
+    // host (nvmet skips authentication there), but not to discovery.
+    if let (ControllerKind::Io(_), Some(keys)) = (&controller.kind, target.host_keys(host_nqn)) {
+        controller.require_authentication(Authenticator::new(keys, host_nqn, subsystem_nqn));
+    }
+    info!(controller = controller.id, subsystem = subsystem_nqn, host = host_nqn, keep_alive_ms = command.keep_alive_timeout_ms, authentication = controller.requires_authentication(), "controller created");
     let reset_generation = controller.reset_generation();
     Outcome::Connected { controller, reset_generation, disable_sq_flow_control: command.disable_sq_flow_control }
 }
@@ -169,6 +246,9 @@ fn property(queue: &Context, command: &RawCommand) -> Outcome {
     let access = PropertyAccess::parse(command);
     let limits = &queue.target.limits;
     if command.fabrics_type() == fabrics_type::PROPERTY_SET {
+        if !controller.is_authenticated() {
+            return Outcome::status(Status::AUTHENTICATION_REQUIRED.dnr());
+        }
         return match (access.offset, access.eight_bytes) {
             (property::CC, false) => {
                 controller.set_configuration(access.value as u32);

@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
 pub mod admin;
+pub mod auth;
 pub mod buffer;
 pub mod context;
 pub mod controller;

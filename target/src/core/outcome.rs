@@ -15,6 +15,8 @@ use crate::wire::Status;
 pub(crate) enum Inbound {
     /// Connect data, then the queue associates with a controller.
     Connect,
+    /// An authentication message from the host, then the transaction goes on.
+    AuthenticationSend,
     /// Dataset Management ranges, then they are deallocated.
     Deallocate { namespace: Arc<Namespace>, ranges: u32 },
     /// Payload, then written to the namespace.

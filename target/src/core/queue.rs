@@ -374,6 +374,11 @@ impl Queue {
         if !controller.is_ready() {
             return Outcome::status(Status::COMMAND_SEQUENCE_ERROR.dnr());
         }
+        // The admin queue serves nothing else until the host has authenticated (before
+        // it enables the controller, the check above answers first, as with nvmet).
+        if self.config.queue_id == 0 && !controller.is_authenticated() {
+            return Outcome::status(Status::AUTHENTICATION_REQUIRED.dnr());
+        }
         if self.config.queue_id == 0 && controller.is_discovery() {
             super::discovery::execute(&self.context(), now, &controller, command, data)
         } else if self.config.queue_id == 0 {
@@ -513,9 +518,12 @@ impl Queue {
                 self.awaiting_fence.push(tag);
             }
             Outcome::Connected { controller, reset_generation, disable_sq_flow_control } => {
-                let id = controller.id;
+                // The admin queue's response asks a host with a key to authenticate
+                // (AUTHREQ.ATR); I/O queues never do, as with nvmet.
+                let authenticate = self.config.queue_id == 0 && controller.requires_authentication();
+                let result = u64::from(controller.id) | if authenticate { u64::from(crate::wire::auth::AUTHREQ_ATR) } else { 0 };
                 self.associate(controller, reset_generation, disable_sq_flow_control);
-                self.respond(tag, header, Status::SUCCESS, u64::from(id), None);
+                self.respond(tag, header, Status::SUCCESS, result, None);
             }
         }
         loan
@@ -725,6 +733,10 @@ impl Queue {
             Inbound::Connect => {
                 let bytes = self.copy_out(lease);
                 super::fabrics::connect(&self.context(), now, &header.command, &bytes)
+            }
+            Inbound::AuthenticationSend => {
+                let bytes = self.copy_out(lease);
+                super::fabrics::authentication_send(&self.context(), &bytes)
             }
             Inbound::Deallocate { namespace, ranges } => {
                 let bytes = self.copy_out(lease);

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tracing::warn;
 
+use super::auth::HostKeys;
 use super::controller::{Controller, ControllerKind};
 use super::port::{Port, PortSubsystems, Referral};
 use super::stats::PayloadStats;
@@ -101,6 +102,8 @@ pub struct Target {
     ana_states: ArcSwap<BTreeMap<(u16, u32), AnaState>>,
     /// ANA Change Count: rises with every state change.
     ana_change_count: AtomicU64,
+    /// DH-HMAC-CHAP settings by host NQN: such a host must authenticate.
+    host_keys: RwLock<BTreeMap<String, Arc<HostKeys>>>,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +122,8 @@ pub struct ControllerSummary {
     pub controller_id: u16,
     pub subsystem_nqn: String,
     pub host_nqn: String,
+    /// DH-HMAC-CHAP: "none" (not required), "pending" or "authenticated".
+    pub authentication: &'static str,
 }
 
 impl Target {
@@ -143,7 +148,24 @@ impl Target {
             reservation_store: OnceLock::new(),
             ana_states: ArcSwap::from_pointee(BTreeMap::new()),
             ana_change_count: AtomicU64::new(0),
+            host_keys: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// Host `nqn`'s DH-HMAC-CHAP settings, if it has a key.
+    pub fn host_keys(&self, nqn: &str) -> Option<Arc<HostKeys>> {
+        self.host_keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(nqn).cloned()
+    }
+
+    /// Replaces every host's DH-HMAC-CHAP settings. Connected controllers keep their
+    /// authentication; the new keys hold from the next Connect or re-authentication.
+    pub fn set_host_keys(&self, keys: BTreeMap<String, Arc<HostKeys>>) {
+        *self.host_keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+    }
+
+    /// Every host with DH-HMAC-CHAP settings (for `save`).
+    pub fn all_host_keys(&self) -> BTreeMap<String, Arc<HostKeys>> {
+        self.host_keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// The state of ANA group `group` on port `port_id`.
@@ -448,7 +470,16 @@ impl Target {
         self.registry()
             .live
             .values()
-            .map(|c| ControllerSummary { controller_id: c.id, subsystem_nqn: c.subsystem_nqn().to_owned(), host_nqn: c.host_nqn.clone() })
+            .map(|c| ControllerSummary {
+                controller_id: c.id,
+                subsystem_nqn: c.subsystem_nqn().to_owned(),
+                host_nqn: c.host_nqn.clone(),
+                authentication: match (c.requires_authentication(), c.is_authenticated()) {
+                    (false, _) => "none",
+                    (true, false) => "pending",
+                    (true, true) => "authenticated",
+                },
+            })
             .collect()
     }
 

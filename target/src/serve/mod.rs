@@ -111,6 +111,11 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         let served = runtime.build_subsystem(subsystem, opened);
         target.add_subsystem(served).map_err(|taken| SetupError::config("subsystems", format!("{} appears twice", taken.0)))?;
     }
+    // Before any port listens: no host with a key may connect unauthenticated.
+    target.set_host_keys(control::shared_host_keys(&config.host_keys));
+    if !config.host_keys.is_empty() {
+        info!(hosts = config.host_keys.len(), "hosts with a DH-HMAC-CHAP key must authenticate");
+    }
     let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone() };
     let (listeners, _) = Listeners::start(first.id, first.address, target.clone(), pools.clone(), settings)
         .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;

@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::arithmetic_side_effects))]
 
 pub mod ana;
+pub mod auth;
 pub mod bytes;
 pub mod command;
 pub mod completion;

@@ -64,6 +64,7 @@ statuses! {
     CONNECT_CONTROLLER_BUSY = 0x181, "Controller Busy";
     CONNECT_INVALID_PARAMETER = 0x182, "Connect Invalid Parameters";
     CONNECT_INVALID_HOST = 0x184, "Connect Invalid Host";
+    AUTHENTICATION_REQUIRED = 0x191, "Authentication Required";
     WRITE_FAULT = 0x280, "Write Fault";
     ANA_PERSISTENT_LOSS = 0x301, "Asymmetric Access Persistent Loss";
     ANA_INACCESSIBLE = 0x302, "Asymmetric Access Inaccessible";
