@@ -920,6 +920,35 @@ mod tests {
     }
 
     #[test]
+    fn hosts_dhchap_keys_are_read_checked_and_saved() {
+        let host = "nqn.2026-11.io.example:host";
+        let key = "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+        let ctrl_key = "DHHC-1:01:bHuByyp0b3RFSx1xQPMVO1HKmUWfzveoahfydpW4fNgSLMVm:";
+        let mut sample = nvmetcli_sample();
+        sample["hosts"] = json!([{"nqn": host, "dhchap": {"key": key, "ctrl_key": ctrl_key, "hash": "hmac(sha384)", "dhgroup": "ffdhe3072"}}]);
+        let config = parse_nvmetcli(&sample, None).unwrap();
+        let keys = &config.host_keys[host];
+        assert_eq!((keys.hash, keys.group), (HashFunction::Sha384, DhGroup::Ffdhe3072));
+        assert_eq!(keys.key, Secret::parse(key).unwrap());
+        assert_eq!(keys.controller_key, Some(Secret::parse(ctrl_key).unwrap()));
+        let saved = to_nvmetcli(&config, 4096, 128, 5);
+        assert_eq!(saved["hosts"][0]["dhchap"], json!({"key": key, "ctrl_key": ctrl_key, "hash": "hmac(sha384)", "dhgroup": "ffdhe3072"}));
+        assert_eq!(parse_nvmetcli(&saved, None).unwrap().host_keys, config.host_keys);
+        // As nvmetcli saves a host without keys: empty strings mean none.
+        sample["hosts"] = json!([{"nqn": host, "dhchap": {"key": "", "ctrl_key": "", "hash": "hmac(sha256)", "dhgroup": "null"}}]);
+        assert!(parse_nvmetcli(&sample, None).unwrap().host_keys.is_empty());
+        // A bad key, hash or group names the key and never echoes the secret.
+        for (field, value, what) in [("key", "DHHC-1:00:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaS:", "hosts[0].dhchap.key"), ("hash", "md5", "hosts[0].dhchap.hash"), ("dhgroup", "ffdhe1024", "hosts[0].dhchap.dhgroup")] {
+            let mut dhchap = json!({"key": key});
+            dhchap[field] = json!(value);
+            sample["hosts"] = json!([{"nqn": host, "dhchap": dhchap}]);
+            let error = parse_nvmetcli(&sample, None).unwrap_err().to_string();
+            assert!(error.contains(what), "{error}");
+            assert!(!error.contains("AAECAwQF"), "{error}");
+        }
+    }
+
+    #[test]
     fn nvmetcli_save_moves_over() {
         let config = parse_nvmetcli(&nvmetcli_sample(), None).unwrap();
         let linked = PortSubsystems::Linked(vec!["nqn.2026-11.io.example:sub".into()]);

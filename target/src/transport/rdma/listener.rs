@@ -322,9 +322,8 @@ impl Listener {
                     AsyncEvent::QpError { qp, kind } => close(|shared| &shared.qp, qp, kind),
                     AsyncEvent::CqError { cq } => close(|shared| &shared.cq, cq, "CQ error"),
                     AsyncEvent::PortDown { port } => {
-                        let on_device: Vec<&QueueEntry> = queues.iter().filter(|q| q.device == context).collect();
-                        warn!(device = %name, port, queues = on_device.len(), "asynchronous event: port down, closing its queues");
-                        on_device.iter().for_each(|q| q.control.request_stop());
+                        let on_device = queues.iter().filter(|q| q.device == context).count();
+                        warn!(device = %name, port, queues = on_device, "asynchronous event: port down");
                     }
                     AsyncEvent::PortActive { port } => info!(device = %name, port, "asynchronous event: port active"),
                     AsyncEvent::DeviceFatal => {
