@@ -545,10 +545,10 @@ fn parse_host_keys(hosts: Option<&Value>) -> Result<BTreeMap<String, HostKeys>, 
             host_keys.controller_key = Some(parse_secret(secret, &format!("{dhchap_key}.ctrl_key"))?);
         }
         if let Some(name) = text("hash")? {
-            host_keys.hash = HashFunction::from_name(name).ok_or_else(|| SetupError::config(format!("{dhchap_key}.hash"), format!("{name:?} is not hmac(sha256), hmac(sha384) or hmac(sha512)")))?;
+            host_keys.hash = parse_hash(name, &format!("{dhchap_key}.hash"))?;
         }
         if let Some(name) = text("dhgroup")? {
-            host_keys.group = DhGroup::from_name(name).ok_or_else(|| SetupError::config(format!("{dhchap_key}.dhgroup"), format!("{name:?} is not null or ffdhe2048 to ffdhe8192")))?;
+            host_keys.group = parse_group(name, &format!("{dhchap_key}.dhgroup"))?;
         }
         if keys.insert(nqn.to_owned(), host_keys).is_some() {
             return Err(SetupError::config(format!("{key}.nqn"), format!("{nqn} has DH-HMAC-CHAP settings twice")));
@@ -561,6 +561,16 @@ fn parse_host_keys(hosts: Option<&Value>) -> Result<BTreeMap<String, HostKeys>, 
 /// wrong with it, never what it is.
 pub fn parse_secret(text: &str, key: &str) -> Result<Secret, SetupError> {
     Secret::parse(text).map_err(|error| SetupError::config(key, error.to_string()))
+}
+
+/// A DH-HMAC-CHAP hash by its configfs name (`hmac(sha256)` ...), for `key`.
+pub fn parse_hash(name: &str, key: &str) -> Result<HashFunction, SetupError> {
+    HashFunction::from_name(name).ok_or_else(|| SetupError::config(key, format!("{name:?} is not hmac(sha256), hmac(sha384) or hmac(sha512)")))
+}
+
+/// A DH group by its configfs name (`null`, `ffdhe2048` ...), for `key`.
+pub fn parse_group(name: &str, key: &str) -> Result<DhGroup, SetupError> {
+    DhGroup::from_name(name).ok_or_else(|| SetupError::config(key, format!("{name:?} is not null or ffdhe2048 to ffdhe8192")))
 }
 
 /// A host's `dhchap` group as `nvmetcli save` writes it.

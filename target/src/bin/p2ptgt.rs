@@ -581,33 +581,30 @@ fn apply_dhchap_flags(args: &ServeArgs, keys: &mut std::collections::BTreeMap<St
     for text in &args.dhchap_keys {
         let (host, value) = host_and_value(text, "--dhchap-key")?;
         let secret = secret_of(value, "--dhchap-key")?;
-        match keys.get_mut(host) {
-            Some(existing) => existing.key = secret,
-            None => {
-                keys.insert(host.to_owned(), config::HostKeys::new(secret));
-            }
+        if let Some(existing) = keys.get_mut(host) {
+            existing.key = secret;
+        } else {
+            keys.insert(host.to_owned(), config::HostKeys::new(secret));
         }
     }
-    let configured = |keys: &mut std::collections::BTreeMap<String, config::HostKeys>, host: &str, flag: &str| -> Result<(), SetupError> {
-        if keys.contains_key(host) { Ok(()) } else { Err(SetupError::config(flag, format!("{host} has no --dhchap-key"))) }
-    };
+    // The other flags refine the settings of a host that has a key.
+    fn keyed<'a>(keys: &'a mut std::collections::BTreeMap<String, config::HostKeys>, host: &str, flag: &str) -> Result<&'a mut config::HostKeys, SetupError> {
+        keys.get_mut(host).ok_or_else(|| SetupError::config(flag, format!("{host} has no --dhchap-key")))
+    }
     for text in &args.dhchap_ctrl_keys {
         let (host, value) = host_and_value(text, "--dhchap-ctrl-key")?;
-        configured(keys, host, "--dhchap-ctrl-key")?;
-        let secret = secret_of(value, "--dhchap-ctrl-key")?;
-        keys.entry(host.to_owned()).and_modify(|k| k.controller_key = Some(secret));
+        let entry = keyed(keys, host, "--dhchap-ctrl-key")?;
+        entry.controller_key = Some(secret_of(value, "--dhchap-ctrl-key")?);
     }
     for text in &args.dhchap_hashes {
         let (host, name) = host_and_value(text, "--dhchap-hash")?;
-        configured(keys, host, "--dhchap-hash")?;
-        let hash = config::HashFunction::from_name(name).ok_or_else(|| SetupError::config("--dhchap-hash", format!("{name:?} is not hmac(sha256), hmac(sha384) or hmac(sha512)")))?;
-        keys.entry(host.to_owned()).and_modify(|k| k.hash = hash);
+        let entry = keyed(keys, host, "--dhchap-hash")?;
+        entry.hash = config::parse_hash(name, "--dhchap-hash")?;
     }
     for text in &args.dhchap_groups {
         let (host, name) = host_and_value(text, "--dhchap-dhgroup")?;
-        configured(keys, host, "--dhchap-dhgroup")?;
-        let group = config::DhGroup::from_name(name).ok_or_else(|| SetupError::config("--dhchap-dhgroup", format!("{name:?} is not null or ffdhe2048 to ffdhe8192")))?;
-        keys.entry(host.to_owned()).and_modify(|k| k.group = group);
+        let entry = keyed(keys, host, "--dhchap-dhgroup")?;
+        entry.group = config::parse_group(name, "--dhchap-dhgroup")?;
     }
     Ok(())
 }

@@ -55,12 +55,11 @@ fn authentication_command(queue: &Context, command: &RawCommand, data: DataPoint
     if queue.config.queue_id != 0 || !controller.requires_authentication() {
         return Err(Status::COMMAND_SEQUENCE_ERROR.dnr());
     }
-    let protocol = command.cdw10.get();
-    let expected = u32::from(auth::SECURITY_PROTOCOL) << 24 | u32::from(auth::SPSP1) << 16 | u32::from(auth::SPSP0) << 8;
-    if protocol & 0xFFFF_FF00 != expected {
+    let fields = auth::AuthCommand::parse(command);
+    if fields.check_protocol().is_err() {
         return Err(Status::INVALID_FIELD.dnr());
     }
-    let length = command.cdw11.get();
+    let length = fields.length_bytes;
     if length == 0 || length > AUTHENTICATION_MESSAGE_MAX {
         return Err(Status::INVALID_FIELD.dnr());
     }

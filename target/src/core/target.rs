@@ -163,11 +163,6 @@ impl Target {
         *self.host_keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
     }
 
-    /// Every host with DH-HMAC-CHAP settings (for `save`).
-    pub fn all_host_keys(&self) -> BTreeMap<String, Arc<HostKeys>> {
-        self.host_keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-    }
-
     /// The state of ANA group `group` on port `port_id`.
     pub fn ana_state(&self, port_id: u16, group: u32) -> AnaState {
         self.ana_states.load().get(&(port_id, group)).copied().unwrap_or_else(|| AnaState::default_for(group))

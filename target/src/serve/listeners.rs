@@ -34,18 +34,18 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds port `id` on `address` and starts the listener thread. Also returns the
-    /// data path its device gives, when the address names one (not a wildcard).
-    pub fn start(id: u16, address: SocketAddr, target: Arc<Target>, pools: Pools, settings: QueueSettings) -> std::io::Result<(Listeners, Option<DataPathMode>)> {
+    /// Binds port `id` on `address`, opens its device when the address names one (not
+    /// a wildcard), and starts the listener thread.
+    pub fn start(id: u16, address: SocketAddr, target: Arc<Target>, pools: Pools, settings: QueueSettings) -> std::io::Result<Listeners> {
         let mut listener = Listener::bind(id, address, target, pools)?;
         listener.poll_budget = settings.poll_budget;
         listener.polled_io = settings.polled_io;
         listener.cpus = settings.cpus;
-        let mode = listener.open_listening_devices();
+        listener.open_listening_devices();
         let (handle, control, status) = (listener.port_handle(), listener.control.clone(), listener.status.clone());
         let thread = std::thread::Builder::new().name("p2ptgt-listener".into()).spawn(move || listener.run())?;
         let listeners = Listeners { handle, control, status, thread: Mutex::new(Some(thread)), addresses: Mutex::new(BTreeMap::from([(id, address)])) };
-        Ok((listeners, mode))
+        Ok(listeners)
     }
 
     fn addresses_now(&self) -> MutexGuard<'_, BTreeMap<u16, SocketAddr>> {

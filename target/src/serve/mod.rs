@@ -117,7 +117,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
         info!(hosts = config.host_keys.len(), "hosts with a DH-HMAC-CHAP key must authenticate");
     }
     let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone() };
-    let (listeners, _) = Listeners::start(first.id, first.address, target.clone(), pools.clone(), settings)
+    let listeners = Listeners::start(first.id, first.address, target.clone(), pools.clone(), settings)
         .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;
     let listeners = Arc::new(listeners);
     for port in config.ports.iter().filter(|port| port.id != first.id) {

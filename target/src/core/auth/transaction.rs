@@ -35,8 +35,6 @@ impl HostKeys {
 
 /// Where the transaction stands.
 enum Step {
-    /// Waiting for AUTH_Negotiate.
-    Negotiate,
     /// Negotiated: the next Receive carries the Challenge.
     Challenge { hash: HashFunction, group: DhGroup },
     /// The Challenge went out: waiting for the host's Reply.
@@ -48,7 +46,8 @@ enum Step {
     Success2,
     /// The transaction failed: the next Receive carries Failure1.
     Failure1(FailureReason),
-    /// Nothing in progress; a new Negotiate starts over (re-authentication).
+    /// Nothing in progress: waiting for AUTH_Negotiate, which starts a transaction
+    /// (the first, or a re-authentication).
     Idle,
 }
 
@@ -71,7 +70,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(keys: Arc<HostKeys>, host_nqn: &str, subsystem_nqn: &str) -> Authenticator {
-        Authenticator { keys, host_nqn: host_nqn.to_owned(), subsystem_nqn: subsystem_nqn.to_owned(), step: Step::Negotiate, transaction: 0, authenticated: false }
+        Authenticator { keys, host_nqn: host_nqn.to_owned(), subsystem_nqn: subsystem_nqn.to_owned(), step: Step::Idle, transaction: 0, authenticated: false }
     }
 
     /// Whether the host has authenticated. It stays so while the host authenticates
@@ -152,7 +151,7 @@ impl Authenticator {
             }
             Step::Failure1(reason) => (message::encode_failure1(transaction, *reason), Step::Idle, true),
             // Nothing to receive now: the host is out of step.
-            Step::Negotiate | Step::Reply { .. } | Step::Success2 | Step::Idle => {
+            Step::Reply { .. } | Step::Success2 | Step::Idle => {
                 warn!(host = %self.host_nqn, subsystem = %self.subsystem_nqn, "authentication receive out of order");
                 (message::encode_failure1(transaction, FailureReason::Failed), Step::Idle, true)
             }

@@ -105,15 +105,23 @@ struct ListeningPort {
     address: SocketAddr,
     /// None while the address or device is gone; listening again is tried with backoff.
     id: Option<CmId>,
-    /// The device the address is on (None for a wildcard address, or while gone).
-    device: Option<Context>,
     relisten: Backoff,
 }
 
 impl ListeningPort {
     fn new(port_id: u16, address: SocketAddr, id: CmId) -> ListeningPort {
-        let device = id.context();
-        ListeningPort { port_id, address, id: Some(id), device, relisten: Backoff::default() }
+        ListeningPort { port_id, address, id: Some(id), relisten: Backoff::default() }
+    }
+
+    /// The device the address is on (None for a wildcard address, or while gone).
+    fn device(&self) -> Option<Context> {
+        self.id.as_ref()?.context()
+    }
+
+    /// The address or its device went away: listen again from the first backoff step.
+    fn lost(&mut self) {
+        self.id = None;
+        self.relisten = Backoff::default();
     }
 
     /// Whether a connection that reached `local` came through this port.
@@ -208,7 +216,7 @@ impl Listener {
     /// registrations) so start-up can report the data path. Returns the least capable
     /// open device's data path; None with only wildcard addresses.
     pub fn open_listening_devices(&mut self) -> Option<DataPathMode> {
-        let contexts: Vec<Context> = self.ports.iter().filter(|port| port.id.is_some()).filter_map(|port| port.device).collect();
+        let contexts: Vec<Context> = self.ports.iter().filter_map(ListeningPort::device).collect();
         for context in contexts {
             if self.devices.contains_key(&context) {
                 continue;
@@ -281,11 +289,10 @@ impl Listener {
     }
 
     fn handle_event(&mut self, event: CmEvent) {
-        let listener = self.ports.iter().find(|port| port.id.as_ref().is_some_and(|id| id.is(event.id))).map(|port| (port.port_id, port.device));
-        match event.kind {
-            CmEventKind::ConnectRequest => self.accept(event),
-            CmEventKind::AddressChange | CmEventKind::DeviceRemoval if listener.is_some() => {
-                let (port, device) = listener.unwrap_or_default();
+        let listener = self.ports.iter().find(|port| port.id.as_ref().is_some_and(|id| id.is(event.id))).map(|port| (port.port_id, port.device()));
+        match (event.kind, listener) {
+            (CmEventKind::ConnectRequest, _) => self.accept(event),
+            (CmEventKind::AddressChange | CmEventKind::DeviceRemoval, Some((port, device))) => {
                 warn!(port, kind = ?event.kind, "a listening address or its RDMA device went away: closing the device's queues and listening again when it is back");
                 match device {
                     Some(device) => self.lose_device(device),
@@ -293,7 +300,7 @@ impl Listener {
                 }
             }
             // A connection whose handshake failed before it moved to its own thread.
-            CmEventKind::Rejected | CmEventKind::Unreachable | CmEventKind::ConnectError => {
+            (CmEventKind::Rejected | CmEventKind::Unreachable | CmEventKind::ConnectError, _) => {
                 info!(kind = ?event.kind, status = event.status, "a connection failed during its handshake");
             }
             _ => {}
@@ -301,8 +308,10 @@ impl Listener {
     }
 
     /// ibverbs asynchronous events of the open devices: a QP or CQ in error closes its
-    /// queue, a port going down closes the device's queues (hosts reconnect when it is
-    /// back), a fatal device error is handled as its removal.
+    /// queue; a port going down or coming back is logged (its queues stay: a link flap
+    /// shorter than the transport's retries must not cost the hosts a reconnect, and a
+    /// queue whose QP fails closes on its QP error or its controller's keep-alive); a
+    /// fatal device error is handled as its removal.
     fn device_events(&mut self) {
         let mut lost = Vec::new();
         let contexts: Vec<Context> = self.devices.keys().copied().collect();
@@ -347,10 +356,8 @@ impl Listener {
         if let Some(device) = self.devices.remove(&context) {
             self.status.devices.lock().unwrap_or_else(|p| p.into_inner()).remove(&device.info.name);
         }
-        for port in self.ports.iter_mut().filter(|port| port.device == Some(context)) {
-            port.id = None;
-            port.device = None;
-            port.relisten = Backoff::default();
+        for port in self.ports.iter_mut().filter(|port| port.device() == Some(context)) {
+            port.lost();
         }
     }
 
@@ -360,11 +367,7 @@ impl Listener {
         self.stop_queues();
         self.devices.clear();
         self.status.devices.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        for port in &mut self.ports {
-            port.id = None;
-            port.device = None;
-            port.relisten = Backoff::default();
-        }
+        self.ports.iter_mut().for_each(ListeningPort::lost);
     }
 
     /// Tries to listen again on each lost port once its backoff allows; on success
@@ -378,7 +381,6 @@ impl Listener {
             }
             match CmId::listen(&self.events, port.address, LISTEN_BACKLOG) {
                 Ok(id) => {
-                    port.device = id.context();
                     port.id = Some(id);
                     listening = true;
                     info!(address = %port.address, "listening again");
