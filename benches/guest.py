@@ -6,7 +6,12 @@ host buffers and p2ptgt with CMB buffers. Writes build/bench/results.json.
 In the remote layout (`vm/run --remote`, BENCH_REMOTE=1 for benches/run) the NVMe host
 side (nvme connect, fio) runs on the initiator guest through `rxe-remote`, so the
 target guest does only the target's work. `guest.py connect NQN PORT QUEUES`, run there,
-connects and prints the block device."""
+connects and prints the block device.
+
+A job that fails on some mode (fio's error, a target that would not come up) is
+recorded as a failed cell and the others run on; the script then exits 1, and
+report.py fails too. BENCH_BINARY (default this build's) is the p2ptgt to run, BENCH_OUT (default build/bench) is where results go, BENCH_SIZE
+(default 512M) fio's span of the device."""
 
 import json
 import os
@@ -17,11 +22,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "build" / "bench"
-P2PTGT = REPO / "build" / "cargo" / "release" / "p2ptgt"
+OUT = Path(os.environ.get("BENCH_OUT") or REPO / "build" / "bench")
+P2PTGT = Path(os.environ.get("BENCH_BINARY") or REPO / "build" / "cargo" / "release" / "p2ptgt")
 NVME_DEV = os.environ.get("NVME_DEV", "")
 # The target's address: on the initiator guest, RXE_ADDR is the initiator's own.
-ADDR = os.environ.get("RXE_TARGET_ADDR") or os.environ["RXE_ADDR"]
+ADDR = os.environ.get("RXE_TARGET_ADDR") or os.environ.get("RXE_ADDR", "")
 # The target guest of the remote layout (the initiator guest has RXE_TARGET_ADDR).
 REMOTE = os.environ.get("P2PTGT_VM_MODE") == "remote" and "RXE_TARGET_ADDR" not in os.environ
 NQN = "nqn.2026-11.io.p2ptgt:bench"
@@ -29,6 +34,7 @@ HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:b3b3b3b3-0000-4000-8000-000000000001"
 RUNTIME = int(os.environ.get("BENCH_RUNTIME", "10"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "1"))
 FIO_CPUS = os.environ.get("BENCH_FIO_CPUS", "")
+SIZE = os.environ.get("BENCH_SIZE") or "512M"
 IO_QUEUES = int(os.environ.get("BENCH_IO_QUEUES") or 2)
 NVMET = Path("/sys/kernel/config/nvmet")
 
@@ -115,7 +121,7 @@ def fio(device, name, options, local=False):
     """fio on `device`: the local SSD, or a target's namespace on the NVMe host side."""
     args = ["fio", f"--name={name}", f"--filename={device}", "--direct=1", "--ioengine=libaio",
             "--time_based", f"--runtime={RUNTIME}", "--ramp_time=1", "--group_reporting",
-            "--randrepeat=0", "--norandommap", "--size=512M", "--output-format=json"] + options
+            "--randrepeat=0", "--norandommap", f"--size={SIZE}", "--output-format=json"] + options
     if FIO_CPUS:
         args.append(f"--cpus_allowed={FIO_CPUS}")
     result = json.loads((sh if local else on_host)(*args).stdout)
@@ -129,6 +135,7 @@ def fio(device, name, options, local=False):
         "iops": iops,
         "mbps": bw,
         "ios": ios,
+        "bytes": job["read"]["io_bytes"] + job["write"]["io_bytes"],
         "lat_p50_us": pct.get("50.000000", 0) / 1000,
         "lat_p90_us": pct.get("90.000000", 0) / 1000,
         "lat_p99_us": pct.get("99.000000", 0) / 1000,
@@ -252,13 +259,25 @@ def p2ptgt_stats(mode):
     return json.loads(sh(P2PTGT, "stats", "--control", f"/run/{mode}.sock").stdout)
 
 
+def p2ptgt_payload(mode):
+    """Payload bytes p2ptgt `mode` moved so far: (through host memory, through the CMB)."""
+    stats = p2ptgt_stats(mode)
+    return stats["payload_bytes_host"], stats["payload_bytes_cmb"]
+
+
 def measure(mode, device, cpu, name, options, metric, pid=None):
     before, busy_before = cpu(), busy_ticks()
     sleeps = context_switches(pid) if pid else 0
     counters = rxe_counters()
+    payload = p2ptgt_payload(mode) if pid else None
     result = fio(device, name, options, local=mode == "local")
     used, busy = cpu() - before, busy_ticks() - busy_before
     counted = rxe_counters()
+    if payload:
+        # The share of the payload p2ptgt moved through host memory, times fio's bytes per I/O
+        # (p2ptgt's counters also count the ramp, which fio leaves out).
+        host, cmb = (now - then for now, then in zip(p2ptgt_payload(mode), payload))
+        result["host_payload_bytes_per_io"] = host / max(host + cmb, 1) * result["bytes"] / max(result["ios"], 1)
     delta = {key: value - counters.get(key, 0) for key, value in counted.items()}
     per_million = lambda ticks: ticks / os.sysconf("SC_CLK_TCK") / max(result["ios"], 1) * 1e6
     result["cpu_s_per_million_ios"] = per_million(used)
@@ -286,56 +305,88 @@ def best(samples):
     return chosen
 
 
+def failure(error):
+    """One line naming why a step failed."""
+    if isinstance(error, subprocess.CalledProcessError):
+        detail = (error.stderr or "").strip().splitlines()[-1:] or [f"exit status {error.returncode}"]
+        return f"{Path(str(error.cmd[0])).name}: {detail[0]}"
+    return f"{type(error).__name__}: {error}"
+
+
 def main():
     """Every target is up at once (kernel target on 4420, p2ptgt with host buffers on
     4421, with CMB buffers on 4422); each job runs on every mode in turn, REPEAT times,
-    so drift on this shared machine hits all modes alike."""
+    so drift on this shared machine hits all modes alike. Returns the exit status: 1 if
+    any cell failed."""
     OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").unlink(missing_ok=True)
     modes = sys.argv[1:] or ["local", "kernel-target", "p2ptgt-host", "p2ptgt-cmb"]
-    results = {"runtime_s": RUNTIME, "repeat": REPEAT, "kernel": os.uname().release, "layout": "remote" if REMOTE else "single",
-               "rows": [], "p2ptgt": {}}
-    devices, cpu, processes = {}, {}, {}
+    results = {"runtime_s": RUNTIME, "repeat": REPEAT, "clock": os.environ.get("BENCH_CLOCK") or "real",
+               "kernel": os.uname().release, "layout": "remote" if REMOTE else "single",
+               "modes": modes, "jobs": [name for name, _, _ in JOBS], "rows": [], "failures": [], "p2ptgt": {}}
+    devices, cpu, processes, down = {}, {}, {}, {}
     for mode in modes:
-        if mode == "local":
-            devices[mode], cpu[mode] = NVME_DEV, system_ticks
-        else:
-            devices[mode], process = target_up(mode)
-            if process:
-                processes[mode] = process
-                cpu[mode] = (lambda pid: lambda: cpu_ticks(pid))(process.pid)
+        try:
+            if mode == "local":
+                devices[mode], cpu[mode] = NVME_DEV, system_ticks
             else:
-                cpu[mode] = system_ticks
+                devices[mode], process = target_up(mode)
+                if process:
+                    processes[mode] = process
+                    cpu[mode] = (lambda pid: lambda: cpu_ticks(pid))(process.pid)
+                else:
+                    cpu[mode] = system_ticks
+        except (subprocess.SubprocessError, OSError, RuntimeError) as error:
+            down[mode] = f"did not come up: {failure(error)}"
+            print(f"{mode:14} FAILED: {down[mode]}", file=sys.stderr, flush=True)
     for name, options, metric in JOBS:
         samples = {mode: [] for mode in modes}
+        failed = dict(down)
         for _ in range(REPEAT):
             for mode in modes:
+                if mode in failed:
+                    continue
                 pid = processes[mode].pid if mode in processes else None
-                samples[mode].append(measure(mode, devices[mode], cpu[mode], name, options, metric, pid))
+                try:
+                    samples[mode].append(measure(mode, devices[mode], cpu[mode], name, options, metric, pid))
+                except (subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
+                    failed[mode] = failure(error)
+                    print(f"{mode:14} {name:24} FAILED: {failed[mode]}", file=sys.stderr, flush=True)
         for mode in modes:
+            if mode in failed:
+                results["failures"].append({"mode": mode, "job": name, "error": failed[mode]})
+                continue
             row = best(samples[mode])
             print(f"{mode:14} {name:24} iops={row['iops']:9.0f} MB/s={row['mbps']:7.1f} "
                   f"p50={row['lat_p50_us']:7.0f}us p99={row['lat_p99_us']:7.0f}us", flush=True)
             results["rows"].append(row)
     for mode, process in processes.items():
-        stats = p2ptgt_stats(mode)
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
-        results["p2ptgt"][mode] = {
-            "registration": stats["registration"],
-            "payload_bytes_host": stats["payload_bytes_host"],
-            "payload_bytes_cmb": stats["payload_bytes_cmb"],
-            "polled_ios": stats["polled_ios"],
-            "peak_rss_kib": int(peak),
-        }
+        try:
+            stats = p2ptgt_stats(mode)
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+            results["p2ptgt"][mode] = {
+                "registration": stats["registration"],
+                "payload_bytes_host": stats["payload_bytes_host"],
+                "payload_bytes_cmb": stats["payload_bytes_cmb"],
+                "polled_ios": stats["polled_ios"],
+                "peak_rss_kib": int(peak),
+            }
+        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
+            results["failures"].append({"mode": mode, "job": "stats", "error": failure(error)})
         target_down(mode, process)
-    if "kernel-target" in modes:
+    if "kernel-target" in modes and "kernel-target" not in down:
         target_down("kernel-target")
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT / 'results.json'}")
+    if results["failures"]:
+        print(f"{len(results['failures'])} cell(s) failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["connect"]:
         print(connect(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     else:
-        main()
+        sys.exit(main())

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Turns build/bench/results.json into a Markdown table (results.md) and an SVG chart
-(chart.svg) of each mode's ratio to the kernel target, measured in the same boot."""
+(chart.svg) of each mode's ratio to the kernel target, measured in the same boot. Exits 1,
+after writing them, if any job of any mode failed or is missing: a cell is never left
+blank in silence."""
 
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "build" / "bench"
+OUT = Path(os.environ.get("BENCH_OUT") or Path(__file__).resolve().parent.parent / "build" / "bench")
 MODES = ["local", "kernel-target", "p2ptgt-host", "p2ptgt-cmb"]
 COLORS = {"local": "#999999", "kernel-target": "#4c72b0", "p2ptgt-host": "#55a868", "p2ptgt-cmb": "#dd8452"}
 
@@ -50,18 +53,26 @@ def median_ratio(row, base):
 def main():
     results = json.loads((OUT / "results.json").read_text())
     rows = results["rows"]
-    jobs = list(dict.fromkeys(r["job"] for r in rows))
-    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    jobs = results.get("jobs") or list(dict.fromkeys(r["job"] for r in rows))
+    ran = results.get("modes") or [r["mode"] for r in rows]
+    modes = [m for m in MODES if m in ran] + [m for m in dict.fromkeys(ran) if m not in MODES]
     table = {(r["job"], r["mode"]): r for r in rows}
+    failed = {(f["job"], f["mode"]): f["error"] for f in results.get("failures", [])}
+    for job in jobs:
+        for mode in modes:
+            if (job, mode) not in table and (job, mode) not in failed:
+                failed[(job, mode)] = "no result"
     layout = ("NVMe host (fio) on a second guest over a virtual link. " if results.get("layout") == "remote"
               else "NVMe host (fio) in the target's guest. ")
-    lines = [f"Kernel {results['kernel']}, {results['runtime_s']} s per job, best of {results['repeat']}. " + layout +
+    clock = ("Virtual time (guest time advances by instructions executed). " if results.get("clock") == "virtual"
+             else "Real time. ")
+    lines = [clock + f"Kernel {results['kernel']}, {results['runtime_s']} s per job, best of {results['repeat']}. " + layout +
              "Latency cells are p50/p99; ratios are to the kernel target (> 1.00 is better; for latency, kernel p99 / ours), "
              "of the best runs and, in parentheses, of the median runs.", ""]
     lines.append("| job | " + " | ".join(modes) + " | " + " | ".join(f"{m} ÷ kernel" for m in modes if m.startswith("p2ptgt")) + " |")
     lines.append("|---" * (1 + len(modes) + sum(m.startswith("p2ptgt") for m in modes)) + "|")
     for job in jobs:
-        cells = [describe(table[(job, m)]) if (job, m) in table else "" for m in modes]
+        cells = [describe(table[(job, m)]) if (job, m) in table else "FAILED" for m in modes]
         base = table.get((job, "kernel-target"))
         ratios = []
         for m in modes:
@@ -79,6 +90,14 @@ def main():
         lines.append("|---" * (1 + len(modes)) + "|")
         for job in jobs:
             lines.append(f"| {job} | " + " | ".join(f"{table[(job, m)][key]:.0f}" if (job, m) in table and key in table[(job, m)] else "" for m in modes) + " |")
+    if any("host_payload_bytes_per_io" in row for row in table.values()):
+        lines += ["", "Payload bytes per I/O through host memory (the kernel target's all are):", ""]
+        shown = [m for m in modes if m.startswith("p2ptgt")]
+        lines.append("| job | " + " | ".join(shown) + " |")
+        lines.append("|---" * (1 + len(shown)) + "|")
+        for job in jobs:
+            lines.append(f"| {job} | " + " | ".join(f"{table[(job, m)]['host_payload_bytes_per_io']:.0f}"
+                                                    if "host_payload_bytes_per_io" in table.get((job, m), {}) else "" for m in shown) + " |")
     if results.get("p2ptgt"):
         lines += ["", "| p2ptgt mode | registration | payload bytes via host memory | via CMB | SSD I/Os completed by polling | peak RSS |", "|---|---|---|---|---|---|"]
         for mode, info in results["p2ptgt"].items():
@@ -86,11 +105,16 @@ def main():
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     chart(jobs, modes, table)
+    if failed:
+        for (job, mode), error in failed.items():
+            print(f"FAILED: {job} on {mode}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def chart(jobs, modes, table):
     # The local SSD is the ceiling (up to 15x the targets here); plotting it would flatten the rest.
-    shown = [m for m in modes if m not in ("kernel-target", "local")]
+    shown = [m for m in modes if m not in ("kernel-target", "local") and m in COLORS]
     width, row_height, left = 760, 22 * len(shown) + 14, 190
     height = 60 + row_height * len(jobs)
     scale_max = max([ratio(table[(j, m)], table.get((j, "kernel-target"))) or 0 for j in jobs for m in shown if (j, m) in table] + [1.2])
