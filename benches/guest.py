@@ -277,7 +277,9 @@ def measure(mode, device, cpu, name, options, metric, pid=None):
         # The share of the payload p2ptgt moved through host memory, times fio's bytes per I/O
         # (p2ptgt's counters also count the ramp, which fio leaves out).
         host, cmb = (now - then for now, then in zip(p2ptgt_payload(mode), payload))
-        result["host_payload_bytes_per_io"] = host / max(host + cmb, 1) * result["bytes"] / max(result["ios"], 1)
+        # fio's bytes over I/Os is the block size give or take an I/O at the window's edge.
+        block = round(result["bytes"] / max(result["ios"], 1) / 512) * 512
+        result["host_payload_bytes_per_io"] = host / max(host + cmb, 1) * block
     delta = {key: value - counters.get(key, 0) for key, value in counted.items()}
     per_million = lambda ticks: ticks / os.sysconf("SC_CLK_TCK") / max(result["ios"], 1) * 1e6
     result["cpu_s_per_million_ios"] = per_million(used)

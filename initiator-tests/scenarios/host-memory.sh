@@ -1,7 +1,8 @@
 #!/bin/bash
 # p2ptgt with host-memory buffers on the guest's SSD: the kernel host discovers,
 # connects (1 and 2 I/O queues), runs nvme-cli admin commands and fio verify, reads
-# beyond the end, and the data persists on the backing device.
+# beyond the end, and the data persists on the backing device; then fio verify with
+# the queues run by a busy-polling poll group (--poll-groups).
 source "$(dirname "$0")/lib.sh"
 
 start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off --cpus 1,0
@@ -41,4 +42,15 @@ check "queue threads pinned as --cpus asks" test "$(queue_cpus)" == "q0:1 q1:0 q
 check "payload counted in host memory" bash -c "(( \$(target_stat payload_bytes_host) > 64 * 1024 * 1024 )) && (( \$(target_stat payload_bytes_cmb) == 0 ))"
 disconnect "$NQN"
 check "SIGTERM exits 0" stop_target
+
+# The data path for dedicated cores: one busy-polling poll group on CPU 1 runs every queue.
+start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off --cpus 1 --poll-groups
+dmesg --clear
+DEV=$(connect "$NQN" --nr-io-queues=2)
+check "poll group: fio verify on 2 queues, 2 jobs" fio_verify "$DEV" 32M --numjobs=2 --offset_increment=64M
+check "poll group: its one thread, on CPU 1, runs the queues" test "$(group_cpus)" == "pg1:1"
+check "poll group: the SSD's completions found by polling" polled_more_than 1000
+disconnect "$NQN"
+check "poll group: no host timeout, reset or reconnect" test -z "$(dmesg | grep -iE "timeout|reset|reconnect|I/O error" | tee /dev/stderr)"
+check "poll group: SIGTERM exits 0" stop_target
 finish

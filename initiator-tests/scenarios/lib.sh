@@ -184,3 +184,12 @@ queue_cpus() {
         echo "$(sed 's/p2ptgt-//' "$task/comm"):$(awk '/Cpus_allowed_list/ {print $2}' "$task/status")"
     done | sort | paste -sd ' '
 }
+
+# "pgN:CPUS" for each poll group thread of the target (name: the CPU it was given).
+group_cpus() {
+    local task
+    for task in /proc/"$TARGET_PID"/task/*; do
+        [[ $(cat "$task/comm") == p2ptgt-pg* ]] || continue
+        echo "$(sed 's/p2ptgt-//' "$task/comm"):$(awk '/Cpus_allowed_list/ {print $2}' "$task/status")"
+    done | sort | paste -sd ' '
+}

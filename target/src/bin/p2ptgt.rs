@@ -280,6 +280,11 @@ struct ServeArgs {
     /// the (i mod n)-th. Default: not pinned.
     #[arg(long, value_parser = parse_cpu_list)]
     cpus: Option<CpuList>,
+    /// The data path for dedicated cores: one busy-polling thread per CPU of --cpus
+    /// serves all queues (polling their completion queues and the SSD's polled queue)
+    /// and never sleeps while it has one. It keeps those CPUs busy all the time.
+    #[arg(long, requires = "cpus")]
+    poll_groups: bool,
     /// Connections accepted at once, in total (lowered to what the file descriptor
     /// limit allows).
     #[arg(long, default_value_t = Limits::default().connections_max)]
@@ -708,6 +713,7 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
         limits,
         poll_budget: std::time::Duration::from_micros(args.poll_us),
         polled_io: !args.no_polled_io,
+        poll_groups: args.poll_groups,
         cpus: args.cpus.map(|list| list.0).unwrap_or_default(),
         defaults,
         config_file: args.config.clone(),

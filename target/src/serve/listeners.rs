@@ -15,6 +15,7 @@ use crate::core::Target;
 use crate::memory::Pools;
 use crate::transport::rdma::connection::Control;
 use crate::transport::rdma::listener::{ListenerView, PortHandle, QueueReport};
+use crate::transport::rdma::poll_group::PollGroups;
 use crate::transport::rdma::{DataPathMode, Listener};
 
 /// How the listener runs its queues.
@@ -23,6 +24,8 @@ pub struct QueueSettings {
     pub poll_budget: Duration,
     pub polled_io: bool,
     pub cpus: Vec<usize>,
+    /// One busy-polling poll group per CPU of `cpus` runs the queues.
+    pub poll_groups: bool,
 }
 
 pub struct Listeners {
@@ -40,6 +43,9 @@ impl Listeners {
         let mut listener = Listener::bind(id, address, target, pools)?;
         listener.poll_budget = settings.poll_budget;
         listener.polled_io = settings.polled_io;
+        if settings.poll_groups {
+            listener.poll_groups = Some(Arc::new(PollGroups::start(&settings.cpus)?));
+        }
         listener.cpus = settings.cpus;
         listener.open_listening_devices();
         let (handle, control, status) = (listener.port_handle(), listener.control.clone(), listener.status.clone());

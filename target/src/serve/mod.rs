@@ -39,6 +39,9 @@ pub struct ServeOptions {
     pub polled_io: bool,
     /// CPUs to pin queue threads to (queue i on `cpus[i % len]`); empty: not pinned.
     pub cpus: Vec<usize>,
+    /// Instead of a sleeping thread per queue, one busy-polling poll group per CPU of
+    /// `cpus` (which must not be empty) runs the queues.
+    pub poll_groups: bool,
     /// Firmware and OUI for subsystems that set none, here and in later changes.
     pub defaults: SubsystemDefaults,
     /// The nvmetcli file SIGHUP reloads.
@@ -53,10 +56,10 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// Whether queue threads poll the SSD for completions: asked for, and only a
-    /// thread that polls at all (a poll budget) is awake to find them.
+    /// Whether queues poll the SSD for completions: asked for, and only a thread that
+    /// polls at all (a poll group, or a poll budget) is awake to find them.
     pub fn polls_ssd(&self) -> bool {
-        self.polled_io && !self.poll_budget.is_zero()
+        self.polled_io && (self.poll_groups || !self.poll_budget.is_zero())
     }
 }
 
@@ -116,7 +119,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     if !config.host_keys.is_empty() {
         info!(hosts = config.host_keys.len(), "hosts with a DH-HMAC-CHAP key must authenticate");
     }
-    let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone() };
+    let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone(), poll_groups: options.poll_groups };
     let listeners = Listeners::start(first.id, first.address, target.clone(), pools.clone(), settings)
         .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;
     let listeners = Arc::new(listeners);

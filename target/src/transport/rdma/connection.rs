@@ -50,6 +50,19 @@ const SPIN_OUTSTANDING_MAX: usize = 2;
 const BACKEND_POLL_MAX: Duration = Duration::from_millis(2);
 /// Wake-up period for controller teardown checks when nothing else happens.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// How often a busy-polled connection reads its CM event channel (a host's disconnect).
+const BUSY_EVENTS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// What one [`Connection::step`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Something completed or was handed in: step again at once.
+    Progressed,
+    /// Nothing happened.
+    Idle,
+    /// The connection is torn down and may be dropped.
+    Finished,
+}
 
 /// Shared between a connection thread and the listener: a stop request and an eventfd
 /// to wake the thread.
@@ -110,6 +123,12 @@ pub struct Connection {
     sends_in_flight: SendsInFlight,
     recvs_in_flight: u32,
     closing: Option<Instant>,
+    /// Served by a busy-polling poll group rather than its own sleeping thread.
+    busy_polled: bool,
+    /// When the idle tick (timeouts, responses not taken) is next due.
+    next_tick: Instant,
+    /// When a busy-polled connection next reads its CM event channel.
+    next_events: Instant,
     sends: Vec<SendRequest>,
     completions: Vec<WorkCompletion>,
     depth: DepthHistory,
@@ -141,6 +160,9 @@ impl Connection {
             sends_in_flight: SendsInFlight::default(),
             recvs_in_flight: 0,
             closing: None,
+            busy_polled: false,
+            next_tick: Instant::now() + IDLE_TICK,
+            next_events: Instant::now(),
             sends: Vec::new(),
             completions: Vec::with_capacity(32),
             depth: DepthHistory::new(SPIN_OUTSTANDING_MAX, Instant::now()),
@@ -163,62 +185,24 @@ impl Connection {
         Ok(())
     }
 
-    /// The connection's event loop; returns when the connection is fully torn down.
+    /// The connection's event loop on its own thread; returns when the connection is
+    /// fully torn down.
     pub fn run(mut self) {
-        let queue_id = self.queue.queue_id();
-        let peer = self.id.peer();
-        debug!(queue = queue_id, ?peer, "queue thread started");
-        let mut next_tick = Instant::now() + IDLE_TICK;
+        debug!(queue = self.queue.queue_id(), peer = ?self.id.peer(), "queue thread started");
         let mut spin: Option<Spin> = None;
         // Start of the first judged spin of the current idle moment, kept through sleeps.
         let mut judged_since: Option<Instant> = None;
         loop {
-            let mut progressed = self.drain_completions();
-            while let Some((tag, result, buffer)) = self.executor.poll_done() {
-                let result = result.map_err(|error| {
-                    warn!(queue = queue_id, %error, "backend operation failed");
-                    Status::from(&error)
-                });
-                self.queue.handle_backend_done(Instant::now(), tag, result, buffer);
-                progressed = true;
-            }
-            self.queue.poll_grants(Instant::now());
-            self.queue.poll_ranges();
-            let polled = self.executor.take_polled_count();
-            if polled > 0 {
-                self.queue.stats.polled_ios.add(polled);
-            }
-            self.handle_watches();
-            let now = Instant::now();
-            self.depth.note(now, self.queue.outstanding());
-            let deadline = self.queue.poll_timeout().map_or(next_tick, |t| t.min(next_tick));
-            if now >= deadline {
-                self.queue.handle_timeout(now);
-                self.check_responses_taken(now);
-                next_tick = now + IDLE_TICK;
-            }
-            // (Without polling, the listener gave the executor no polled ring.)
-            self.executor.prefer_polled(self.shallow());
-            self.perform_actions();
-            if self.queue.is_associated() {
-                self.register_fixed_buffers();
-            }
-            if let Err(error) = self.executor.flush() {
-                warn!(queue = queue_id, %error, "backend submission failed");
-                self.start_close();
-            }
-            if self.control.stopping() {
-                self.start_close();
-            }
-            if self.finished() {
-                break;
-            }
-            if progressed {
-                spin = None;
-                if let Some(start) = judged_since.take() {
-                    self.record_spin(start.elapsed());
+            match self.step() {
+                Step::Finished => break,
+                Step::Progressed => {
+                    spin = None;
+                    if let Some(start) = judged_since.take() {
+                        self.record_spin(start.elapsed());
+                    }
+                    continue;
                 }
-                continue;
+                Step::Idle => {}
             }
             // Adaptive polling: right after activity, keep polling the CQ and the
             // io_uring rings (shared memory; the polled ring, one non-blocking system
@@ -248,10 +232,80 @@ impl Connection {
             if self.drain_completions() {
                 continue;
             }
-            let wait = deadline.saturating_duration_since(Instant::now()).min(IDLE_TICK);
+            let wait = self.deadline().saturating_duration_since(Instant::now()).min(IDLE_TICK);
             self.wait(wait);
         }
-        info!(queue = queue_id, ?peer, "queue closed");
+        self.closed();
+    }
+
+    /// Marks the connection as served by a busy-polling poll group: nothing sleeps in
+    /// its completion channel or event channel, so those are polled by time.
+    pub fn set_busy_polled(&mut self) {
+        self.busy_polled = true;
+    }
+
+    /// One round of the queue's work without sleeping: completions from the NIC and the
+    /// backend, timers, the core's actions, posts and submissions.
+    pub fn step(&mut self) -> Step {
+        let queue_id = self.queue.queue_id();
+        let mut progressed = self.drain_completions();
+        while let Some((tag, result, buffer)) = self.executor.poll_done() {
+            let result = result.map_err(|error| {
+                warn!(queue = queue_id, %error, "backend operation failed");
+                Status::from(&error)
+            });
+            self.queue.handle_backend_done(Instant::now(), tag, result, buffer);
+            progressed = true;
+        }
+        self.queue.poll_grants(Instant::now());
+        self.queue.poll_ranges();
+        let polled = self.executor.take_polled_count();
+        if polled > 0 {
+            self.queue.stats.polled_ios.add(polled);
+        }
+        self.handle_watches();
+        let now = Instant::now();
+        self.depth.note(now, self.queue.outstanding());
+        if self.busy_polled && now >= self.next_events {
+            // Nobody sleeps in the event channel: read it (non-blocking) now and then.
+            self.cm_events();
+            self.next_events = now + BUSY_EVENTS_INTERVAL;
+        }
+        if now >= self.deadline() {
+            self.queue.handle_timeout(now);
+            self.check_responses_taken(now);
+            self.next_tick = now + IDLE_TICK;
+        }
+        // (Without polling, the listener gave the executor no polled ring.)
+        self.executor.prefer_polled(self.busy_polled || self.shallow());
+        self.perform_actions();
+        if self.queue.is_associated() {
+            self.register_fixed_buffers();
+        }
+        if let Err(error) = self.executor.flush() {
+            warn!(queue = queue_id, %error, "backend submission failed");
+            self.start_close();
+        }
+        if self.control.stopping() {
+            self.start_close();
+        }
+        if self.finished() {
+            Step::Finished
+        } else if progressed {
+            Step::Progressed
+        } else {
+            Step::Idle
+        }
+    }
+
+    /// Logs the end of a connection that [`Connection::step`] reported finished.
+    pub fn closed(&self) {
+        info!(queue = self.queue.queue_id(), peer = ?self.id.peer(), "queue closed");
+    }
+
+    /// When the queue's timers next need a look.
+    fn deadline(&self) -> Instant {
+        self.queue.poll_timeout().map_or(self.next_tick, |t| t.min(self.next_tick))
     }
 
     /// The latency-bound regime, where polling pays: at most a couple of commands out,

@@ -15,6 +15,7 @@ use zerocopy::IntoBytes;
 
 use super::cm::{CmEvent, CmEventKind, CmId, EventChannel, QueuePairSize};
 use super::connection::{Connection, Control};
+use super::poll_group::PollGroups;
 use super::registrations::Registrations;
 use super::verbs::{AsyncEvent, CompletionChannel, CompletionQueue, Context, DeviceInfo, ProtectionDomain, RecvBuffers};
 use crate::backend::Executor;
@@ -184,6 +185,8 @@ pub struct Listener {
     pub polled_io: bool,
     /// CPUs queue threads are pinned to, queue i on `cpus[i % len]`; empty: not pinned.
     pub cpus: Vec<usize>,
+    /// Busy-polling poll groups that run the queues instead of their own threads.
+    pub poll_groups: Option<Arc<PollGroups>>,
 }
 
 impl Listener {
@@ -205,6 +208,7 @@ impl Listener {
             poll_budget: Duration::ZERO,
             polled_io: false,
             cpus: Vec::new(),
+            poll_groups: None,
         })
     }
 
@@ -486,7 +490,9 @@ impl Listener {
             shared: shared.clone(),
         };
         let peer = id.peer();
-        let cpu = self.cpus.get(usize::from(request.queue_id) % self.cpus.len().max(1)).copied();
+        // A queue run by a poll group only sets up and waits on its thread: the group's is pinned.
+        let groups = self.poll_groups.clone();
+        let cpu = self.cpus.get(usize::from(request.queue_id) % self.cpus.len().max(1)).copied().filter(|_| groups.is_none());
         let thread = std::thread::Builder::new()
             .name(format!("p2ptgt-q{}", request.queue_id))
             .spawn(move || {
@@ -496,7 +502,10 @@ impl Listener {
                     }
                 }
                 match setup.connect(id) {
-                    Ok(connection) => connection.run(),
+                    Ok(connection) => match &groups {
+                        Some(groups) => groups.run(connection),
+                        None => connection.run(),
+                    },
                     Err((id, error)) => {
                         error!(%error, queue = request.queue_id, "could not set up the queue");
                         if let Some(id) = id {

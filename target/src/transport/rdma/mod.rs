@@ -1,10 +1,12 @@
 //! The NVMe/RDMA transport: the only code that knows ibverbs and the RDMA CM.
-//! `cm.rs` and `verbs.rs` hold the FFI; `connection.rs` (one thread per queue) and
-//! `listener.rs` are built on them.
+//! `cm.rs` and `verbs.rs` hold the FFI; `connection.rs` (a queue: its own sleeping
+//! thread, or a step at a time in a busy-polling `poll_group.rs`) and `listener.rs` are
+//! built on them.
 
 pub mod cm;
 pub mod connection;
 pub mod listener;
+pub mod poll_group;
 pub mod registrations;
 pub mod verbs;
 
