@@ -315,45 +315,83 @@ def failure(error):
     return f"{type(error).__name__}: {error}"
 
 
+class Mode:
+    """One mode brought up: its block device, its CPU-time probe and, for p2ptgt, its process."""
+
+    def __init__(self, mode):
+        self.name = mode
+        self.process = None
+        if mode == "local":
+            self.device, self.cpu = NVME_DEV, system_ticks
+            return
+        self.device, self.process = target_up(mode)
+        self.cpu = (lambda pid: lambda: cpu_ticks(pid))(self.process.pid) if self.process else system_ticks
+
+    def down(self, results):
+        """Records what p2ptgt says of its run (summed over the processes of an isolated
+        mode) and takes the mode down."""
+        if self.process:
+            try:
+                stats = p2ptgt_stats(self.name)
+                status = Path(f"/proc/{self.process.pid}/status").read_text()
+                peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+                info = results["p2ptgt"].setdefault(self.name, {"payload_bytes_host": 0, "payload_bytes_cmb": 0, "polled_ios": 0, "peak_rss_kib": 0})
+                info["registration"] = stats["registration"]
+                for key in ("payload_bytes_host", "payload_bytes_cmb", "polled_ios"):
+                    info[key] += stats[key]
+                info["peak_rss_kib"] = max(info["peak_rss_kib"], peak)
+            except (subprocess.SubprocessError, OSError, ValueError, KeyError, StopIteration) as error:
+                results["failures"].append({"mode": self.name, "job": "stats", "error": failure(error)})
+        if self.name != "local":
+            target_down(self.name, self.process)
+
+
 def main():
     """Every target is up at once (kernel target on 4420, p2ptgt with host buffers on
     4421, with CMB buffers on 4422); each job runs on every mode in turn, REPEAT times,
-    so drift on this shared machine hits all modes alike. Returns the exit status: 1 if
-    any cell failed."""
+    so drift on this shared machine hits all modes alike. With BENCH_ISOLATE=1 each mode
+    is up only for its own runs instead: a target that busy-polls (p2ptgt --poll-groups)
+    would otherwise take CPU from the others' runs. Returns the exit status: 1 if any
+    cell failed."""
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").unlink(missing_ok=True)
     modes = sys.argv[1:] or ["local", "kernel-target", "p2ptgt-host", "p2ptgt-cmb"]
+    isolate = os.environ.get("BENCH_ISOLATE") == "1"
     results = {"runtime_s": RUNTIME, "repeat": REPEAT, "clock": os.environ.get("BENCH_CLOCK") or "real",
-               "kernel": os.uname().release, "layout": "remote" if REMOTE else "single",
+               "kernel": os.uname().release, "layout": "remote" if REMOTE else "single", "isolated": isolate,
                "modes": modes, "jobs": [name for name, _, _ in JOBS], "rows": [], "failures": [], "p2ptgt": {}}
-    devices, cpu, processes, down = {}, {}, {}, {}
-    for mode in modes:
+    up, down = {}, {}
+
+    def bring_up(mode):
         try:
-            if mode == "local":
-                devices[mode], cpu[mode] = NVME_DEV, system_ticks
-            else:
-                devices[mode], process = target_up(mode)
-                if process:
-                    processes[mode] = process
-                    cpu[mode] = (lambda pid: lambda: cpu_ticks(pid))(process.pid)
-                else:
-                    cpu[mode] = system_ticks
+            up[mode] = Mode(mode)
         except (subprocess.SubprocessError, OSError, RuntimeError) as error:
             down[mode] = f"did not come up: {failure(error)}"
             print(f"{mode:14} FAILED: {down[mode]}", file=sys.stderr, flush=True)
+
+    if not isolate:
+        for mode in modes:
+            bring_up(mode)
     for name, options, metric in JOBS:
         samples = {mode: [] for mode in modes}
         failed = dict(down)
         for _ in range(REPEAT):
             for mode in modes:
+                if isolate and mode not in failed:
+                    bring_up(mode)
+                    if mode in down:
+                        failed[mode] = down.pop(mode)
                 if mode in failed:
                     continue
-                pid = processes[mode].pid if mode in processes else None
+                target = up[mode]
+                pid = target.process.pid if target.process else None
                 try:
-                    samples[mode].append(measure(mode, devices[mode], cpu[mode], name, options, metric, pid))
+                    samples[mode].append(measure(mode, target.device, target.cpu, name, options, metric, pid))
                 except (subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
                     failed[mode] = failure(error)
                     print(f"{mode:14} {name:24} FAILED: {failed[mode]}", file=sys.stderr, flush=True)
+                if isolate:
+                    up.pop(mode).down(results)
         for mode in modes:
             if mode in failed:
                 results["failures"].append({"mode": mode, "job": name, "error": failed[mode]})
@@ -362,23 +400,8 @@ def main():
             print(f"{mode:14} {name:24} iops={row['iops']:9.0f} MB/s={row['mbps']:7.1f} "
                   f"p50={row['lat_p50_us']:7.0f}us p99={row['lat_p99_us']:7.0f}us", flush=True)
             results["rows"].append(row)
-    for mode, process in processes.items():
-        try:
-            stats = p2ptgt_stats(mode)
-            status = Path(f"/proc/{process.pid}/status").read_text()
-            peak = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
-            results["p2ptgt"][mode] = {
-                "registration": stats["registration"],
-                "payload_bytes_host": stats["payload_bytes_host"],
-                "payload_bytes_cmb": stats["payload_bytes_cmb"],
-                "polled_ios": stats["polled_ios"],
-                "peak_rss_kib": int(peak),
-            }
-        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as error:
-            results["failures"].append({"mode": mode, "job": "stats", "error": failure(error)})
-        target_down(mode, process)
-    if "kernel-target" in modes and "kernel-target" not in down:
-        target_down("kernel-target")
+    for target in up.values():
+        target.down(results)
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {OUT / 'results.json'}")
     if results["failures"]:
