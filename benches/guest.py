@@ -359,7 +359,9 @@ def main():
     isolate = os.environ.get("BENCH_ISOLATE") == "1"
     results = {"runtime_s": RUNTIME, "repeat": REPEAT, "clock": os.environ.get("BENCH_CLOCK") or "real",
                "kernel": os.uname().release, "layout": "remote" if REMOTE else "single", "isolated": isolate,
-               "modes": modes, "jobs": [name for name, _, _ in JOBS], "rows": [], "failures": [], "p2ptgt": {}}
+               "modes": modes, "jobs": [name for name, _, _ in JOBS], "rows": [], "failures": [], "p2ptgt": {},
+               "arguments": {mode: os.environ.get("P2PTGT_" + mode.removeprefix("p2ptgt-").upper() + "_ARGS", "")
+                             for mode in modes if mode.startswith("p2ptgt-alt")} | {"p2ptgt": os.environ.get("P2PTGT_ARGS", "")}}
     up, down = {}, {}
 
     def bring_up(mode):

@@ -68,7 +68,11 @@ def main():
              else "Real time. ")
     lines = [clock + f"Kernel {results['kernel']}, {results['runtime_s']} s per job, best of {results['repeat']}. " + layout +
              "Latency cells are p50/p99; ratios are to the kernel target (> 1.00 is better; for latency, kernel p99 / ours), "
-             "of the best runs and, in parentheses, of the median runs.", ""]
+             "of the best runs and, in parentheses, of the median runs."]
+    arguments = {mode: args for mode, args in results.get("arguments", {}).items() if args}
+    if arguments:
+        lines.append("Arguments: " + "; ".join(f"{mode}: `{args}`" for mode, args in arguments.items()) + ".")
+    lines.append("")
     lines.append("| job | " + " | ".join(modes) + " | " + " | ".join(f"{m} ÷ kernel" for m in modes if m.startswith("p2ptgt")) + " |")
     lines.append("|---" * (1 + len(modes) + sum(m.startswith("p2ptgt") for m in modes)) + "|")
     for job in jobs:

@@ -176,20 +176,14 @@ modprobe nvme_rdma 2>/dev/null || true
 export -f target_stat stats say
 export P2PTGT CONTROL REPO
 
-# The CPUs each queue thread of the target may run on: "q0:1 q1:0 ...".
-queue_cpus() {
+# The CPUs each target thread named p2ptgt-$1* may run on, as "NAME:CPUS" (without
+# "p2ptgt-"): queue threads "q0:1 q1:0 ...", poll groups "pg1:1".
+thread_cpus() {
     local task
     for task in /proc/"$TARGET_PID"/task/*; do
-        [[ $(cat "$task/comm") == p2ptgt-q* ]] || continue
+        [[ $(cat "$task/comm") == p2ptgt-"$1"* ]] || continue
         echo "$(sed 's/p2ptgt-//' "$task/comm"):$(awk '/Cpus_allowed_list/ {print $2}' "$task/status")"
     done | sort | paste -sd ' '
 }
-
-# "pgN:CPUS" for each poll group thread of the target (name: the CPU it was given).
-group_cpus() {
-    local task
-    for task in /proc/"$TARGET_PID"/task/*; do
-        [[ $(cat "$task/comm") == p2ptgt-pg* ]] || continue
-        echo "$(sed 's/p2ptgt-//' "$task/comm"):$(awk '/Cpus_allowed_list/ {print $2}' "$task/status")"
-    done | sort | paste -sd ' '
-}
+queue_cpus() { thread_cpus q; }
+group_cpus() { thread_cpus pg; }

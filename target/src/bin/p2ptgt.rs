@@ -277,7 +277,7 @@ struct ServeArgs {
     #[arg(long)]
     no_polled_io: bool,
     /// CPUs to pin queue threads to, as a list with ranges (`0-3,6`): queue i runs on
-    /// the (i mod n)-th. Default: not pinned.
+    /// the (i mod n)-th; with --poll-groups, one poll group per CPU. Default: not pinned.
     #[arg(long, value_parser = parse_cpu_list)]
     cpus: Option<CpuList>,
     /// The data path for dedicated cores: one busy-polling thread per CPU of --cpus
