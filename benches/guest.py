@@ -365,24 +365,24 @@ def main():
     up, down = {}, {}
 
     def bring_up(mode):
+        """Brings `mode` up into `up`; returns why it failed, or None."""
         try:
             up[mode] = Mode(mode)
+            return None
         except (subprocess.SubprocessError, OSError, RuntimeError) as error:
-            down[mode] = f"did not come up: {failure(error)}"
-            print(f"{mode:14} FAILED: {down[mode]}", file=sys.stderr, flush=True)
+            why = f"did not come up: {failure(error)}"
+            print(f"{mode:14} FAILED: {why}", file=sys.stderr, flush=True)
+            return why
 
     if not isolate:
-        for mode in modes:
-            bring_up(mode)
+        down = {mode: error for mode in modes if (error := bring_up(mode))}
     for name, options, metric in JOBS:
         samples = {mode: [] for mode in modes}
         failed = dict(down)
         for _ in range(REPEAT):
             for mode in modes:
-                if isolate and mode not in failed:
-                    bring_up(mode)
-                    if mode in down:
-                        failed[mode] = down.pop(mode)
+                if isolate and mode not in failed and (error := bring_up(mode)):
+                    failed[mode] = error
                 if mode in failed:
                     continue
                 target = up[mode]

@@ -85,23 +85,17 @@ def main():
                 median = median_ratio(table[(job, m)], base) if (job, m) in table else None
                 ratios.append((f"{r:.2f}×" if r else "") + (f" ({median:.2f}×)" if median else ""))
         lines.append(f"| {job} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-    for key, title in [("cpu_s_per_million_ios", "CPU seconds per million I/Os (p2ptgt: its user+sys; kernel target and local: system+irq+softirq of the guest)"),
-                       ("guest_cpu_s_per_million_ios", "Whole-guest CPU seconds per million I/Os (target, rxe, kernel host, fio: all non-idle time)")]:
+    p2ptgt_modes = [m for m in modes if m.startswith("p2ptgt")]
+    for key, title, shown in [("cpu_s_per_million_ios", "CPU seconds per million I/Os (p2ptgt: its user+sys; kernel target and local: system+irq+softirq of the guest)", modes),
+                              ("guest_cpu_s_per_million_ios", "Whole-guest CPU seconds per million I/Os (target, rxe, kernel host, fio: all non-idle time)", modes),
+                              ("host_payload_bytes_per_io", "Payload bytes per I/O through host memory (the kernel target's all are)", p2ptgt_modes)]:
         if not any(key in row for row in table.values()):
             continue
         lines += ["", f"{title}:", ""]
-        lines.append("| job | " + " | ".join(modes) + " |")
-        lines.append("|---" * (1 + len(modes)) + "|")
-        for job in jobs:
-            lines.append(f"| {job} | " + " | ".join(f"{table[(job, m)][key]:.0f}" if (job, m) in table and key in table[(job, m)] else "" for m in modes) + " |")
-    if any("host_payload_bytes_per_io" in row for row in table.values()):
-        lines += ["", "Payload bytes per I/O through host memory (the kernel target's all are):", ""]
-        shown = [m for m in modes if m.startswith("p2ptgt")]
         lines.append("| job | " + " | ".join(shown) + " |")
         lines.append("|---" * (1 + len(shown)) + "|")
         for job in jobs:
-            lines.append(f"| {job} | " + " | ".join(f"{table[(job, m)]['host_payload_bytes_per_io']:.0f}"
-                                                    if "host_payload_bytes_per_io" in table.get((job, m), {}) else "" for m in shown) + " |")
+            lines.append(f"| {job} | " + " | ".join(f"{table[(job, m)][key]:.0f}" if key in table.get((job, m), {}) else "" for m in shown) + " |")
     if results.get("p2ptgt"):
         lines += ["", "| p2ptgt mode | registration | payload bytes via host memory | via CMB | SSD I/Os completed by polling | peak RSS |", "|---|---|---|---|---|---|"]
         for mode, info in results["p2ptgt"].items():

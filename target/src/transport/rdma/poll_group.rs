@@ -11,8 +11,8 @@
 //! joins a thread either way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tracing::{info, warn};
@@ -28,7 +28,7 @@ struct Adopted {
 /// One poll group's handle: where to send connections, how many it serves.
 struct Group {
     cpu: usize,
-    incoming: Mutex<Sender<Adopted>>,
+    incoming: Sender<Adopted>,
     load: Arc<AtomicUsize>,
 }
 
@@ -49,7 +49,7 @@ impl PollGroups {
             let load = Arc::new(AtomicUsize::new(0));
             let served = load.clone();
             threads.push(std::thread::Builder::new().name(format!("p2ptgt-pg{cpu}")).spawn(move || serve(cpu, &receiver, &served))?);
-            groups.push(Group { cpu, incoming: Mutex::new(sender), load });
+            groups.push(Group { cpu, incoming: sender, load });
         }
         info!(?cpus, "poll groups started: one busy-polling thread per CPU serves the queues");
         Ok(PollGroups { groups, threads })
@@ -63,8 +63,7 @@ impl PollGroups {
         };
         let (finished, done) = mpsc::sync_channel(1);
         group.load.fetch_add(1, Ordering::Relaxed);
-        let sent = group.incoming.lock().unwrap_or_else(|p| p.into_inner()).send(Adopted { connection, finished });
-        match sent {
+        match group.incoming.send(Adopted { connection, finished }) {
             // The group drops its end of `finished` with the connection, error or not.
             Ok(()) => {
                 let _ = done.recv();
@@ -95,36 +94,23 @@ fn serve(cpu: usize, incoming: &Receiver<Adopted>, load: &AtomicUsize) {
         warn!(cpu, %error, "could not pin the poll group's thread");
     }
     let mut queues: Vec<Adopted> = Vec::new();
-    let mut open = true;
     loop {
+        // With no queue, wait for one; a closed, empty channel ends the group.
         if queues.is_empty() {
-            if !open {
-                return;
-            }
             match incoming.recv() {
                 Ok(adopted) => queues.push(adopt(adopted)),
                 Err(_) => return,
             }
         }
-        loop {
-            match incoming.try_recv() {
-                Ok(adopted) => queues.push(adopt(adopted)),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
+        queues.extend(incoming.try_iter().map(adopt));
         let mut index = 0;
         while index < queues.len() {
             if queues[index].connection.step() == Step::Finished {
-                let done = queues.swap_remove(index);
-                done.connection.closed();
+                let Adopted { connection, finished } = queues.swap_remove(index);
+                connection.closed();
                 load.fetch_sub(1, Ordering::Relaxed);
                 // Dropping the connection before the signal: its queue's thread ends
                 // only once the verbs resources are gone.
-                let Adopted { connection, finished } = done;
                 drop(connection);
                 let _ = finished.send(());
                 continue;
