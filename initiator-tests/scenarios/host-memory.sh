@@ -2,8 +2,31 @@
 # p2ptgt with host-memory buffers on the guest's SSD: the kernel host discovers,
 # connects (1 and 2 I/O queues), runs nvme-cli admin commands and fio verify, reads
 # beyond the end, and the data persists on the backing device; then fio verify with
-# the queues run by a busy-polling poll group (--poll-groups).
+# the queues run by a busy-polling poll group (--poll-groups) on its shared receive
+# queue, then on one too small for the host's commands.
 source "$(dirname "$0")/lib.sh"
+
+# RNR NAKs the target's RDMA device has sent: receives that found no slot posted.
+rnr_naks_sent() { cat /sys/class/infiniband/rxe0/ports/1/hw_counters/send_rnr_err; }
+rnr_naks_more_than() {
+    say "RNR NAKs sent: $(rnr_naks_sent)"
+    (( $(rnr_naks_sent) > $1 ))
+}
+# 4 KiB random writes with checksums at depth 16 from 2 jobs (data in the capsules),
+# then whatever $2... asks (--do_verify=0: no read-back; --verify_only: only that).
+fio_in_capsule() {
+    local dev=$1
+    shift
+    fio --name=in-capsule --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 --rw=randwrite --bs=4k \
+        --size=4M --numjobs=2 --offset=768M --offset_increment=8M --verify=crc32c --verify_fatal=1 --verify_state_save=0 \
+        --randrepeat=1 --output="$WORK/fio.txt" "$@" && say "fio: $(grep -E 'WRITE:|READ:' "$WORK/fio.txt" | tr -s ' ' | head -2 | tr '\n' ' ')"
+}
+# Each live queue's receives: "q<id>:own" or "q<id>:shared", by queue id.
+receive_queues() {
+    stats | python3 -c 'import json, sys
+queues = sorted(json.load(sys.stdin)["queues"], key=lambda q: q["queue_id"])
+print(" ".join("q%d:%s" % (q["queue_id"], "shared" if q["shared_receive_queue"] else "own") for q in queues))'
+}
 
 start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off --cpus 1,0
 
@@ -43,14 +66,36 @@ check "payload counted in host memory" bash -c "(( \$(target_stat payload_bytes_
 disconnect "$NQN"
 check "SIGTERM exits 0" stop_target
 
-# The data path for dedicated cores: one busy-polling poll group on CPU 1 runs every queue.
+# The data path for dedicated cores: one busy-polling poll group on CPU 1 runs every
+# queue; its I/O queues take their receives from the group's shared receive queue.
 start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off --cpus 1 --poll-groups
 dmesg --clear
+RNR_BEFORE=$(rnr_naks_sent)
 DEV=$(connect "$NQN" --nr-io-queues=2)
 check "poll group: fio verify on 2 queues, 2 jobs" fio_verify "$DEV" 32M --numjobs=2 --offset_increment=64M
 check "poll group: its one thread, on CPU 1, runs the queues" test "$(group_cpus)" == "pg1:1"
+check "poll group: I/O queues take receives from its shared receive queue" test "$(receive_queues)" == "q0:own q1:shared q2:shared"
+check "poll group: the shared slots covered the host's commands (no RNR NAK)" test "$(rnr_naks_sent)" == "$RNR_BEFORE"
 check "poll group: the SSD's completions found by polling" polled_more_than 1000
 disconnect "$NQN"
-check "poll group: no host timeout, reset or reconnect" test -z "$(dmesg | grep -iE "timeout|reset|reconnect|I/O error" | tee /dev/stderr)"
 check "poll group: SIGTERM exits 0" stop_target
+
+# 4 shared slots for 2 queues of 128 commands: the host is told to retry (RNR NAK), and
+# its 4 KiB writes, each held in its slot until the SSD has it, must land whole. Writes
+# only: on soft-RoCE an RNR NAK while the target moves data to or from that host fails
+# the host's queue pair, and the host reconnects.
+start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off --cpus 1 --poll-groups --srq-entries 4
+RNR_BEFORE=$(rnr_naks_sent)
+DEV=$(connect "$NQN" --nr-io-queues=2)
+check "4 shared slots: in-capsule writes at depth 32 complete" fio_in_capsule "$DEV" --do_verify=0
+check "4 shared slots: the host was told to retry" rnr_naks_more_than "$RNR_BEFORE"
+check "4 shared slots: a warning names the shortfall" grep -q "raise --srq-entries" "$TARGET_LOG"
+disconnect "$NQN"
+check "4 shared slots: SIGTERM exits 0" stop_target
+start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off
+DEV=$(connect "$NQN" --nr-io-queues=2)
+check "4 shared slots: every write reads back intact" fio_in_capsule "$DEV" --verify_only
+disconnect "$NQN"
+check "poll groups: no host timeout, reset or reconnect" test -z "$(dmesg | grep -iE "timeout|reset|reconnect|I/O error" | tee /dev/stderr)"
+check "SIGTERM exits 0 at the end" stop_target
 finish

@@ -285,6 +285,11 @@ struct ServeArgs {
     /// and never sleeps while it has one. It keeps those CPUs busy all the time.
     #[arg(long, requires = "cpus")]
     poll_groups: bool,
+    /// Receive slots of each poll group's shared receive queue on each RDMA device: the
+    /// I/O queues a group runs there share them, so receive memory grows with groups,
+    /// not connections. 0 gives every I/O queue receives of its own.
+    #[arg(long, default_value_t = 1024, requires = "poll_groups")]
+    srq_entries: u32,
     /// Connections accepted at once, in total (lowered to what the file descriptor
     /// limit allows).
     #[arg(long, default_value_t = Limits::default().connections_max)]
@@ -714,6 +719,7 @@ fn serve_command(args: ServeArgs, control: PathBuf) -> Result<(), SetupError> {
         poll_budget: std::time::Duration::from_micros(args.poll_us),
         polled_io: !args.no_polled_io,
         poll_groups: args.poll_groups,
+        srq_entries: args.srq_entries,
         cpus: args.cpus.map(|list| list.0).unwrap_or_default(),
         defaults,
         config_file: args.config.clone(),

@@ -7,7 +7,8 @@
 //! - A [`Lease`] is a range of pool memory. Only a pool mints one; it cannot be copied,
 //!   and dropping it is the only way its pages go back to the pool.
 //! - A [`SlotLoan`] is a transport's receive slot lent to an in-capsule write. It is never
-//!   pool memory: it has no way into a pool, and only its transport takes it back.
+//!   pool memory: it has no way into a pool. Dropping it tells the slot's home (its
+//!   [`SlotHome`]), which may post the slot for a receive again from then on.
 //!
 //! Whoever holds the value is the one party allowed to let a device (the NIC, the SSD)
 //! or the CPU touch the bytes: the core while it computes, the transport while an RDMA
@@ -160,22 +161,34 @@ impl std::fmt::Debug for Lease {
     }
 }
 
+/// Where a receive slot goes when its loan ends: the transport's receive buffers. Also
+/// keeps the slots' memory mapped for as long as any loan exists.
+pub trait SlotHome: Send + Sync {
+    /// The loan of `slot` has ended: no one touches its bytes any more. The default
+    /// does nothing, for a transport that takes its slots back by hand.
+    fn returned(&self, _slot: u32) {}
+}
+
+impl SlotHome for () {}
+
 /// A transport's receive slot, lent to the request whose in-capsule write data it holds.
-/// The memory stays alive as long as the loan does (`keep_alive`), so a loan leaked by a
-/// holder that could not wait for the hardware never points at unmapped memory.
+/// The memory stays alive as long as the loan does (`home`), so a loan leaked by a
+/// holder that could not wait for the hardware never points at unmapped memory; a loan
+/// dropped goes back to its home.
 pub struct SlotLoan {
     buffer: Buffer,
     slot: u32,
-    _keep_alive: Arc<dyn Send + Sync>,
+    home: Arc<dyn SlotHome>,
 }
 
 impl SlotLoan {
     /// # Safety
     /// Only the transport that owns receive slot `slot` calls this, once per received
-    /// capsule, for the slot's data bytes; it posts the slot again only after it has the
-    /// loan back. `keep_alive` keeps the slot's memory mapped.
-    pub unsafe fn new(buffer: Buffer, slot: u32, keep_alive: Arc<dyn Send + Sync>) -> SlotLoan {
-        SlotLoan { buffer, slot, _keep_alive: keep_alive }
+    /// capsule, for the slot's data bytes; it posts the slot again only after the loan
+    /// has come back (by hand, or through `home` when dropped). `home` keeps the slot's
+    /// memory mapped.
+    pub unsafe fn new(buffer: Buffer, slot: u32, home: Arc<dyn SlotHome>) -> SlotLoan {
+        SlotLoan { buffer, slot, home }
     }
 
     pub fn buffer(&self) -> Buffer {
@@ -197,6 +210,12 @@ impl SlotLoan {
             }
             _ => Err(self),
         }
+    }
+}
+
+impl Drop for SlotLoan {
+    fn drop(&mut self) {
+        self.home.returned(self.slot);
     }
 }
 
@@ -241,4 +260,52 @@ pub trait BufferPool: Send {
     fn read(&self, lease: &Lease, out: &mut [u8]);
     /// Copies `data` to the start of the lease.
     fn write(&self, lease: &Lease, data: &[u8]);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A home that records the slots given back to it.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<u32>>);
+
+    impl SlotHome for Recorded {
+        fn returned(&self, slot: u32) {
+            self.0.lock().unwrap().push(slot);
+        }
+    }
+
+    fn loan(home: &Arc<Recorded>, slot: u32) -> SlotLoan {
+        let buffer = Buffer { region: Region::Host, address: 0x1000, len_bytes: 4096 };
+        let home: Arc<dyn SlotHome> = home.clone();
+        // SAFETY: the test owns slot numbers only; no memory is touched.
+        unsafe { SlotLoan::new(buffer, slot, home) }
+    }
+
+    #[test]
+    fn a_dropped_loan_goes_home_once() {
+        let home = Arc::new(Recorded::default());
+        let first = loan(&home, 3);
+        let second = loan(&home, 7);
+        assert!(home.0.lock().unwrap().is_empty(), "a live loan is not home");
+        drop(second);
+        // Narrowing keeps one loan, which goes home once.
+        let narrowed = first.narrow(512, 1024).expect("inside the slot");
+        assert_eq!(*home.0.lock().unwrap(), [7]);
+        let refused = narrowed.narrow(0, 4096).expect_err("past the narrowed data");
+        drop(refused);
+        assert_eq!(*home.0.lock().unwrap(), [7, 3]);
+    }
+
+    #[test]
+    fn a_loan_in_a_data_buffer_goes_home_with_it() {
+        let home = Arc::new(Recorded::default());
+        let data = DataBuffer::Slot(loan(&home, 1));
+        assert_eq!(data.buffer().len_bytes, 4096);
+        drop(data);
+        assert_eq!(*home.0.lock().unwrap(), [1]);
+    }
 }

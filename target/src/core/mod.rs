@@ -29,7 +29,7 @@ use std::sync::Arc;
 use storage::BackendOp;
 use crate::wire::{Completion, KeyedSgl};
 
-pub use buffer::{Buffer, BufferPool, DataBuffer, DmaSlice, Lease, LeaseHome, Placement, Region, SlotLoan};
+pub use buffer::{Buffer, BufferPool, DataBuffer, DmaSlice, Lease, LeaseHome, Placement, Region, SlotHome, SlotLoan};
 pub use controller::Controller;
 pub use queue::{Capsule, Queue, QueueConfig};
 pub use subsystem::{HostAccess, Namespace, Subsystem, CONTROLLER_ID_MAX, CONTROLLER_ID_MIN, DISCOVERY_NQN};

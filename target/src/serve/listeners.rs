@@ -26,6 +26,8 @@ pub struct QueueSettings {
     pub cpus: Vec<usize>,
     /// One busy-polling poll group per CPU of `cpus` runs the queues.
     pub poll_groups: bool,
+    /// Slots of each poll group's shared receive queue per device.
+    pub srq_entries: u32,
 }
 
 pub struct Listeners {
@@ -44,7 +46,7 @@ impl Listeners {
         listener.poll_budget = settings.poll_budget;
         listener.polled_io = settings.polled_io;
         if settings.poll_groups {
-            listener.poll_groups = Some(Arc::new(PollGroups::start(&settings.cpus)?));
+            listener.poll_groups = Some(Arc::new(PollGroups::start(&settings.cpus, settings.srq_entries)?));
         }
         listener.cpus = settings.cpus;
         listener.open_listening_devices();

@@ -42,6 +42,9 @@ pub struct ServeOptions {
     /// Instead of a sleeping thread per queue, one busy-polling poll group per CPU of
     /// `cpus` (which must not be empty) runs the queues.
     pub poll_groups: bool,
+    /// Slots of each poll group's shared receive queue per device (0: none; each I/O
+    /// queue then posts receives of its own).
+    pub srq_entries: u32,
     /// Firmware and OUI for subsystems that set none, here and in later changes.
     pub defaults: SubsystemDefaults,
     /// The nvmetcli file SIGHUP reloads.
@@ -119,7 +122,7 @@ pub fn run(config: ServeConfig, options: ServeOptions) -> Result<(), SetupError>
     if !config.host_keys.is_empty() {
         info!(hosts = config.host_keys.len(), "hosts with a DH-HMAC-CHAP key must authenticate");
     }
-    let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone(), poll_groups: options.poll_groups };
+    let settings = QueueSettings { poll_budget: options.poll_budget, polled_io: options.polls_ssd(), cpus: options.cpus.clone(), poll_groups: options.poll_groups, srq_entries: options.srq_entries };
     let listeners = Listeners::start(first.id, first.address, target.clone(), pools.clone(), settings)
         .map_err(|source| SetupError::Rdma { verb: "rdma_bind_addr/rdma_listen on the listen address", source })?;
     let listeners = Arc::new(listeners);

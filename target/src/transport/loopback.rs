@@ -17,7 +17,7 @@ use std::time::Instant;
 use crate::wire::Status;
 use crate::backend::uring::Done;
 use crate::backend::Executor;
-use crate::core::{Action, Buffer, BufferPool, Capsule, DataBuffer, DisconnectReason, Lease, QueueConfig, Queue, Region, ResponseData, SlotLoan, Tag, Target};
+use crate::core::{Action, Buffer, BufferPool, Capsule, DataBuffer, DisconnectReason, Lease, QueueConfig, Queue, Region, ResponseData, SlotHome, SlotLoan, Tag, Target};
 use crate::memory::{PoolHandle, Pools};
 use crate::wire::{Completion, KeyedSgl};
 
@@ -35,6 +35,9 @@ struct Slots {
     free: Vec<u32>,
     count: u32,
 }
+
+/// The loopback takes its slots back by hand (`Slots::give_back`).
+impl SlotHome for memmap2::MmapMut {}
 
 impl Slots {
     fn new(count: u32, slot_bytes: usize) -> Slots {
@@ -54,10 +57,10 @@ impl Slots {
         // mapping (slot < count, data.len() <= slot_bytes).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), address as *mut u8, data.len()) };
         let buffer = Buffer { region: Region::Host, address, len_bytes: data.len() as u32 };
-        let keep_alive: Arc<dyn Send + Sync> = self.memory.clone();
+        let home: Arc<dyn SlotHome> = self.memory.clone();
         // SAFETY: the slot is ours and free; it goes back to `free` only when the loan
-        // comes back; `keep_alive` is its mapping.
-        Some(unsafe { SlotLoan::new(buffer, slot, keep_alive) })
+        // comes back by hand (`home` does nothing with it); `home` is its mapping.
+        Some(unsafe { SlotLoan::new(buffer, slot, home) })
     }
 
     fn give_back(&mut self, loan: SlotLoan) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rdma_mummy_sys as sys;
 
-use super::verbs::{set_nonblocking, CompletionQueue, Context, ProtectionDomain, QueuePair};
+use super::verbs::{set_nonblocking, CompletionQueue, Context, ProtectionDomain, QueuePair, SharedReceiveQueue};
 
 fn last_error() -> io::Error {
     io::Error::last_os_error()
@@ -139,6 +139,8 @@ pub struct CmId {
     id: *mut sys::rdma_cm_id,
     has_qp: bool,
     _pd: Option<Arc<ProtectionDomain>>,
+    /// The shared receive queue the QP takes its receives from: destroyed after the QP.
+    _srq: Option<Arc<SharedReceiveQueue>>,
 }
 
 // SAFETY: a CM id is used by one thread at a time (its owner).
@@ -160,7 +162,7 @@ impl CmId {
         if unsafe { sys::rdma_create_id(channel.channel, &mut id, ptr::null_mut(), sys::rdma_port_space::RDMA_PS_TCP) } != 0 {
             return Err(last_error());
         }
-        let listener = CmId { id, has_qp: false, _pd: None };
+        let listener = CmId { id, has_qp: false, _pd: None, _srq: None };
         let mut storage: libc::sockaddr_storage = socket_address(address);
         // SAFETY: storage holds a valid sockaddr for its family; the id is live.
         if unsafe { sys::rdma_bind_addr(listener.id, (&mut storage as *mut libc::sockaddr_storage).cast()) } != 0 {
@@ -178,7 +180,7 @@ impl CmId {
     /// # Safety
     /// `raw` must come from a ConnectRequest event and not be adopted twice.
     pub unsafe fn adopt(raw: RawCmId) -> CmId {
-        CmId { id: raw.0, has_qp: false, _pd: None }
+        CmId { id: raw.0, has_qp: false, _pd: None, _srq: None }
     }
 
     pub fn context(&self) -> Option<Context> {
@@ -188,11 +190,15 @@ impl CmId {
     }
 
     /// Creates this connection's RC queue pair on `pd` using `cq` for both directions.
-    pub fn create_queue_pair(&mut self, pd: &Arc<ProtectionDomain>, cq: &CompletionQueue, size: QueuePairSize) -> io::Result<QueuePair> {
+    /// Creates the connection's RC queue pair; with `srq`, its receives come from that
+    /// shared receive queue (`size.recv_entries` is then unused).
+    pub fn create_queue_pair(&mut self, pd: &Arc<ProtectionDomain>, cq: &CompletionQueue, size: QueuePairSize, srq: Option<&Arc<SharedReceiveQueue>>) -> io::Result<QueuePair> {
         // SAFETY: plain data.
         let mut attr: sys::ibv_qp_init_attr = unsafe { std::mem::zeroed() };
         attr.send_cq = cq.raw();
         attr.recv_cq = cq.raw();
+        // The SRQ outlives the QP: this id keeps an Arc to it (below).
+        attr.srq = srq.map_or(ptr::null_mut(), |srq| srq.raw());
         attr.qp_type = sys::ibv_qp_type::IBV_QPT_RC;
         attr.cap = sys::ibv_qp_cap {
             max_send_wr: size.send_entries,
@@ -207,6 +213,7 @@ impl CmId {
         }
         self.has_qp = true;
         self._pd = Some(pd.clone());
+        self._srq = srq.cloned();
         // SAFETY: rdma_create_qp set the id's qp.
         Ok(QueuePair(unsafe { (*self.id).qp }))
     }

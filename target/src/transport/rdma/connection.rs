@@ -14,18 +14,19 @@ use zerocopy::IntoBytes;
 
 use super::cm::{CmEventKind, CmId, EventChannel};
 use super::registrations::Registrations;
-use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, RecvBuffers, SendRequest, Transfer, WorkCompletion};
+use super::receives::{Receives, RECV};
+use super::verbs::{CompletionChannel, CompletionQueue, QueuePair, SendRequest, Transfer, WorkCompletion};
 use crate::wire::Status;
 use crate::backend::Executor;
 use crate::core::buffer::Region;
-use crate::core::{Action, Buffer, DataBuffer, Lease, Queue, ResponseData, Tag};
+use crate::core::{Action, Buffer, DataBuffer, Lease, Queue, ResponseData, SlotLoan, Tag};
 use crate::transport::depth::DepthHistory;
 use crate::transport::idle::IdleGaps;
 use crate::transport::sends::SendsInFlight;
 use crate::wire::KeyedSgl;
 
-/// Kinds of work request, in bits 48..56 of the wr_id; the low bits carry a tag or slot.
-const RECV: u64 = 1 << 48;
+/// Kinds of work request, in bits 48..56 of the wr_id (RECV's is in `receives.rs`); the
+/// low bits carry a tag or slot.
 const READ: u64 = 2 << 48;
 const WRITE: u64 = 3 << 48;
 const SEND: u64 = 4 << 48;
@@ -107,7 +108,7 @@ pub struct Connection {
     responses: ByTag<ResponseData>,
     pub cq: CompletionQueue,
     pub channel: CompletionChannel,
-    pub recv: RecvBuffers,
+    pub recv: Receives,
     pub queue: Queue,
     pub executor: Executor,
     pub events: EventChannel,
@@ -121,7 +122,10 @@ pub struct Connection {
     pub fixed_buffers: Option<Vec<(u64, usize)>>,
     /// Only the last SEND of a post is signalled (see [`SendsInFlight`]).
     sends_in_flight: SendsInFlight,
+    /// Receives posted on the queue's own receive queue (none with a shared one).
     recvs_in_flight: u32,
+    /// Slots of the shared receive queue to post again (reused between steps).
+    returned_slots: Vec<u32>,
     closing: Option<Instant>,
     /// Served by a busy-polling poll group rather than its own sleeping thread.
     busy_polled: bool,
@@ -141,7 +145,7 @@ pub struct Connection {
 
 impl Connection {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(id: CmId, cq: CompletionQueue, channel: CompletionChannel, recv: RecvBuffers, queue: Queue, executor: Executor, events: EventChannel, qp: QueuePair, control: Arc<Control>, send_with_invalidate: bool, registrations: Arc<Registrations>) -> Connection {
+    pub fn new(id: CmId, cq: CompletionQueue, channel: CompletionChannel, recv: Receives, queue: Queue, executor: Executor, events: EventChannel, qp: QueuePair, control: Arc<Control>, send_with_invalidate: bool, registrations: Arc<Registrations>) -> Connection {
         Connection {
             id,
             reads: ByTag::default(),
@@ -159,6 +163,7 @@ impl Connection {
             fixed_buffers: None,
             sends_in_flight: SendsInFlight::default(),
             recvs_in_flight: 0,
+            returned_slots: Vec::new(),
             closing: None,
             busy_polled: false,
             next_tick: Instant::now() + IDLE_TICK,
@@ -171,17 +176,27 @@ impl Connection {
         }
     }
 
-    /// Posts every receive slot. Done before accepting, so the host's first capsule finds one.
+    /// Posts every receive slot of the queue's own receive queue (a shared one has
+    /// them posted). Done before accepting, so the host's first capsule finds one.
     pub fn post_receives(&mut self) -> std::io::Result<()> {
-        for slot in 0..self.recv.count {
+        let count = match &self.recv {
+            Receives::Own(buffers) => buffers.count,
+            Receives::Shared(_) => return Ok(()),
+        };
+        for slot in 0..count {
             self.post_receive(slot)?;
         }
         Ok(())
     }
 
     fn post_receive(&mut self, slot: u32) -> std::io::Result<()> {
-        self.recv.post(&self.qp, RECV | u64::from(slot), slot)?;
-        self.recvs_in_flight += 1;
+        match &self.recv {
+            Receives::Own(buffers) => {
+                buffers.post(&self.qp, RECV | u64::from(slot), slot)?;
+                self.recvs_in_flight += 1;
+            }
+            Receives::Shared(shared) => shared.give_back(slot)?,
+        }
         Ok(())
     }
 
@@ -285,6 +300,9 @@ impl Connection {
         if let Err(error) = self.executor.flush() {
             warn!(queue = queue_id, %error, "backend submission failed");
             self.start_close();
+        }
+        if let Receives::Shared(shared) = &self.recv {
+            shared.post_returned(&mut self.returned_slots);
         }
         if self.control.stopping() {
             self.start_close();
@@ -404,18 +422,28 @@ impl Connection {
         let tag = tag_of(completion.wr_id);
         match completion.wr_id & KIND_MASK {
             RECV => {
-                self.recvs_in_flight = self.recvs_in_flight.saturating_sub(1);
-                if !completion.ok() {
-                    self.start_close();
+                let slot = (completion.wr_id & 0xFFFF_FFFF) as u32;
+                if !self.recv.is_shared() {
+                    self.recvs_in_flight = self.recvs_in_flight.saturating_sub(1);
+                }
+                if !completion.ok() || self.closing.is_some() {
+                    // No capsule: a shared slot goes straight back to the SRQ for the
+                    // group's other queues; an own slot stays unposted while closing.
+                    if self.recv.is_shared() {
+                        self.repost(slot);
+                    }
+                    if !completion.ok() {
+                        if self.closing.is_none() {
+                            warn!(queue = self.queue.queue_id(), status = completion.status, "a receive failed");
+                        }
+                        self.start_close();
+                    }
                     return;
                 }
-                let slot = (completion.wr_id & 0xFFFF_FFFF) as u32;
-                if self.closing.is_none() {
-                    let capsule = self.recv.completed(slot, completion.byte_len);
-                    // The slot's loan comes back now, or with the request's response.
-                    if let Some(loan) = self.queue.receive(Instant::now(), capsule) {
-                        self.repost(loan.slot());
-                    }
+                let capsule = self.recv.completed(slot, completion.byte_len);
+                // The slot's loan comes back now, or with the request's response.
+                if let Some(loan) = self.queue.receive(Instant::now(), capsule) {
+                    self.give_back(loan);
                 }
             }
             READ => {
@@ -457,12 +485,20 @@ impl Connection {
     /// What response `tag` carried is free: a lease goes back to its pool (by drop), a
     /// receive slot is posted again.
     fn release_response(&mut self, tag: Tag) {
-        let slot = match self.responses.take(tag) {
-            Some(ResponseData::ReturnSlot(loan)) | Some(ResponseData::Push { buffer: DataBuffer::Slot(loan), .. }) => loan.slot(),
-            Some(ResponseData::Push { buffer: DataBuffer::Pool(lease), .. }) => return drop(lease),
-            None => return,
-        };
-        if self.closing.is_none() {
+        match self.responses.take(tag) {
+            Some(ResponseData::ReturnSlot(loan)) | Some(ResponseData::Push { buffer: DataBuffer::Slot(loan), .. }) => self.give_back(loan),
+            Some(ResponseData::Push { buffer: DataBuffer::Pool(lease), .. }) => drop(lease),
+            None => {}
+        }
+    }
+
+    /// A receive slot's loan has ended. An own slot is posted again (not while closing);
+    /// a shared one went back to its SRQ's slots as the loan dropped and is posted with
+    /// the others at the end of the step.
+    fn give_back(&mut self, loan: SlotLoan) {
+        let slot = loan.slot();
+        drop(loan);
+        if !self.recv.is_shared() && self.closing.is_none() {
             self.repost(slot);
         }
     }

@@ -16,6 +16,7 @@ use zerocopy::IntoBytes;
 use super::cm::{CmEvent, CmEventKind, CmId, EventChannel, QueuePairSize};
 use super::connection::{Connection, Control};
 use super::poll_group::PollGroups;
+use super::receives::{Receives, SharedReceives};
 use super::registrations::Registrations;
 use super::verbs::{AsyncEvent, CompletionChannel, CompletionQueue, Context, DeviceInfo, ProtectionDomain, RecvBuffers};
 use crate::backend::Executor;
@@ -60,6 +61,8 @@ pub struct QueueReport {
     pub port: u16,
     pub device: String,
     pub uses_cmb: bool,
+    /// Its receives come from its poll group's shared receive queue on the device.
+    pub shared_receive_queue: bool,
     #[serde(flatten)]
     pub stats: Arc<IoStats>,
 }
@@ -84,6 +87,7 @@ impl ListenerView {
                 port: q.port_id,
                 device: q.device_name.clone(),
                 uses_cmb: q.shared.uses_cmb.load(Ordering::Relaxed),
+                shared_receive_queue: q.shared.shared_receive_queue.load(Ordering::Relaxed),
                 stats: q.shared.stats.clone(),
             })
             .collect()
@@ -357,6 +361,9 @@ impl Listener {
     /// the listening ids on it. Ports on other devices go on.
     fn lose_device(&mut self, context: Context) {
         self.stop_queues_where(|queue| queue.device == context);
+        if let Some(groups) = &self.poll_groups {
+            groups.forget_device(context);
+        }
         if let Some(device) = self.devices.remove(&context) {
             self.status.devices.lock().unwrap_or_else(|p| p.into_inner()).remove(&device.info.name);
         }
@@ -369,6 +376,11 @@ impl Listener {
     /// wildcard one).
     fn lose_devices(&mut self) {
         self.stop_queues();
+        if let Some(groups) = &self.poll_groups {
+            for context in self.devices.keys() {
+                groups.forget_device(*context);
+            }
+        }
         self.devices.clear();
         self.status.devices.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.ports.iter_mut().for_each(ListeningPort::lost);
@@ -474,7 +486,7 @@ impl Listener {
         };
         let shared = Arc::new(QueueShared::default());
         let device_name = device.info.name.clone();
-        let setup = Setup {
+        let mut setup = Setup {
             context,
             info: device.info.clone(),
             pd: device.pd.clone(),
@@ -488,6 +500,7 @@ impl Listener {
             port_id,
             control: control.clone(),
             shared: shared.clone(),
+            receives: None,
         };
         let peer = id.peer();
         // A queue run by a poll group only sets up and waits on its thread: the group's is pinned.
@@ -501,10 +514,16 @@ impl Listener {
                         warn!(cpu, %error, "could not pin the queue thread");
                     }
                 }
+                // A seat in a poll group first: an I/O queue's QP is made on the group's
+                // shared receive queue for the device.
+                let seat = groups.as_ref().and_then(|groups| groups.seat());
+                if let (Some(groups), Some(seat)) = (&groups, &seat) {
+                    setup.receives = setup.shared_receives(groups, seat);
+                }
                 match setup.connect(id) {
-                    Ok(connection) => match &groups {
-                        Some(groups) => groups.run(connection),
-                        None => connection.run(),
+                    Ok(connection) => match (&groups, seat) {
+                        (Some(groups), Some(seat)) => groups.run(seat, connection),
+                        _ => connection.run(),
                     },
                     Err((id, error)) => {
                         error!(%error, queue = request.queue_id, "could not set up the queue");
@@ -581,12 +600,16 @@ impl Listener {
 }
 
 const LISTEN_BACKLOG: i32 = 128;
+/// The receiver-not-ready wait of a queue pair on a shared receive queue: 10 µs, the
+/// shortest (IB encoding).
+const SHARED_RNR_TIMER: u8 = 1;
 
 /// What a queue's thread reports back to the listener (stats, async event matching).
 #[derive(Default)]
 struct QueueShared {
     stats: Arc<IoStats>,
     uses_cmb: AtomicBool,
+    shared_receive_queue: AtomicBool,
     /// Addresses of the queue's QP and CQ, to match asynchronous events (0 until built).
     qp: AtomicUsize,
     cq: AtomicUsize,
@@ -607,15 +630,41 @@ struct Setup {
     port_id: u16,
     control: Arc<Control>,
     shared: Arc<QueueShared>,
+    /// The poll group's shared receive queue, for an I/O queue run by a poll group.
+    receives: Option<Arc<SharedReceives>>,
 }
 
 impl Setup {
+    /// In-capsule data bytes the queue takes (none on an admin queue).
+    fn in_capsule(&self) -> u32 {
+        if self.request.queue_id == 0 {
+            0
+        } else {
+            self.target.limits.in_capsule_data_bytes
+        }
+    }
+
+    /// For an I/O queue, its poll group's shared receive queue on the device; `None`
+    /// (own receives) for an admin queue, or when the device makes no SRQ.
+    fn shared_receives(&self, groups: &PollGroups, seat: &super::poll_group::Seat) -> Option<Arc<SharedReceives>> {
+        if self.request.queue_id == 0 {
+            return None;
+        }
+        match groups.shared_receives(seat, &self.pd, self.in_capsule(), self.info.max_srq_wr) {
+            Ok(shared) => Some(shared),
+            Err(error) => {
+                warn!(queue = self.request.queue_id, device = %self.info.name, %error, "no shared receive queue: the queue posts receives of its own");
+                None
+            }
+        }
+    }
+
     /// Builds the queue's CQ, QP, receive buffers and rings, posts its receives,
     /// accepts, and moves the id to the queue's own event channel.
     fn connect(self, mut id: CmId) -> Result<Connection, (Option<CmId>, String)> {
         let Setup { context, info, pd, request, .. } = &self;
         let entries = request.host_send_queue_entries;
-        let in_capsule = if request.queue_id == 0 { 0 } else { self.target.limits.in_capsule_data_bytes };
+        let in_capsule = self.in_capsule();
         let send_entries = (entries * 3 + 8).min(info.max_qp_wr.max(16));
         // Write data received in a capsule stays in its receive slot until the response
         // is sent, and the host may send its next command as soon as it sees the response:
@@ -632,13 +681,16 @@ impl Setup {
             Err(e) => return Err((Some(id), fail(e, "completion queue"))),
         };
         let size = QueuePairSize { send_entries, recv_entries, inline_bytes: 64 };
-        let qp = match id.create_queue_pair(pd, &cq, size) {
+        let qp = match id.create_queue_pair(pd, &cq, size, self.receives.as_ref().map(|shared| shared.srq())) {
             Ok(qp) => qp,
             Err(e) => return Err((Some(id), fail(e, "queue pair"))),
         };
-        let recv = match RecvBuffers::new(pd, recv_entries, in_capsule) {
-            Ok(r) => r,
-            Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
+        let recv = match &self.receives {
+            Some(shared) => Receives::Shared(shared.join(entries)),
+            None => match RecvBuffers::new(pd, recv_entries, in_capsule, false) {
+                Ok(r) => Receives::Own(r),
+                Err(e) => return Err((Some(id), fail(e, "receive buffers"))),
+            },
         };
         let executor = match Executor::new(entries * 2, self.polled_io) {
             Ok(e) => e,
@@ -648,7 +700,7 @@ impl Setup {
         // Registered as io_uring fixed buffers once the queue's Connect is accepted: a
         // connection that never sends one does not get the host pool's pages pinned.
         // (The admin queue takes no in-capsule data: its data region is empty.)
-        let fixed: Vec<(u64, usize)> = [(host.address(), host.len_bytes()), recv.data_region()].into_iter().filter(|&(_, len)| len > 0).collect();
+        let fixed: Vec<(u64, usize)> = [(host.address(), host.len_bytes()), recv.buffers().data_region()].into_iter().filter(|&(_, len)| len > 0).collect();
         let events = match EventChannel::new() {
             Ok(e) => e,
             Err(e) => return Err((Some(id), fail(e, "event channel"))),
@@ -673,6 +725,14 @@ impl Setup {
         if let Err(e) = connection.id.accept(accept.as_bytes(), initiator_depth) {
             return Err((None, fail(e, "rdma_accept")));
         }
+        if connection.recv.is_shared() {
+            // The connection manager leaves the longest wait (655 ms) for a host that
+            // finds every shared slot taken; the group posts slots again within
+            // microseconds, so the host should try again at once.
+            if let Err(error) = connection.qp.set_min_rnr_timer(SHARED_RNR_TIMER) {
+                warn!(queue = request.queue_id, %error, "could not shorten the receiver-not-ready wait: a host that finds the shared receive queue empty waits 655 ms");
+            }
+        }
         let uses_cmb = self.registrations.peers_usable() && queue_may_use_cmb(&connection, info.is_rxe(), request.queue_id);
         connection.queue = Queue::new(self.target.clone(), config, Box::new(self.pools.handle(uses_cmb, wake(&self.control))));
         connection.queue.stats = self.shared.stats.clone();
@@ -681,9 +741,10 @@ impl Setup {
             return Err((None, fail(e, "rdma_migrate_id")));
         }
         self.shared.uses_cmb.store(uses_cmb, Ordering::Relaxed);
+        self.shared.shared_receive_queue.store(connection.recv.is_shared(), Ordering::Relaxed);
         self.shared.qp.store(connection.qp.0 as usize, Ordering::Relaxed);
         self.shared.cq.store(connection.cq.raw() as usize, Ordering::Relaxed);
-        info!(queue = request.queue_id, peer = ?connection.id.peer(), entries, initiator_depth, uses_cmb, "queue accepted");
+        info!(queue = request.queue_id, peer = ?connection.id.peer(), entries, initiator_depth, uses_cmb, shared_receive_queue = connection.recv.is_shared(), "queue accepted");
         Ok(connection)
     }
 }

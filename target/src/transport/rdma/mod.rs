@@ -1,12 +1,13 @@
 //! The NVMe/RDMA transport: the only code that knows ibverbs and the RDMA CM.
 //! `cm.rs` and `verbs.rs` hold the FFI; `connection.rs` (a queue: its own sleeping
-//! thread, or a step at a time in a busy-polling `poll_group.rs`) and `listener.rs` are
-//! built on them.
+//! thread, or a step at a time in a busy-polling `poll_group.rs`), `receives.rs` (its
+//! own receive queue or its group's shared one) and `listener.rs` are built on them.
 
 pub mod cm;
 pub mod connection;
 pub mod listener;
 pub mod poll_group;
+pub mod receives;
 pub mod registrations;
 pub mod verbs;
 

@@ -7,10 +7,11 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::RawFd;
 use std::ptr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rdma_mummy_sys as sys;
-use crate::core::{Buffer, Capsule, DmaSlice, Region, SlotLoan};
+use crate::core::{Buffer, Capsule, DmaSlice, Region, SlotHome, SlotLoan};
 use crate::memory::dma::DmaRegion;
 use crate::wire::command::COMMAND_BYTES;
 
@@ -44,6 +45,8 @@ pub struct DeviceInfo {
     pub max_qp_wr: u32,
     pub max_cqe: u32,
     pub max_qp_init_rd_atom: u8,
+    /// Receive work requests one shared receive queue may hold (0: no SRQ support).
+    pub max_srq_wr: u32,
     /// RC on-demand paging for RDMA READ, WRITE and RECV.
     pub odp_rc: bool,
     pub send_with_invalidate: bool,
@@ -145,6 +148,7 @@ impl Context {
             max_qp_wr: orig.max_qp_wr.max(0) as u32,
             max_cqe: orig.max_cqe.max(0) as u32,
             max_qp_init_rd_atom: orig.max_qp_init_rd_atom.clamp(0, 255) as u8,
+            max_srq_wr: if orig.max_srq > 0 { orig.max_srq_wr.max(0) as u32 } else { 0 },
             odp_rc: general_odp && rc & need == need,
             send_with_invalidate: orig.device_cap_flags & sys::ibv_device_cap_flags::IBV_DEVICE_MEM_MGT_EXTENSIONS.0 != 0,
         })
@@ -399,6 +403,65 @@ pub enum SendRequest {
     SendInline { wr_id: u64, data: [u8; 16], invalidate_key: Option<u32>, signalled: bool },
 }
 
+/// The scatter list of one receive: up to two `segments` (address, length).
+fn receive_segments(segments: &[(u64, u32)], local_key: u32) -> [sys::ibv_sge; 2] {
+    let mut sges = [sys::ibv_sge { addr: 0, length: 0, lkey: local_key }; 2];
+    for (sge, &(addr, length)) in sges.iter_mut().zip(segments) {
+        *sge = sys::ibv_sge { addr, length, lkey: local_key };
+    }
+    sges
+}
+
+/// A shared receive queue: receives posted once for every queue pair created on it, so
+/// receive buffers scale with the queues' owner (a poll group), not with connections.
+/// Each queue pair on it holds an `Arc` (in its CM id), so it is destroyed last.
+pub struct SharedReceiveQueue {
+    srq: *mut sys::ibv_srq,
+    _pd: Arc<ProtectionDomain>,
+}
+
+// SAFETY: ibverbs lets any thread post to or destroy an SRQ; only the handle is shared.
+unsafe impl Send for SharedReceiveQueue {}
+// SAFETY: as above (providers serialise posts to one SRQ).
+unsafe impl Sync for SharedReceiveQueue {}
+
+impl SharedReceiveQueue {
+    /// An SRQ of `entries` receives of up to two segments each.
+    pub fn new(pd: &Arc<ProtectionDomain>, entries: u32) -> io::Result<SharedReceiveQueue> {
+        let mut init = sys::ibv_srq_init_attr { srq_context: ptr::null_mut(), attr: sys::ibv_srq_attr { max_wr: entries, max_sge: 2, srq_limit: 0 } };
+        // SAFETY: live PD; a local attribute struct.
+        let srq = unsafe { sys::ibv_create_srq(pd.raw(), &mut init) };
+        if srq.is_null() {
+            return Err(last_error());
+        }
+        Ok(SharedReceiveQueue { srq, _pd: pd.clone() })
+    }
+
+    pub(crate) fn raw(&self) -> *mut sys::ibv_srq {
+        self.srq
+    }
+
+    /// As [`QueuePair::post_recv`], on the shared queue.
+    ///
+    /// # Safety
+    /// The memory must be registered under `local_key` and stay untouched by the CPU
+    /// until the receive completes or the SRQ is destroyed.
+    pub unsafe fn post_recv(&self, wr_id: u64, segments: &[(u64, u32)], local_key: u32) -> io::Result<()> {
+        let mut sges = receive_segments(segments, local_key);
+        let mut wr = sys::ibv_recv_wr { wr_id, next: ptr::null_mut(), sg_list: sges.as_mut_ptr(), num_sge: segments.len().min(sges.len()) as i32 };
+        let mut bad = ptr::null_mut();
+        // SAFETY: wr and sges are valid for the call; buffer validity is the caller's.
+        check(unsafe { sys::ibv_post_srq_recv(self.srq, &mut wr, &mut bad) })
+    }
+}
+
+impl Drop for SharedReceiveQueue {
+    fn drop(&mut self) {
+        // SAFETY: every QP created on this SRQ holds an Arc to it, so all are destroyed.
+        unsafe { sys::ibv_destroy_srq(self.srq) };
+    }
+}
+
 /// Work requests chained in one `ibv_post_send`.
 const POST_CHUNK: usize = 16;
 
@@ -416,12 +479,8 @@ impl QueuePair {
     /// The memory must be registered under `local_key` and stay untouched by the CPU
     /// until the receive completes or the QP is destroyed.
     pub unsafe fn post_recv(&self, wr_id: u64, segments: &[(u64, u32)], local_key: u32) -> io::Result<()> {
-        let mut sges = [sys::ibv_sge { addr: 0, length: 0, lkey: local_key }; 2];
-        for (sge, &(addr, length)) in sges.iter_mut().zip(segments) {
-            *sge = sys::ibv_sge { addr, length, lkey: local_key };
-        }
-        let num_sge = segments.len().min(sges.len()) as i32;
-        let mut wr = sys::ibv_recv_wr { wr_id, next: ptr::null_mut(), sg_list: sges.as_mut_ptr(), num_sge };
+        let mut sges = receive_segments(segments, local_key);
+        let mut wr = sys::ibv_recv_wr { wr_id, next: ptr::null_mut(), sg_list: sges.as_mut_ptr(), num_sge: segments.len().min(sges.len()) as i32 };
         let mut bad = ptr::null_mut();
         // SAFETY: wr and sges are valid for the call; buffer validity is the caller's.
         check(unsafe { sys::ibv_post_recv(self.0, &mut wr, &mut bad) })
@@ -505,6 +564,17 @@ impl QueuePair {
         check(unsafe { sys::ibv_modify_qp(self.0, &mut attr, sys::ibv_qp_attr_mask::IBV_QP_STATE.0 as i32) })
     }
 
+    /// Sets how long a host waits to send again after this QP answered receiver-not-ready
+    /// (the IB encoding: 1 is 10 µs, 12 is 640 µs, 0 is 655 ms). Allowed once the QP is
+    /// ready to send (after accept).
+    pub fn set_min_rnr_timer(&self, code: u8) -> io::Result<()> {
+        // SAFETY: ibv_qp_attr is plain data.
+        let mut attr: sys::ibv_qp_attr = unsafe { std::mem::zeroed() };
+        attr.min_rnr_timer = code;
+        // SAFETY: live QP, valid attr.
+        check(unsafe { sys::ibv_modify_qp(self.0, &mut attr, sys::ibv_qp_attr_mask::IBV_QP_MIN_RNR_TIMER.0 as i32) })
+    }
+
     /// The negotiated path MTU in bytes.
     pub fn path_mtu_bytes(&self) -> io::Result<u32> {
         // SAFETY: plain data outputs.
@@ -529,17 +599,19 @@ impl QueuePair {
     }
 }
 
-/// Receive buffers of one connection, in one registered host allocation: `count` slots,
-/// each a 64-byte command area and, when in-capsule data is enabled, a page-aligned data
-/// area the receive scatters the rest into, so write data can go to the backend from
-/// where it landed. A slot belongs to the NIC from `post` until its receive completes,
-/// then to the CPU (or to a request it is lent to) until it is posted again.
+/// Receive buffers, in one registered host allocation: `count` slots, each a 64-byte
+/// command area and, when in-capsule data is enabled, a page-aligned data area the
+/// receive scatters the rest into, so write data can go to the backend from where it
+/// landed. A slot belongs to the NIC from `post` until its receive completes, then to
+/// the CPU (or to a request it is lent to) until it is posted again. One connection's
+/// own slots are posted again by hand; slots behind a shared receive queue go back on
+/// their own when their loan ends ([`RecvBuffers::take_returned`]).
 pub struct RecvBuffers {
     // Field order: the MR is deregistered before the memory is unmapped.
     mr: MemoryRegion,
-    /// Shared with the slot loans of in-capsule writes, so a loan never outlives the
-    /// mapping it points into.
-    memory: Arc<DmaRegion>,
+    /// The slots' mapping, shared with the loans of in-capsule writes so a loan never
+    /// outlives it, and where loans go back.
+    home: Arc<SlotMemory>,
     data_bytes: u32,
     /// Offset of slot 0's data area: the command areas come first, rounded up to a page.
     data_base: usize,
@@ -547,11 +619,35 @@ pub struct RecvBuffers {
     pub count: u32,
 }
 
+/// The slots' mapping and, for slots behind a shared receive queue, the slots whose
+/// loans have ended and that wait to be posted again.
+struct SlotMemory {
+    memory: DmaRegion,
+    returned: Option<ReturnedSlots>,
+}
+
+#[derive(Default)]
+struct ReturnedSlots {
+    waiting: AtomicUsize,
+    slots: Mutex<Vec<u32>>,
+}
+
+impl SlotHome for SlotMemory {
+    fn returned(&self, slot: u32) {
+        if let Some(returned) = &self.returned {
+            returned.slots.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+            returned.waiting.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
 /// Alignment of in-capsule data areas (a page: any backend's O_DIRECT alignment).
 const DATA_ALIGN: usize = 4096;
 
 impl RecvBuffers {
-    pub fn new(pd: &Arc<ProtectionDomain>, count: u32, data_bytes: u32) -> io::Result<RecvBuffers> {
+    /// `count` slots with `data_bytes` of in-capsule data each; with `return_on_drop`,
+    /// a slot whose loan ends is kept for [`RecvBuffers::take_returned`].
+    pub fn new(pd: &Arc<ProtectionDomain>, count: u32, data_bytes: u32, return_on_drop: bool) -> io::Result<RecvBuffers> {
         let slots = count as usize;
         let data_stride = (data_bytes as usize).div_ceil(DATA_ALIGN) * DATA_ALIGN;
         let data_base = (slots * COMMAND_BYTES).div_ceil(DATA_ALIGN) * DATA_ALIGN;
@@ -560,7 +656,25 @@ impl RecvBuffers {
         // SAFETY: the mapping is owned by the returned value and outlives the MR (field
         // order).
         let mr = unsafe { MemoryRegion::register(pd, memory.address(), memory.len_bytes(), Registration::Pinned)? };
-        Ok(RecvBuffers { mr, memory: Arc::new(memory), data_bytes, data_base, data_stride, count })
+        let home = Arc::new(SlotMemory { memory, returned: return_on_drop.then(ReturnedSlots::default) });
+        Ok(RecvBuffers { mr, home, data_bytes, data_base, data_stride, count })
+    }
+
+    /// Moves the slots whose loans have ended since the last call into `out` (only for
+    /// buffers made with `return_on_drop`).
+    pub fn take_returned(&self, out: &mut Vec<u32>) {
+        let Some(returned) = &self.home.returned else { return };
+        if returned.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut slots = returned.slots.lock().unwrap_or_else(|p| p.into_inner());
+        returned.waiting.fetch_sub(slots.len(), Ordering::AcqRel);
+        out.append(&mut slots);
+    }
+
+    /// Bytes of in-capsule data a slot takes.
+    pub fn data_bytes(&self) -> u32 {
+        self.data_bytes
     }
 
     /// The key of the slots' registration (receives and in-capsule data).
@@ -570,8 +684,8 @@ impl RecvBuffers {
 
     /// Address and length of the in-capsule data areas (all slots), for the backend.
     pub fn data_region(&self) -> (u64, usize) {
-        let len = self.memory.len_bytes().saturating_sub(self.data_base);
-        (self.memory.address() + self.data_base as u64, len)
+        let memory = &self.home.memory;
+        (memory.address() + self.data_base as u64, memory.len_bytes().saturating_sub(self.data_base))
     }
 
     fn command_offset(&self, index: u32) -> usize {
@@ -582,19 +696,32 @@ impl RecvBuffers {
         self.data_base + index as usize * self.data_stride
     }
 
-    /// Posts slot `index` (wr_id is the caller's encoding of it).
+    /// Posts slot `index` on `qp`'s own receive queue (wr_id is the caller's encoding of
+    /// it).
     pub fn post(&self, qp: &QueuePair, wr_id: u64, index: u32) -> io::Result<()> {
+        let (segments, used) = self.segments(index)?;
+        // SAFETY: the areas are inside our registered mapping and, by this type's
+        // protocol, not read by the CPU until the receive completes.
+        unsafe { qp.post_recv(wr_id, &segments[..used], self.mr.local_key()) }
+    }
+
+    /// Posts slot `index` on a shared receive queue, as [`RecvBuffers::post`].
+    pub fn post_shared(&self, srq: &SharedReceiveQueue, wr_id: u64, index: u32) -> io::Result<()> {
+        let (segments, used) = self.segments(index)?;
+        // SAFETY: as in `post`.
+        unsafe { srq.post_recv(wr_id, &segments[..used], self.mr.local_key()) }
+    }
+
+    /// Slot `index`'s command area and, with in-capsule data, its data area: the
+    /// segments and how many of them are used.
+    fn segments(&self, index: u32) -> io::Result<([(u64, u32); 2], usize)> {
         if index >= self.count {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let base = self.memory.address();
+        let base = self.home.memory.address();
         let command = (base + self.command_offset(index) as u64, COMMAND_BYTES as u32);
         let data = (base + self.data_offset(index) as u64, self.data_bytes);
-        let segments = [command, data];
-        let used = if self.data_bytes == 0 { &segments[..1] } else { &segments[..] };
-        // SAFETY: both areas are inside our registered mapping and, by this type's
-        // protocol, not read by the CPU until the receive completes.
-        unsafe { qp.post_recv(wr_id, used, self.mr.local_key()) }
+        Ok(([command, data], if self.data_bytes == 0 { 1 } else { 2 }))
     }
 
     /// What a completed receive of `byte_len` bytes delivered into slot `index`, with
@@ -606,21 +733,22 @@ impl RecvBuffers {
         let data_len = byte_len.saturating_sub(COMMAND_BYTES).min(self.data_bytes as usize);
         let data_start = self.data_offset(index);
         let empty = DmaSlice::from_bytes(&[]);
+        let memory = &self.home.memory;
         // SAFETY: slot `index`'s receive completed, so the NIC no longer writes its
         // areas, and the slot is not posted again before the capsule is consumed.
-        let slots = unsafe { self.memory.slice(0, self.memory.len_bytes()) }.unwrap_or(empty);
+        let slots = unsafe { memory.slice(0, memory.len_bytes()) }.unwrap_or(empty);
         let command = slots.get(command_start, byte_len.min(COMMAND_BYTES)).unwrap_or(empty);
         let data = slots.get(data_start, data_len).unwrap_or(empty);
         let buffer = Buffer {
             region: Region::Host,
             len_bytes: data_len as u32,
-            address: self.memory.address() + data_start as u64,
+            address: memory.address() + data_start as u64,
         };
-        let keep_alive: Arc<dyn Send + Sync> = self.memory.clone();
+        let home: Arc<dyn SlotHome> = self.home.clone();
         // SAFETY: slot `index` is this receive queue's, its receive just completed, and
-        // the transport posts it again only when this loan comes back; `keep_alive` is
-        // the slot's mapping.
-        let loan = unsafe { SlotLoan::new(buffer, index, keep_alive) };
+        // the transport posts it again only when this loan comes back (by hand, or
+        // through `take_returned`); `home` keeps the slot's mapping.
+        let loan = unsafe { SlotLoan::new(buffer, index, home) };
         Capsule { command, data, loan: Some(loan) }
     }
 }
