@@ -635,7 +635,9 @@ struct ReturnedSlots {
 impl SlotHome for SlotMemory {
     fn returned(&self, slot: u32) {
         if let Some(returned) = &self.returned {
-            returned.slots.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+            let mut slots = returned.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.push(slot);
+            // Under the lock, so that `take_returned` never counts a slot it did not take.
             returned.waiting.fetch_add(1, Ordering::Release);
         }
     }
