@@ -651,7 +651,7 @@ impl Setup {
             return None;
         }
         match groups.shared_receives(seat, &self.pd, self.in_capsule(), self.info.max_srq_wr) {
-            Ok(shared) => Some(shared),
+            Ok(shared) => shared,
             Err(error) => {
                 warn!(queue = self.request.queue_id, device = %self.info.name, %error, "no shared receive queue: the queue posts receives of its own");
                 None

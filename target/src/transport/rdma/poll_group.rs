@@ -85,23 +85,27 @@ impl PollGroups {
     }
 
     /// The shared receive queue of `seat`'s group on `pd`'s device for slots of
-    /// `data_bytes` in-capsule data, made (and filled) at the first call. `max_wr` is
-    /// what the device allows an SRQ; 0 (no SRQ support) or a failure is an error, and
-    /// the queue then keeps receives of its own.
-    pub fn shared_receives(&self, seat: &Seat, pd: &Arc<ProtectionDomain>, data_bytes: u32, max_wr: u32) -> std::io::Result<Arc<SharedReceives>> {
-        let entries = self.srq_entries.min(max_wr);
-        let group = &self.groups[seat.group];
+    /// `data_bytes` in-capsule data, made (and filled) at the first call; `None` when
+    /// shared receive queues are off (`srq_entries` 0). `max_wr` is what the device
+    /// allows an SRQ: 0 (no SRQ support), or a failure to make one, is an error, and the
+    /// queue then keeps receives of its own.
+    pub fn shared_receives(&self, seat: &Seat, pd: &Arc<ProtectionDomain>, data_bytes: u32, max_wr: u32) -> std::io::Result<Option<Arc<SharedReceives>>> {
+        if self.srq_entries == 0 {
+            return Ok(None);
+        }
+        let Some(group) = self.groups.get(seat.group) else { return Ok(None) };
         let mut receives = group.receives.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shared) = receives.get(&(pd.context, data_bytes)) {
-            return Ok(shared.clone());
+            return Ok(Some(shared.clone()));
         }
+        let entries = self.srq_entries.min(max_wr);
         if entries == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "no shared receive queue (disabled, or the device has none)"));
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "the device has no shared receive queues"));
         }
         let shared = Arc::new(SharedReceives::new(pd, entries, data_bytes)?);
         info!(cpu = group.cpu, entries, data_bytes, "poll group's shared receive queue made for a device");
         receives.insert((pd.context, data_bytes), shared.clone());
-        Ok(shared)
+        Ok(Some(shared))
     }
 
     /// Lets go of every group's shared receive queue on `device` (gone, or going): the
@@ -115,7 +119,7 @@ impl PollGroups {
     /// Runs `connection` on `seat`'s group and returns when it has finished. If the group
     /// does not take it (its thread is gone), runs it here.
     pub fn run(&self, seat: Seat, connection: Connection) {
-        let group = &self.groups[seat.group];
+        let Some(group) = self.groups.get(seat.group) else { return connection.run() };
         let (finished, done) = mpsc::sync_channel(1);
         match group.incoming.send(Adopted { connection, finished }) {
             // The group drops its end of `finished` with the connection, error or not.
