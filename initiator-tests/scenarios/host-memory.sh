@@ -12,6 +12,9 @@ rnr_naks_more_than() {
     say "RNR NAKs sent: $(rnr_naks_sent)"
     (( $(rnr_naks_sent) > $1 ))
 }
+# The queues on a shared receive queue closed without waiting out the flush timeout for
+# the device to report their last receive (and so lost no slot to the group).
+last_receives_reported() { ! grep "last shared receive done in time" "$TARGET_LOG"; }
 # 4 KiB random writes with checksums at depth 16 from 2 jobs (data in the capsules),
 # then whatever $2... asks (--do_verify=0: no read-back; --verify_only: only that).
 fio_in_capsule() {
@@ -79,6 +82,7 @@ check "poll group: the shared slots covered the host's commands (no RNR NAK)" te
 check "poll group: the SSD's completions found by polling" polled_more_than 1000
 disconnect "$NQN"
 check "poll group: SIGTERM exits 0" stop_target
+check "poll group: each shared queue closed once the device had flushed its last receive" last_receives_reported
 
 # 4 shared slots for 2 queues of 128 commands: the host is told to retry (RNR NAK), and
 # its 4 KiB writes, each held in its slot until the SSD has it, must land whole. Writes
@@ -92,6 +96,7 @@ check "4 shared slots: the host was told to retry" rnr_naks_more_than "$RNR_BEFO
 check "4 shared slots: a warning names the shortfall" grep -q "raise --srq-entries" "$TARGET_LOG"
 disconnect "$NQN"
 check "4 shared slots: SIGTERM exits 0" stop_target
+check "4 shared slots: each queue closed once the device had flushed its last receive" last_receives_reported
 start_target --subsystem "$NQN" --namespace "$NVME_DEV" --allow-host "$HOSTNQN" --p2pmem off
 DEV=$(connect "$NQN" --nr-io-queues=2)
 check "4 shared slots: every write reads back intact" fio_in_capsule "$DEV" --verify_only

@@ -14,7 +14,7 @@ fn expect(scenario: &str, vm_args: &[&str], env: &[(&str, &str)], at_least: u32)
 #[test]
 #[ignore = "boots a QEMU guest; run with --ignored"]
 fn host_memory_path_with_the_kernel_host() {
-    expect("host-memory.sh", &[], &[], 38);
+    expect("host-memory.sh", &[], &[], 40);
 }
 
 #[test]

@@ -69,12 +69,14 @@ pub enum Step {
 /// to wake the thread.
 pub struct Control {
     stop: AtomicBool,
+    /// The QP, on a shared receive queue, has flushed the last receive it took from it.
+    last_receive: AtomicBool,
     wake: std::os::fd::OwnedFd,
 }
 
 impl Control {
     pub fn new() -> std::io::Result<Arc<Control>> {
-        Ok(Arc::new(Control { stop: AtomicBool::new(false), wake: crate::transport::rdma::eventfd()? }))
+        Ok(Arc::new(Control { stop: AtomicBool::new(false), last_receive: AtomicBool::new(false), wake: crate::transport::rdma::eventfd()? }))
     }
 
     pub fn request_stop(&self) {
@@ -85,6 +87,16 @@ impl Control {
     /// Wakes the thread without asking it to stop (the pool granted it a buffer).
     pub fn wake(&self) {
         crate::transport::rdma::signal(&self.wake);
+    }
+
+    /// The device reported the QP's last receive from its shared receive queue done.
+    pub fn last_receive_reached(&self) {
+        self.last_receive.store(true, Ordering::Release);
+        crate::transport::rdma::signal(&self.wake);
+    }
+
+    fn receives_flushed(&self) -> bool {
+        self.last_receive.load(Ordering::Acquire)
     }
 
     pub fn stopping(&self) -> bool {
@@ -308,6 +320,14 @@ impl Connection {
             self.start_close();
         }
         if self.finished() {
+            if self.recv.is_shared() {
+                // The last receives the QP took from the shared queue were flushed into
+                // the CQ before the device said so: their slots go back to the others.
+                self.drain_completions();
+                if !self.control.receives_flushed() {
+                    warn!(queue = queue_id, timeout = ?FLUSH_TIMEOUT, "the device did not report the queue pair's last shared receive done in time: slots it still holds are lost to its poll group");
+                }
+            }
             Step::Finished
         } else if progressed {
             Step::Progressed
@@ -644,7 +664,10 @@ impl Connection {
 
     fn finished(&self) -> bool {
         let Some(since) = self.closing else { return false };
-        let nic_idle = self.reads.is_empty() && self.sends_in_flight.is_empty() && self.recvs_in_flight == 0;
+        // A QP on a shared receive queue may hold receives taken from it that have not
+        // completed yet; the device says when the last one has (see `Control`).
+        let receives_done = self.recvs_in_flight == 0 && (!self.recv.is_shared() || self.control.receives_flushed());
+        let nic_idle = self.reads.is_empty() && self.sends_in_flight.is_empty() && receives_done;
         let nic_done = nic_idle || since.elapsed() > FLUSH_TIMEOUT;
         // Backend operations write into pool buffers: always wait for them.
         nic_done && self.executor.in_flight() == 0

@@ -337,6 +337,12 @@ impl Listener {
                 };
                 match event {
                     AsyncEvent::QpError { qp, kind } => close(|shared| &shared.qp, qp, kind),
+                    AsyncEvent::QpLastReceive { qp } => {
+                        for queue in queues.iter().filter(|q| q.shared.qp.load(Ordering::Relaxed) == qp) {
+                            debug!(queue = queue.queue_id, peer = ?queue.peer, "the queue pair's last receive from the shared receive queue is done");
+                            queue.control.last_receive_reached();
+                        }
+                    }
                     AsyncEvent::CqError { cq } => close(|shared| &shared.cq, cq, "CQ error"),
                     AsyncEvent::PortDown { port } => {
                         let on_device = queues.iter().filter(|q| q.device == context).count();

@@ -66,6 +66,9 @@ impl DeviceInfo {
 pub enum AsyncEvent {
     /// A QP went to the error state (fatal, request or access error).
     QpError { qp: usize, kind: &'static str },
+    /// A QP on a shared receive queue, in error, has completed (or flushed) the last
+    /// receive it took from it.
+    QpLastReceive { qp: usize },
     CqError { cq: usize },
     PortDown { port: i32 },
     PortActive { port: i32 },
@@ -107,6 +110,7 @@ impl Context {
             t::IBV_EVENT_QP_FATAL => AsyncEvent::QpError { qp: qp(), kind: "QP fatal" },
             t::IBV_EVENT_QP_REQ_ERR => AsyncEvent::QpError { qp: qp(), kind: "QP request error" },
             t::IBV_EVENT_QP_ACCESS_ERR => AsyncEvent::QpError { qp: qp(), kind: "QP access error" },
+            t::IBV_EVENT_QP_LAST_WQE_REACHED => AsyncEvent::QpLastReceive { qp: qp() },
             // SAFETY: a CQ event sets `cq`.
             t::IBV_EVENT_CQ_ERR => AsyncEvent::CqError { cq: unsafe { element.cq } as usize },
             // SAFETY: a port event sets `port_num`.
