@@ -58,11 +58,6 @@ impl SharedReceives {
         &self.srq
     }
 
-    /// Bytes of in-capsule data a slot takes.
-    pub fn data_bytes(&self) -> u32 {
-        self.buffers.data_bytes()
-    }
-
     /// Posts again every slot whose loan has ended; `scratch` is reused between calls.
     pub fn post_returned(&self, scratch: &mut Vec<u32>) {
         scratch.clear();

@@ -678,11 +678,6 @@ impl RecvBuffers {
         out.append(&mut slots);
     }
 
-    /// Bytes of in-capsule data a slot takes.
-    pub fn data_bytes(&self) -> u32 {
-        self.data_bytes
-    }
-
     /// The key of the slots' registration (receives and in-capsule data).
     pub fn local_key(&self) -> u32 {
         self.mr.local_key()
